@@ -1,0 +1,211 @@
+// taskmaster submit / wait / results: put a job on the queues, follow its outcomes.
+#include <iostream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "cli/output.h"
+
+namespace taskmaster::cli {
+
+namespace proto = protocol;
+using nlohmann::json;
+
+namespace {
+
+struct SubmitOptions {
+  ConnectionOptions connection;
+  std::string function;
+  std::string args;
+  bool has_args = false;
+  bool each = false;
+  std::string queue = std::string(proto::kDefaultQueue);
+  int priority = 0;
+  double delay_s = 0;
+  double timeout_s = proto::kDefaultTimeoutMs / 1000.0;
+  unsigned max_attempts = proto::kDefaultMaxAttempts;
+  double backoff_s = proto::kDefaultBackoffMs / 1000.0;
+  bool wait = false;
+  bool json = false;
+  std::string idempotency_key;
+};
+
+struct FollowOptions {
+  ConnectionOptions connection;
+  proto::JobId job = 0;
+  bool json = false;
+};
+
+// ARGS as given on the command line or on a line of stdin: JSON if it parses, else a string.
+Expected<std::string> parse_args(const std::string& text) {
+  std::string compact;
+  if (proto::json_depth(text) > proto::kMaxJsonDepth)
+    return make_error(ErrorCode::BadField, "args nest deeper than " + std::to_string(proto::kMaxJsonDepth) + " levels");
+  json v = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (v.is_discarded()) {
+    compact.clear();
+    proto::append_json_string(compact, text);
+  } else {
+    compact = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  if (compact.size() > proto::kMaxArgsBytes)
+    return make_error(ErrorCode::TooLarge, "args are " + std::to_string(compact.size()) + " bytes as JSON; the limit is " +
+                                                std::to_string(proto::kMaxArgsBytes));
+  return compact;
+}
+
+int exit_for(const JobSummary& s) { return s.all_done() ? kExitOk : kExitTaskFailed; }
+
+int run_submit(const SubmitOptions& o) {
+  if (!proto::is_valid_name(o.function)) {
+    std::fprintf(stderr, "taskmaster: invalid function name '%s': use 1 to 128 of A-Z a-z 0-9 _ . : -\n", o.function.c_str());
+    return kExitUsage;
+  }
+  proto::TaskSpec base;
+  base.function = o.function;
+  base.queue = o.queue;
+  base.priority = o.priority;
+  base.delay_ms = static_cast<std::uint64_t>(o.delay_s * 1000);
+  base.timeout_ms = static_cast<std::uint32_t>(o.timeout_s * 1000);
+  base.max_attempts = o.max_attempts;
+  base.backoff_ms = static_cast<std::uint32_t>(o.backoff_s * 1000);
+  if (base.timeout_ms == 0) base.timeout_ms = 1;
+
+  // The tasks: one from ARGS, or one per line of stdin with --each.
+  std::optional<Error> input_error;
+  std::size_t line_no = 0;
+  bool given = false;
+  TaskSource source = [&]() -> std::optional<proto::TaskSpec> {
+    if (input_error) return std::nullopt;
+    if (!o.each) {
+      if (given) return std::nullopt;
+      given = true;
+      proto::TaskSpec t = base;
+      if (o.has_args) {
+        auto a = parse_args(o.args);
+        if (!a) {
+          input_error = a.error();
+          return std::nullopt;
+        }
+        t.args = std::move(*a);
+      }
+      return t;
+    }
+    std::string line;
+    while (std::getline(std::cin, line)) {
+      ++line_no;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty()) continue;
+      auto a = parse_args(line);
+      if (!a) {
+        input_error = Error{a.error().code, "standard input line " + std::to_string(line_no) + ": " + a.error().message};
+        return std::nullopt;
+      }
+      proto::TaskSpec t = base;
+      t.args = std::move(*a);
+      return t;
+    }
+    return std::nullopt;
+  };
+  // Read the first task before connecting, so that bad input fails fast and no empty job is made.
+  auto first = source();
+  if (input_error) {
+    std::fprintf(stderr, "taskmaster: %s\n", input_error->message.c_str());
+    return kExitUsage;
+  }
+  if (!first) {
+    std::fprintf(stderr, "taskmaster: no tasks: standard input had no non-empty line\n");
+    return kExitUsage;
+  }
+  bool first_taken = false;
+  TaskSource with_first = [&]() -> std::optional<proto::TaskSpec> {
+    if (!first_taken) {
+      first_taken = true;
+      return first;
+    }
+    return source();
+  };
+
+  zmq::context_t ctx;
+  Client client(ctx, o.connection.client());
+  if (auto s = client.connect(); !s) return report(s.error());
+  JobOptions jo;
+  jo.idempotency_key = o.idempotency_key;
+  OutcomeSink sink = [&](proto::JobId job, const std::vector<proto::Outcome>& batch) { print_outcomes(job, batch, o.json); };
+  auto summary = run_job(client, with_first, jo, nullptr, o.wait ? &sink : nullptr);
+  if (input_error) {
+    // The tasks before the bad line were submitted; say which job they are in.
+    std::fprintf(stderr, "taskmaster: %s (tasks before it are in job %llu)\n", input_error->message.c_str(),
+                 static_cast<unsigned long long>(summary ? summary->job : 0));
+    return kExitUsage;
+  }
+  if (!summary) return report(summary.error());
+  if (!o.wait) {
+    std::printf("%llu\n", static_cast<unsigned long long>(summary->job));
+    return kExitOk;
+  }
+  return exit_for(*summary);
+}
+
+int run_follow(const FollowOptions& o, bool until_end) {
+  zmq::context_t ctx;
+  Client client(ctx, o.connection.client());
+  if (auto s = client.connect(); !s) return report(s.error());
+  OutcomeSink sink = [&](proto::JobId job, const std::vector<proto::Outcome>& batch) { print_outcomes(job, batch, o.json); };
+  auto summary = follow_job(client, o.job, until_end, sink);
+  if (!summary) return report(summary.error());
+  if (!until_end) return summary->dead + summary->cancelled == 0 ? kExitOk : kExitTaskFailed;
+  return exit_for(*summary);
+}
+
+void add_follow_options(CLI::App* cmd, FollowOptions& o) {
+  cmd->add_option("JOB", o.job, "The job id that submit printed")->required()->check(CLI::PositiveNumber);
+  cmd->add_flag("--json", o.json, "One JSON object per line: job, task, args, status, result|error, attempts, worker");
+  add_connection_options(cmd, o.connection);
+}
+
+}  // namespace
+
+void add_job_commands(CLI::App& app, Runners& runners) {
+  auto o = std::make_shared<SubmitOptions>();
+  auto* submit = app.add_subcommand("submit", "Submit a job: one task, or one task per line of stdin with --each");
+  submit->add_option("FUNCTION", o->function, "The function to run, e.g. square")->required();
+  auto* args = submit->add_option("ARGS", o->args, "The task's args: JSON, or else taken as a string");
+  auto* each = submit->add_flag("--each", o->each, "One task per line of standard input (each line JSON, or a bare string)");
+  each->excludes(args);
+  submit->add_option("-q,--queue", o->queue, "Queue to put the tasks on")
+      ->check([](const std::string& s) { return proto::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'"; })
+      ->capture_default_str();
+  submit->add_option("-p,--priority", o->priority, "Higher runs first")->check(CLI::Range(-1000000, 1000000))->capture_default_str();
+  submit->add_option("--delay", o->delay_s, "Seconds before the tasks may start")->check(CLI::Range(0.0, 366 * 86400.0))->capture_default_str();
+  submit->add_option("--timeout", o->timeout_s, "Seconds an attempt may run before it fails")
+      ->check(CLI::Range(0.001, 7 * 86400.0))
+      ->capture_default_str();
+  submit->add_option("--max-attempts", o->max_attempts, "Attempts before a task is dead")->check(CLI::Range(1u, proto::kMaxAttempts))->capture_default_str();
+  submit->add_option("--backoff", o->backoff_s, "Seconds before the first retry; doubled after each further failure")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+  auto* wait = submit->add_flag("-w,--wait", o->wait, "Wait, printing each task's outcome as it finishes: ARGS -> RESULT");
+  submit->add_flag("--json", o->json, "With --wait: one JSON object per line (job, task, args, status, result|error, attempts, worker)")
+      ->needs(wait);
+  submit->add_option("--idempotency-key", o->idempotency_key, "Submitting the same key again returns the same job instead of a new one")
+      ->check([](const std::string& s) { return !s.empty() && s.size() <= proto::kMaxTextBytes ? std::string() : "the key must be 1 to 256 bytes"; });
+  add_connection_options(submit, o->connection);
+  submit->footer(std::string("Without --wait, prints the job id. ") + kExitCodesHelp);
+  submit->callback([o, args] { o->has_args = args->count() > 0; });
+  runners[submit] = [o] { return run_submit(*o); };
+
+  auto w = std::make_shared<FollowOptions>();
+  auto* wait_cmd = app.add_subcommand("wait", "Wait for a job to end, printing each task's outcome (finished ones first)");
+  add_follow_options(wait_cmd, *w);
+  wait_cmd->footer(kExitCodesHelp);
+  runners[wait_cmd] = [w] { return run_follow(*w, true); };
+
+  auto r = std::make_shared<FollowOptions>();
+  auto* results = app.add_subcommand("results", "Print the outcomes a job has so far, without waiting");
+  add_follow_options(results, *r);
+  results->footer(std::string("Exit code 1 if any task so far is dead or cancelled. ") + kExitCodesHelp);
+  runners[results] = [r] { return run_follow(*r, false); };
+}
+
+}  // namespace taskmaster::cli

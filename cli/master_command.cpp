@@ -1,0 +1,74 @@
+// taskmaster master: runs the master in the foreground until SIGINT or SIGTERM.
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "cli/output.h"
+#include "common/log.h"
+#include "master/master.h"
+
+namespace taskmaster::cli {
+namespace {
+
+struct MasterOptions {
+  std::string bind = "tcp://0.0.0.0:5555";
+  double heartbeat_s = 1;
+  double worker_timeout_s = 3;
+  double result_ttl_s = 24 * 3600;
+  double handshake_timeout_s = 5;
+};
+
+std::chrono::milliseconds ms(double s) { return std::chrono::milliseconds(static_cast<long long>(s * 1000)); }
+
+int run_master(const MasterOptions& o) {
+  set_log_name("master");
+  StopSignal stop;  // before the context starts its threads
+  zmq::context_t ctx;
+  MasterConfig config;
+  config.socket.endpoint = o.bind;
+  config.socket.handshake_timeout = ms(o.handshake_timeout_s);
+  config.socket.heartbeat = ms(o.heartbeat_s);
+  config.socket.heartbeat_timeout = ms(o.worker_timeout_s);
+  config.heartbeat = ms(o.heartbeat_s);
+  config.worker_timeout = ms(o.worker_timeout_s);
+  config.result_ttl = ms(o.result_ttl_s);
+  std::unique_ptr<Master> master;
+  try {
+    master = std::make_unique<Master>(ctx, config);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "taskmaster: %s\n", e.what());
+    return kExitError;
+  }
+  // The first line of stdout is the endpoint really bound, so that scripts can use port 0.
+  std::printf("%s\n", master->endpoint().c_str());
+  std::fflush(stdout);
+  master->run(stop.fd());
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_master_command(CLI::App& app, Runners& runners) {
+  auto o = std::make_shared<MasterOptions>();
+  auto* cmd = app.add_subcommand("master", "Run a master: it holds the queues and hands tasks to workers");
+  cmd->add_option("-b,--bind", o->bind, "Endpoint to listen on; port 0 picks a free port")->capture_default_str();
+  cmd->add_option("--heartbeat-interval", o->heartbeat_s, "Seconds between heartbeats to each worker")
+      ->check(CLI::Range(0.01, 3600.0))
+      ->capture_default_str();
+  cmd->add_option("--worker-timeout", o->worker_timeout_s,
+                  "Seconds of silence after which a worker is presumed dead and its tasks queued again")
+      ->check(CLI::Range(0.05, 86400.0))
+      ->capture_default_str();
+  cmd->add_option("--result-ttl", o->result_ttl_s, "Seconds a job's results are kept after the job ends")
+      ->check(CLI::Range(0.0, 365 * 86400.0))
+      ->capture_default_str();
+  cmd->add_option("--handshake-timeout", o->handshake_timeout_s, "Seconds a new connection has to complete its handshake")
+      ->check(CLI::Range(0.1, 600.0))
+      ->capture_default_str();
+  cmd->footer(std::string("Prints the bound endpoint (tcp://HOST:PORT) as the first line of stdout; logs go to stderr.\n"
+                          "Stops cleanly on SIGINT or SIGTERM.\n") + kExitCodesHelp);
+  runners[cmd] = [o] { return run_master(*o); };
+}
+
+}  // namespace taskmaster::cli

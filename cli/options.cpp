@@ -1,0 +1,48 @@
+#include "cli/options.h"
+
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace taskmaster::cli {
+
+ClientOptions ConnectionOptions::client() const {
+  ClientOptions c;
+  c.endpoint = endpoint;
+  c.connect_timeout = std::chrono::milliseconds(static_cast<long long>(connect_timeout_s * 1000));
+  c.retry_timeout = std::chrono::milliseconds(static_cast<long long>(retry_timeout_s * 1000));
+  return c;
+}
+
+void add_connection_options(CLI::App* cmd, ConnectionOptions& o) {
+  cmd->add_option("-c,--connect", o.endpoint, "The master's endpoint (env TASKMASTER_ADDRESS)")
+      ->envname("TASKMASTER_ADDRESS")
+      ->capture_default_str();
+  cmd->add_option("--connect-timeout", o.connect_timeout_s, "Seconds to wait for the first connection; then exit 3")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--retry-timeout", o.retry_timeout_s,
+                  "Seconds to keep retrying when the master stops answering (e.g. while it restarts); then exit 3")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+}
+
+StopSignal::StopSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  if (pthread_sigmask(SIG_BLOCK, &set, nullptr) != 0) throw std::runtime_error("cannot block SIGINT/SIGTERM");
+  fd_ = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (fd_ < 0) throw std::runtime_error(std::string("signalfd: ") + std::strerror(errno));
+}
+
+StopSignal::~StopSignal() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+}  // namespace taskmaster::cli

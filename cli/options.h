@@ -1,0 +1,38 @@
+// Options and helpers that several subcommands share.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "client/client.h"
+
+namespace taskmaster::cli {
+
+inline constexpr const char* kDefaultConnect = "tcp://127.0.0.1:5555";
+
+// --connect (default from TASKMASTER_ADDRESS), --connect-timeout, --retry-timeout.
+struct ConnectionOptions {
+  std::string endpoint = kDefaultConnect;
+  double connect_timeout_s = 5;
+  double retry_timeout_s = 60;
+  ClientOptions client() const;
+};
+void add_connection_options(CLI::App* cmd, ConnectionOptions& o);
+
+// Blocks SIGINT and SIGTERM in this thread and in every thread started after it, and delivers them
+// on a file descriptor instead, which the master's and worker's loops poll. Create it before any
+// other thread (the ZeroMQ context's included).
+class StopSignal {
+ public:
+  StopSignal();
+  ~StopSignal();
+  StopSignal(const StopSignal&) = delete;
+  StopSignal& operator=(const StopSignal&) = delete;
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace taskmaster::cli

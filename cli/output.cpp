@@ -1,0 +1,123 @@
+#include "cli/output.h"
+
+#include <algorithm>
+#include <iomanip>
+#include <sstream>
+
+namespace taskmaster::cli {
+
+namespace proto = protocol;
+
+int report(const Error& e) {
+  std::fprintf(stderr, "taskmaster: %s\n", e.message.c_str());
+  switch (e.code) {
+    case ErrorCode::Unreachable: return kExitUnreachable;
+    case ErrorCode::AuthFailed: return kExitAuth;
+    default: return kExitError;
+  }
+}
+
+void append_outcome(std::string& out, proto::JobId job, const proto::Outcome& o, bool json) {
+  if (!json) {
+    out += o.args;
+    out += " -> ";
+    if (o.status == proto::TaskState::Done) {
+      out += o.value;
+    } else if (o.status == proto::TaskState::Dead) {
+      out += "error: ";
+      out += o.value;
+    } else {
+      out += "cancelled";
+    }
+    out += '\n';
+    return;
+  }
+  out += "{\"job\":";
+  out += std::to_string(job);
+  out += ",\"task\":";
+  out += std::to_string(o.task);
+  out += ",\"args\":";
+  out += o.args;
+  out += ",\"status\":\"";
+  out += proto::to_string(o.status);
+  out += '"';
+  if (o.status == proto::TaskState::Done) {
+    out += ",\"result\":";
+    out += o.value;
+  } else if (o.status == proto::TaskState::Dead) {
+    out += ",\"error\":";
+    proto::append_json_string(out, o.value);
+  }
+  out += ",\"attempts\":";
+  out += std::to_string(o.attempts);
+  out += ",\"worker\":";
+  proto::append_json_string(out, o.worker);
+  out += "}\n";
+}
+
+void print_outcomes(proto::JobId job, const std::vector<proto::Outcome>& outcomes, bool json) {
+  std::string out;
+  out.reserve(outcomes.size() * 64);
+  for (const auto& o : outcomes) append_outcome(out, job, o, json);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+}
+
+namespace {
+
+std::string cell(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_float()) {
+    std::ostringstream s;
+    s << std::fixed << std::setprecision(1) << v.get<double>();
+    return s.str();
+  }
+  return v.dump();
+}
+
+// Left-aligns the first column, right-aligns the others.
+std::string table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width;
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      if (width.size() <= i) width.push_back(0);
+      width[i] = std::max(width[i], r[i].size());
+    }
+  std::ostringstream s;
+  for (const auto& r : rows) {
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      if (i) s << "  ";
+      if (i == 0) s << std::left << std::setw(static_cast<int>(width[i])) << r[i];
+      else s << std::right << std::setw(static_cast<int>(width[i])) << r[i];
+    }
+    s << '\n';
+  }
+  return s.str();
+}
+
+}  // namespace
+
+std::string format_status(const nlohmann::json& st) {
+  std::ostringstream s;
+  s << "master " << cell(st.value("master", "")) << ", up " << cell(st.value("uptime_s", 0.0)) << " s; "
+    << cell(st.value("jobs", 0)) << " jobs, " << cell(st.value("tasks", 0)) << " tasks kept\n\n";
+  std::vector<std::vector<std::string>> q{{"queue", "delayed", "queued", "running", "done", "dead", "cancelled"}};
+  const auto queues = st.value("queues", nlohmann::json::object());
+  for (const auto& [name, counts] : queues.items()) {
+    std::vector<std::string> row{name};
+    for (const char* k : {"delayed", "queued", "running", "done", "dead", "cancelled"}) row.push_back(cell(counts.value(k, 0)));
+    q.push_back(row);
+  }
+  s << table(q) << '\n';
+  std::vector<std::vector<std::string>> w{{"worker", "host", "slots", "in_flight", "done", "last_heartbeat_s"}};
+  for (const auto& x : st.value("workers", nlohmann::json::array()))
+    w.push_back({cell(x.value("id", "")), cell(x.value("host", "")), cell(x.value("slots", 0)), cell(x.value("in_flight", 0)),
+                 cell(x.value("done", 0)), cell(x.value("last_heartbeat_s", 0.0))});
+  s << table(w) << '\n';
+  const auto rates = st.value("rates", nlohmann::json::object());
+  s << "rates: " << cell(rates.value("submitted_per_s", 0.0)) << " tasks/s submitted, " << cell(rates.value("finished_per_s", 0.0))
+    << " tasks/s finished\n";
+  return s.str();
+}
+
+}  // namespace taskmaster::cli

@@ -1,0 +1,43 @@
+// Exit codes, and how results are printed. The only part of taskmaster that writes to stdout.
+#pragma once
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/expected.h"
+#include "protocol/message.h"
+
+namespace taskmaster::cli {
+
+// Exit codes (README "Exit codes" and every --help).
+enum ExitCode : int {
+  kExitOk = 0,           // every task done (or the command succeeded)
+  kExitTaskFailed = 1,   // some task dead or cancelled
+  kExitUsage = 2,        // bad command line
+  kExitUnreachable = 3,  // master unreachable within the connect timeout
+  kExitAuth = 4,         // authentication failed
+  kExitError = 5,        // anything else: the master refused the request, cannot bind, unknown job
+};
+
+inline constexpr const char* kExitCodesHelp =
+    "Exit codes: 0 every task done (or success); 1 some task dead or cancelled; 2 usage error;\n"
+    "3 master unreachable; 4 authentication failed; 5 other error (request refused, unknown job,\n"
+    "cannot bind).";
+
+// Prints "taskmaster: MESSAGE" on stderr and returns the exit code for this error.
+int report(const Error& e);
+
+// One finished task, as `submit --wait` prints it: "ARGS -> RESULT", "ARGS -> error: MESSAGE",
+// "ARGS -> cancelled"; with json, one object with job, task, args, status, result|error, attempts,
+// worker. Appends a newline.
+void append_outcome(std::string& out, protocol::JobId job, const protocol::Outcome& o, bool json);
+// Writes a batch of outcomes to stdout and flushes it.
+void print_outcomes(protocol::JobId job, const std::vector<protocol::Outcome>& outcomes, bool json);
+
+// The master's status report as an aligned text table.
+std::string format_status(const nlohmann::json& status);
+
+}  // namespace taskmaster::cli

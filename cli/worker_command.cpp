@@ -1,0 +1,66 @@
+// taskmaster worker: runs tasks for a master until SIGTERM, then drains.
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "cli/output.h"
+#include "common/log.h"
+#include "worker/worker.h"
+
+namespace taskmaster::cli {
+namespace {
+
+struct WorkerOptions {
+  std::string endpoint = kDefaultConnect;
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::string> queues;
+  bool allow_exec = false;
+  std::string name;
+};
+
+int run_worker(const WorkerOptions& o) {
+  set_log_name("worker");
+  StopSignal stop;  // before the context and the pool start their threads
+  HandlerRegistry handlers;
+  add_builtin_handlers(handlers);
+  if (o.allow_exec) add_exec_handler(handlers);
+  WorkerConfig config;
+  config.socket.endpoint = o.endpoint;
+  config.threads = o.threads;
+  if (!o.queues.empty()) config.queues = o.queues;
+  config.name = o.name;
+  zmq::context_t ctx;
+  try {
+    Worker worker(ctx, config, handlers);
+    log_info("worker ", worker.name(), " serving ", handlers.names().size(), " functions on ", o.threads, " threads");
+    const auto how = worker.run(stop.fd());
+    return how == WorkerExit::Drained ? kExitOk : kExitError;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "taskmaster: %s\n", e.what());
+    return kExitError;
+  }
+}
+
+}  // namespace
+
+void add_worker_command(CLI::App& app, Runners& runners) {
+  auto o = std::make_shared<WorkerOptions>();
+  auto* cmd = app.add_subcommand("worker", "Run a worker: it connects to a master and runs the tasks it is given");
+  cmd->add_option("-c,--connect", o->endpoint, "The master's endpoint (env TASKMASTER_ADDRESS)")
+      ->envname("TASKMASTER_ADDRESS")
+      ->capture_default_str();
+  cmd->add_option("-j,--threads", o->threads, "Tasks run at once (default: the number of cores)")
+      ->check(CLI::Range(1u, 4096u))
+      ->capture_default_str();
+  cmd->add_option("-q,--queue", o->queues, "A queue to serve; repeat for several (default: default)")
+      ->check([](const std::string& s) { return protocol::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'"; });
+  cmd->add_flag("--allow-exec", o->allow_exec, "Also serve 'exec' (runs command lines sent by any client: trusted setups only)");
+  cmd->add_option("--name", o->name, "The worker's name in status (default: HOST-PID-RANDOM)")
+      ->check([](const std::string& s) { return !s.empty() && s.size() <= 200 ? std::string() : "the name must be 1 to 200 bytes"; });
+  cmd->footer(std::string("Built-in functions: square, echo, sleep, fail (and exec with --allow-exec).\n"
+                          "SIGTERM or SIGINT drains: no new tasks, running ones finish, then exit 0; a second one stops at once.\n") +
+              kExitCodesHelp);
+  runners[cmd] = [o] { return run_worker(*o); };
+}
+
+}  // namespace taskmaster::cli

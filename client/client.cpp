@@ -1,0 +1,293 @@
+#include "client/client.h"
+
+#include <zmq.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "common/log.h"
+
+namespace taskmaster {
+
+using namespace std::chrono;
+namespace proto = protocol;
+
+namespace {
+
+constexpr milliseconds kResendMargin{2000};  // added to a request's own patience
+constexpr milliseconds kWaitPoll{1000};      // how long a WAIT is held by the master
+
+std::uint64_t* req_field(proto::Message& m) {
+  return std::visit(
+      [](auto& x) -> std::uint64_t* {
+        if constexpr (requires { x.req; }) return &x.req;
+        else return nullptr;
+      },
+      m);
+}
+
+std::string random_key() {
+  std::random_device rd;
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08x%08x%08x%08x", rd(), rd(), rd(), rd());
+  return buf;
+}
+
+std::string seconds_of(milliseconds d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", static_cast<double>(d.count()) / 1000.0);
+  return buf;
+}
+
+}  // namespace
+
+Status as_status(const proto::Message& m) {
+  if (auto* e = std::get_if<proto::ErrorReply>(&m)) return Error{e->code, e->message};
+  return Ok{};
+}
+
+Client::Client(zmq::context_t& ctx, ClientOptions options)
+    : ctx_(ctx), options_(std::move(options)), monitor_(ctx, zmq::socket_type::pair) {
+  const std::string monitor_endpoint = "inproc://taskmaster-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+  proto::PeerSocketOptions so;
+  so.endpoint = options_.endpoint;
+  // Watch the connection from the very first event: the handshake's outcome tells "unreachable"
+  // from "refused".
+  so.before_connect = [&](zmq::socket_t& s) {
+    if (zmq_socket_monitor(s.handle(), monitor_endpoint.c_str(), ZMQ_EVENT_ALL) != 0)
+      throw std::runtime_error(std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
+    monitor_.set(zmq::sockopt::linger, 0);
+    monitor_.connect(monitor_endpoint);
+  };
+  socket_ = proto::make_peer_socket(ctx_, so);
+  last_progress_ = Clock::now();
+}
+
+Client::~Client() {
+  zmq_socket_monitor(socket_.handle(), nullptr, 0);
+}
+
+Status Client::read_monitor(Clock::time_point now) {
+  for (;;) {
+    zmq::message_t event, address;
+    try {
+      if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return Ok{};
+      (void)monitor_.recv(address);
+    } catch (const zmq::error_t&) {
+      return Ok{};
+    }
+    if (event.size() < 6) continue;
+    std::uint16_t id;
+    std::uint32_t value;
+    std::memcpy(&id, event.data(), 2);
+    std::memcpy(&value, static_cast<const char*>(event.data()) + 2, 4);
+    switch (id) {
+      case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+        if (!connected_ && ever_connected_) log_debug("connection to ", options_.endpoint, " is back");
+        connected_ = ever_connected_ = true;
+        last_progress_ = now;
+        // Whatever was in flight may be lost with the old connection: send it again now.
+        for (auto& [req, p] : pending_) p.resend_at = now;
+        break;
+      case ZMQ_EVENT_DISCONNECTED:
+        connected_ = false;
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+      case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        connected_ = false;
+        return make_error(ErrorCode::AuthFailed, "authentication failed with the master at " + options_.endpoint +
+                                                     " (the security handshake was refused; event " +
+                                                     std::to_string(id) + ", value " + std::to_string(value) + ")");
+      default:
+        break;
+    }
+  }
+}
+
+Status Client::connect() {
+  const auto deadline = Clock::now() + options_.connect_timeout;
+  zmq::pollitem_t items[] = {{monitor_.handle(), 0, ZMQ_POLLIN, 0}};
+  for (;;) {
+    const auto now = Clock::now();
+    if (auto s = read_monitor(now); !s) return s;
+    if (connected_) return Ok{};
+    if (now >= deadline)
+      return make_error(ErrorCode::Unreachable, "cannot reach the master at " + options_.endpoint + ": no connection within " +
+                                                    seconds_of(options_.connect_timeout) + " s");
+    zmq::poll(items, 1, std::max(milliseconds(1), duration_cast<milliseconds>(deadline - now)));
+  }
+}
+
+void Client::send_pending(Pending& p, Clock::time_point now) {
+  const auto sent = proto::send(socket_, p.request);
+  p.resend_at = sent == proto::SendResult::Sent ? now + p.patience + kResendMargin : now + milliseconds(100);
+}
+
+std::uint64_t Client::start(proto::Message request, milliseconds patience) {
+  const std::uint64_t req = next_req_++;
+  if (auto* r = req_field(request)) *r = req;
+  const auto now = Clock::now();
+  if (pending_.empty()) last_progress_ = now;  // the silence clock runs only while we wait
+  auto& p = pending_[req] = Pending{std::move(request), patience, now};
+  send_pending(p, now);
+  return req;
+}
+
+Expected<std::optional<Reply>> Client::next(Clock::time_point deadline) {
+  zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}, {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
+  for (;;) {
+    auto now = Clock::now();
+    if (auto s = read_monitor(now); !s) return s.error();
+    // A reply may already be waiting.
+    while (auto in = proto::receive(socket_, false)) {
+      auto decoded = in->decode();
+      if (!decoded) {
+        log_warn("bad message from master: ", decoded.error().message);
+        continue;
+      }
+      auto* req = req_field(*decoded);
+      if (!req) continue;  // heartbeats and the like: not a reply
+      auto it = pending_.find(*req);
+      if (it == pending_.end()) continue;  // the answer to a resent request we already have
+      pending_.erase(it);
+      last_progress_ = now;
+      return std::optional<Reply>(Reply{*req, std::move(*decoded)});
+    }
+    if (!pending_.empty() && now - last_progress_ > options_.retry_timeout)
+      return make_error(ErrorCode::Unreachable, "no answer from the master at " + options_.endpoint + " for " +
+                                                    seconds_of(options_.retry_timeout) + " s");
+    Clock::time_point wake = deadline;
+    for (auto& [req, p] : pending_) {
+      if (connected_ && now >= p.resend_at) send_pending(p, now);
+      if (connected_) wake = std::min(wake, p.resend_at);
+    }
+    if (!pending_.empty()) wake = std::min(wake, last_progress_ + options_.retry_timeout + milliseconds(1));
+    if (now >= deadline) return std::optional<Reply>();
+    const auto timeout = std::clamp(duration_cast<milliseconds>(wake - now), milliseconds(1), milliseconds(250));
+    zmq::poll(items, 2, timeout);
+  }
+}
+
+Expected<proto::Message> Client::call(proto::Message request, milliseconds patience) {
+  const auto req = start(std::move(request), patience);
+  for (;;) {
+    auto r = next(Clock::time_point::max());
+    if (!r) return r.error();
+    if (!*r || (*r)->req != req) continue;  // (a reply to another request would be dropped here)
+    if (auto s = as_status((*r)->message); !s) return s.error();
+    return std::move((*r)->message);
+  }
+}
+
+// ---- jobs -------------------------------------------------------------------------------------
+
+namespace {
+
+struct Batch {
+  std::vector<proto::TaskSpec> tasks;
+  bool last = false;
+};
+
+Batch read_batch(const TaskSource& source, const JobOptions& o) {
+  Batch b;
+  std::size_t bytes = 0;
+  while (b.tasks.size() < o.batch_tasks && bytes < o.batch_bytes) {
+    auto t = source();
+    if (!t) {
+      b.last = true;
+      break;
+    }
+    bytes += t->args.size() + 16;
+    b.tasks.push_back(std::move(*t));
+  }
+  return b;
+}
+
+// Counts outcomes and forwards them. Returns the new cursor.
+std::uint64_t take_outcomes(proto::Outcomes& o, JobSummary& s, const OutcomeSink& sink) {
+  for (auto& x : o.outcomes) {
+    if (x.status == proto::TaskState::Done) ++s.done;
+    else if (x.status == proto::TaskState::Dead) ++s.dead;
+    else ++s.cancelled;
+  }
+  if (!o.outcomes.empty()) sink(o.job, o.outcomes);
+  s.total = o.total;
+  const std::uint64_t after = o.after + o.outcomes.size();
+  s.ended = o.sealed && o.finished == o.total && after == o.total;
+  return after;
+}
+
+}  // namespace
+
+Expected<JobSummary> run_job(Client& client, const TaskSource& source, const JobOptions& options,
+                             const std::function<void(proto::JobId)>& on_accepted, const OutcomeSink* on_outcome) {
+  JobSummary s;
+  Batch first = read_batch(source, options);
+  if (first.tasks.empty()) return make_error(ErrorCode::BadField, "a job needs at least one task");
+  proto::Submit m;
+  m.more = !first.last;
+  m.idempotency_key = options.idempotency_key.empty() ? random_key() : options.idempotency_key;
+  m.tasks = std::move(first.tasks);
+  auto r = client.call(m);
+  if (!r) return r.error();
+  const auto accepted = std::get<proto::Accepted>(*r);
+  s.job = accepted.job;
+  std::uint64_t submitted = accepted.count;
+  if (on_accepted) on_accepted(s.job);
+
+  bool all_read = first.last, all_accepted = first.last;
+  std::uint32_t seq = 1;
+  std::map<std::uint64_t, std::uint32_t> in_flight;  // req -> seq
+  std::uint64_t after = 0;
+  std::optional<std::uint64_t> wait_req;
+  for (;;) {
+    while (!all_read && in_flight.size() < options.window) {
+      Batch b = read_batch(source, options);
+      proto::Submit more;
+      more.job = s.job;
+      more.seq = seq++;
+      more.more = !b.last;
+      more.tasks = std::move(b.tasks);
+      const auto batch_seq = more.seq;
+      in_flight[client.start(std::move(more))] = batch_seq;
+      all_read = b.last;
+    }
+    if (all_read && in_flight.empty()) all_accepted = true;
+    if (all_accepted && (!on_outcome || s.ended)) break;
+    if (on_outcome && !wait_req && !s.ended)
+      wait_req = client.start(proto::Wait{0, s.job, after, 10000, static_cast<std::uint32_t>(kWaitPoll.count())}, kWaitPoll);
+    auto got = client.next(Client::Clock::time_point::max());
+    if (!got) return got.error();
+    if (!*got) continue;
+    auto& reply = **got;
+    if (auto st = as_status(reply.message); !st) return st.error();
+    if (auto it = in_flight.find(reply.req); it != in_flight.end()) {
+      submitted += std::get<proto::Accepted>(reply.message).count;
+      in_flight.erase(it);
+    } else if (wait_req && reply.req == *wait_req) {
+      wait_req.reset();
+      after = take_outcomes(std::get<proto::Outcomes>(reply.message), s, *on_outcome);
+    }
+  }
+  if (!on_outcome) s.total = submitted;
+  return s;
+}
+
+Expected<JobSummary> follow_job(Client& client, proto::JobId job, bool until_end, const OutcomeSink& on_outcome) {
+  JobSummary s;
+  s.job = job;
+  std::uint64_t after = 0;
+  for (;;) {
+    const auto timeout = until_end ? static_cast<std::uint32_t>(kWaitPoll.count()) : 0u;
+    auto r = client.call(proto::Wait{0, job, after, 10000, timeout}, milliseconds(timeout));
+    if (!r) return r.error();
+    auto& o = std::get<proto::Outcomes>(*r);
+    after = take_outcomes(o, s, on_outcome);
+    if (s.ended) return s;
+    if (!until_end && after >= o.finished) return s;
+  }
+}
+
+}  // namespace taskmaster

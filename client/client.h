@@ -1,0 +1,115 @@
+// The client library: how applications (and the taskmaster CLI) talk to a master.
+// Every call has a deadline; nothing here waits forever. A request that gets no answer is sent
+// again once the connection is back (every request is safe to repeat: submissions carry an
+// idempotency key and a batch number), until `retry_timeout` passes without any answer.
+// Not thread-safe: use one Client per thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "common/expected.h"
+#include "protocol/message.h"
+#include "protocol/sockets.h"
+
+namespace taskmaster {
+
+struct ClientOptions {
+  std::string endpoint = "tcp://127.0.0.1:5555";
+  std::chrono::milliseconds connect_timeout{5000};  // first connection: give up after this
+  std::chrono::milliseconds retry_timeout{60000};   // later: keep trying this long without an answer
+};
+
+// A reply to one request.
+struct Reply {
+  std::uint64_t req = 0;
+  protocol::Message message;
+};
+
+class Client {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  Client(zmq::context_t& ctx, ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Waits until the connection to the master is up (its handshake done). Fails with Unreachable
+  // ("cannot reach the master at ...") after connect_timeout, or AuthFailed.
+  Status connect();
+
+  // Sends a request (its req field is set here) and returns its req. The request is resent if no
+  // reply comes within `patience` (plus a margin), or at once when a lost connection comes back.
+  std::uint64_t start(protocol::Message request, std::chrono::milliseconds patience = std::chrono::milliseconds(0));
+  // The next reply to a started request, waiting at most until `deadline` (nullopt then).
+  // Fails with Unreachable after retry_timeout with no reply at all while requests are pending.
+  Expected<std::optional<Reply>> next(Clock::time_point deadline);
+  // start() then wait for that request's reply; an ERROR reply becomes an Error.
+  Expected<protocol::Message> call(protocol::Message request, std::chrono::milliseconds patience = std::chrono::milliseconds(0));
+
+  std::size_t pending() const { return pending_.size(); }
+  const std::string& endpoint() const { return options_.endpoint; }
+
+ private:
+  struct Pending {
+    protocol::Message request;
+    std::chrono::milliseconds patience;
+    Clock::time_point resend_at;
+  };
+  void send_pending(Pending& p, Clock::time_point now);
+  // Reads monitor events; returns an error if the handshake failed.
+  Status read_monitor(Clock::time_point now);
+
+  zmq::context_t& ctx_;
+  ClientOptions options_;
+  zmq::socket_t socket_;
+  zmq::socket_t monitor_;
+  bool connected_ = false;  // handshake done and not disconnected since
+  bool ever_connected_ = false;
+  std::uint64_t next_req_ = 1;
+  std::map<std::uint64_t, Pending> pending_;
+  Clock::time_point last_progress_{};
+};
+
+// Reads an ERROR reply as an Error; any other message is Ok.
+Status as_status(const protocol::Message& m);
+
+// Counts of a job's outcomes seen by run_job / follow_job.
+struct JobSummary {
+  protocol::JobId job = 0;
+  std::uint64_t total = 0;
+  std::uint64_t done = 0, dead = 0, cancelled = 0;
+  bool ended = false;  // sealed, and every task finished
+  bool all_done() const { return ended && dead == 0 && cancelled == 0; }
+};
+
+using TaskSource = std::function<std::optional<protocol::TaskSpec>()>;  // nullopt: no more tasks
+// Receives the outcomes of one reply at a time (a batch), in the order the tasks finished.
+using OutcomeSink = std::function<void(protocol::JobId, const std::vector<protocol::Outcome>&)>;
+
+struct JobOptions {
+  std::string idempotency_key;       // "" = a random one, so resends never duplicate the job
+  std::size_t batch_tasks = 10000;   // tasks per SUBMIT at most
+  std::size_t batch_bytes = 4 << 20; // args bytes per SUBMIT at most
+  std::size_t window = 4;            // SUBMIT batches in flight at once
+};
+
+// Submits a job: all tasks from `source`, in pipelined batches. `on_accepted` is called once, when
+// the first batch is accepted. With `on_outcome`, also streams each finished task's outcome as it
+// arrives, until the job ends. Without, returns once every batch is accepted.
+Expected<JobSummary> run_job(Client& client, const TaskSource& source, const JobOptions& options,
+                             const std::function<void(protocol::JobId)>& on_accepted, const OutcomeSink* on_outcome);
+
+// Streams the outcomes of an existing job. until_end: wait until the job ends; otherwise stop once
+// every outcome finished so far has been read.
+Expected<JobSummary> follow_job(Client& client, protocol::JobId job, bool until_end, const OutcomeSink& on_outcome);
+
+}  // namespace taskmaster

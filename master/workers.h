@@ -1,0 +1,53 @@
+// The workers connected to the master: what each serves, its credit, the attempts it holds, and
+// when it was last heard from. A worker never holds more attempts than its slots.
+// Not thread-safe: owned by the master's loop.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "master/task_table.h"
+
+namespace taskmaster {
+
+struct WorkerSession {
+  std::string identity;       // ROUTER routing id of its connection
+  std::uint32_t name = 0;     // Names id of its announced name
+  std::string host;
+  std::int64_t pid = 0;
+  WorkerFilter filter;        // queues and functions it serves
+  std::uint32_t slots = 0;    // tasks it can hold at once
+  std::unordered_map<TaskId, std::uint32_t> held;  // task -> attempt it holds (running or unacked)
+  std::uint64_t done = 0;     // attempts it finished (any outcome)
+  TimePoint connected{};
+  TimePoint last_heard{};
+  TimePoint last_sent{};
+
+  std::uint32_t free_slots() const {
+    return held.size() >= slots ? 0 : slots - static_cast<std::uint32_t>(held.size());
+  }
+};
+
+class WorkerRegistry {
+ public:
+  // Registers a session for `identity`, replacing one with the same identity. Returns it.
+  WorkerSession& add(std::string identity, std::uint32_t name, TimePoint now);
+  WorkerSession* find(std::string_view identity);
+  // The session of the worker with this announced name, if any.
+  WorkerSession* find_by_name(std::uint32_t name);
+  void remove(std::string_view identity);
+
+  std::size_t size() const { return sessions_.size(); }
+  std::unordered_map<std::string, WorkerSession>& sessions() { return sessions_; }
+
+  // Identities of workers silent for longer than `timeout`.
+  std::vector<std::string> silent(TimePoint now, std::chrono::milliseconds timeout) const;
+
+ private:
+  std::unordered_map<std::string, WorkerSession> sessions_;
+};
+
+}  // namespace taskmaster

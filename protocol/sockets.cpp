@@ -1,0 +1,135 @@
+// Socket creation and framing. The options and their reasons are in docs/PROTOCOL.md §2 and
+// ../shared/RELIABILITY.md §2.7.
+#include "protocol/sockets.h"
+
+#include <stdexcept>
+
+namespace taskmaster::protocol {
+namespace {
+
+int ms(std::chrono::milliseconds d) { return static_cast<int>(d.count()); }
+
+// Options every socket of ours gets.
+void set_common(zmq::socket_t& s, std::chrono::milliseconds heartbeat, std::chrono::milliseconds heartbeat_timeout) {
+  s.set(zmq::sockopt::linger, 0);  // never block on exit for messages a dead peer will not take
+  s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxMessageBytes + 4096));
+  // ZMTP pings: a dead TCP peer is noticed within heartbeat_timeout instead of TCP's minutes.
+  s.set(zmq::sockopt::heartbeat_ivl, ms(heartbeat));
+  s.set(zmq::sockopt::heartbeat_timeout, ms(heartbeat_timeout));
+  s.set(zmq::sockopt::heartbeat_ttl, ms(heartbeat_timeout));
+  s.set(zmq::sockopt::tcp_keepalive, 1);
+  // Flow control is ours (credit); the high-water marks only bound memory.
+  s.set(zmq::sockopt::sndhwm, 100000);
+  s.set(zmq::sockopt::rcvhwm, 100000);
+}
+
+SendResult send_frames(zmq::socket_t& s, std::string_view identity, std::string_view command, std::string_view body) {
+  try {
+    const auto more = zmq::send_flags::sndmore | zmq::send_flags::dontwait;
+    if (!identity.empty() && !s.send(zmq::buffer(identity.data(), identity.size()), more)) return SendResult::WouldBlock;
+    // After the first frame is queued the rest of the message cannot block (libzmq sends a
+    // multipart message atomically).
+    if (!s.send(zmq::buffer(kSignature.data(), kSignature.size()), more)) return SendResult::WouldBlock;
+    s.send(zmq::buffer(command.data(), command.size()), more);
+    s.send(zmq::buffer(body.data(), body.size()), zmq::send_flags::dontwait);
+    return SendResult::Sent;
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return SendResult::PeerGone;
+    if (e.num() == EAGAIN) return SendResult::WouldBlock;
+    return SendResult::Failed;
+  }
+}
+
+}  // namespace
+
+zmq::socket_t make_master_socket(zmq::context_t& ctx, const MasterSocketOptions& o) {
+  zmq::socket_t s(ctx, zmq::socket_type::router);
+  set_common(s, o.heartbeat, o.heartbeat_timeout);
+  s.set(zmq::sockopt::handshake_ivl, ms(o.handshake_timeout));
+  // A send to a peer that is gone is an error we handle, not a silent drop.
+  s.set(zmq::sockopt::router_mandatory, 1);
+  try {
+    s.bind(o.endpoint);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error("cannot bind " + o.endpoint + ": " + e.what());
+  }
+  return s;
+}
+
+zmq::socket_t make_peer_socket(zmq::context_t& ctx, const PeerSocketOptions& o) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  set_common(s, o.heartbeat, o.heartbeat_timeout);
+  s.set(zmq::sockopt::reconnect_ivl, ms(o.reconnect));
+  s.set(zmq::sockopt::reconnect_ivl_max, ms(o.reconnect_max));
+  s.set(zmq::sockopt::immediate, o.immediate ? 1 : 0);
+  if (o.before_connect) o.before_connect(s);
+  try {
+    s.connect(o.endpoint);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error("cannot connect to " + o.endpoint + ": " + e.what());
+  }
+  return s;
+}
+
+std::string bound_endpoint(zmq::socket_t& socket) { return socket.get(zmq::sockopt::last_endpoint); }
+
+std::vector<std::string_view> Inbound::views() const {
+  std::vector<std::string_view> v;
+  v.reserve(frames.size());
+  for (auto& f : frames) v.emplace_back(static_cast<const char*>(f.data()), f.size());
+  return v;
+}
+
+std::size_t Inbound::bytes() const {
+  std::size_t n = 0;
+  for (auto& f : frames) n += f.size();
+  return n;
+}
+
+Expected<Message> Inbound::decode() const {
+  if (frame_count != frames.size())
+    return make_error(ErrorCode::BadFrame, "expected 3 frames (signature, command, body), got " + std::to_string(frame_count));
+  return protocol::decode(views());
+}
+
+std::optional<Inbound> receive(zmq::socket_t& socket, bool router) {
+  Inbound in;
+  try {
+    zmq::message_t part;
+    if (!socket.recv(part, zmq::recv_flags::dontwait)) return std::nullopt;
+    bool more = part.more();
+    if (router) {
+      in.identity.assign(static_cast<const char*>(part.data()), part.size());
+    } else {
+      in.frames.push_back(std::move(part));
+      in.frame_count = 1;
+    }
+    // The rest of a multipart message is already here; keep a bounded number of frames.
+    while (more) {
+      zmq::message_t next;
+      if (!socket.recv(next, zmq::recv_flags::none)) break;
+      more = next.more();
+      ++in.frame_count;
+      if (in.frames.size() < Inbound::kMaxKeptFrames) in.frames.push_back(std::move(next));
+    }
+  } catch (const zmq::error_t&) {
+    return std::nullopt;  // EINTR or the context is closing: the caller's loop checks why
+  }
+  return in;
+}
+
+SendResult send_to(zmq::socket_t& router, std::string_view identity, const Message& message) {
+  const std::string body = encode_body(message);
+  return send_frames(router, identity, command_name(message), body);
+}
+
+SendResult send_to(zmq::socket_t& router, std::string_view identity, std::string_view command, std::string_view body) {
+  return send_frames(router, identity, command, body);
+}
+
+SendResult send(zmq::socket_t& dealer, const Message& message) {
+  const std::string body = encode_body(message);
+  return send_frames(dealer, {}, command_name(message), body);
+}
+
+}  // namespace taskmaster::protocol

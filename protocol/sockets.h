@@ -1,0 +1,83 @@
+// The only place where sockets are created and configured, and where frames cross the wire.
+// Security, size limits and heartbeats are set here so that no caller can forget one.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "protocol/message.h"
+
+namespace taskmaster::protocol {
+
+// Options the master's ROUTER socket is made with.
+struct MasterSocketOptions {
+  std::string endpoint = "tcp://0.0.0.0:5555";
+  std::chrono::milliseconds handshake_timeout{5000};  // ZMQ_HANDSHAKE_IVL: stalled connections close
+  std::chrono::milliseconds heartbeat{1000};          // ZMTP ping interval
+  std::chrono::milliseconds heartbeat_timeout{3000};  // ZMTP: connection presumed dead after this
+};
+
+// Options a worker's or client's DEALER socket is made with.
+struct PeerSocketOptions {
+  std::string endpoint = "tcp://127.0.0.1:5555";
+  std::chrono::milliseconds reconnect{100};           // first reconnect delay (libzmq)
+  std::chrono::milliseconds reconnect_max{5000};      // libzmq doubles the delay up to this
+  std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds heartbeat_timeout{3000};
+  bool immediate = true;  // queue nothing on connections that are not complete
+  // Called after the options are set and before connect(), e.g. to start a socket monitor that
+  // must not miss the first events.
+  std::function<void(zmq::socket_t&)> before_connect;
+};
+
+// Creates the master's ROUTER socket and binds it.
+// Throws std::runtime_error naming the endpoint when it cannot bind.
+zmq::socket_t make_master_socket(zmq::context_t& ctx, const MasterSocketOptions& options);
+
+// Creates a DEALER socket connected to the master. Never blocks: the connection completes in the
+// background. Throws std::runtime_error for a malformed endpoint.
+zmq::socket_t make_peer_socket(zmq::context_t& ctx, const PeerSocketOptions& options);
+
+// The endpoint a socket really bound, e.g. "tcp://0.0.0.0:41234" (ZMQ_LAST_ENDPOINT).
+std::string bound_endpoint(zmq::socket_t& socket);
+
+// One message as received: the frames, and for a ROUTER the sender's identity.
+struct Inbound {
+  std::string identity;                  // empty on a DEALER
+  std::vector<zmq::message_t> frames;    // at most kMaxKeptFrames; the rest are counted, not kept
+  std::size_t frame_count = 0;           // how many frames the message really had
+
+  static constexpr std::size_t kMaxKeptFrames = 4;
+  std::vector<std::string_view> views() const;
+  std::size_t bytes() const;
+  // Decodes the frames. A message with more frames than kept is a BadFrame error.
+  Expected<Message> decode() const;
+};
+
+// Receives one whole message without blocking; nullopt if none is waiting.
+// `router`: the first frame is the sender's identity. Never throws for a peer's input.
+std::optional<Inbound> receive(zmq::socket_t& socket, bool router);
+
+enum class SendResult {
+  Sent,
+  WouldBlock,  // the peer's queue is full (ZMQ_SNDHWM): nothing was sent
+  PeerGone,    // ROUTER: no connected peer has this identity (ZMQ_ROUTER_MANDATORY)
+  Failed,      // anything else (the socket is closing)
+};
+
+// Sends one message to `identity` through a ROUTER socket without blocking.
+SendResult send_to(zmq::socket_t& router, std::string_view identity, const Message& message);
+// The same with a body that is already encoded (for callers that build bodies themselves).
+SendResult send_to(zmq::socket_t& router, std::string_view identity, std::string_view command,
+                   std::string_view body);
+// Sends one message through a DEALER socket without blocking.
+SendResult send(zmq::socket_t& dealer, const Message& message);
+
+}  // namespace taskmaster::protocol

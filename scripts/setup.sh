@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything taskmaster needs to build and test, from Debian 12's packages.
+# Idempotent: packages already present are not touched, so a second run is quick.
+# Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+packages=(
+  # build
+  cmake ninja-build g++ pkg-config
+  # libraries
+  libzmq3-dev cppzmq-dev nlohmann-json3-dev libcli11-dev doctest-dev libsodium-dev libsqlite3-dev
+  # tests and tools: fuzzing and sanitizers (clang), wire capture, syscall traces, network namespaces
+  clang libclang-rt-14-dev tcpdump strace iproute2 procps sqlite3 util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+((${#missing[@]} == 0)) && exit 0
+
+echo "setup: installing ${missing[*]}" >&2
+sudo=()
+[[ $(id -u) == 0 ]] || sudo=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,202 @@
+#include "worker/worker.h"
+
+#include <unistd.h>
+
+#include <random>
+
+#include "common/log.h"
+
+namespace taskmaster {
+
+using namespace std::chrono;
+using Clock = steady_clock;
+namespace proto = protocol;
+
+namespace {
+
+template <class... F> struct Overloaded : F... { using F::operator()...; };
+template <class... F> Overloaded(F...) -> Overloaded<F...>;
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::string default_name(const std::string& host) {
+  std::random_device rd;
+  char suffix[8];
+  std::snprintf(suffix, sizeof suffix, "%04x", static_cast<unsigned>(rd() & 0xFFFF));
+  return proto::sanitize_text(host, 200) + "-" + std::to_string(getpid()) + "-" + suffix;
+}
+
+}  // namespace
+
+Worker::Worker(zmq::context_t& ctx, WorkerConfig config, const HandlerRegistry& handlers)
+    : ctx_(ctx),
+      config_(std::move(config)),
+      handlers_(handlers),
+      host_(host_name()),
+      pool_(ctx, handlers, config_.threads),
+      heartbeat_(config_.heartbeat),
+      master_timeout_(config_.master_timeout),
+      backoff_(config_.reconnect_min) {
+  name_ = config_.name.empty() ? default_name(host_) : config_.name;
+}
+
+void Worker::connect(Clock::time_point now) {
+  socket_ = std::make_unique<zmq::socket_t>(proto::make_peer_socket(ctx_, config_.socket));
+  state_ = State::Joining;
+  last_heard_ = now;
+  next_hello_ = now;
+}
+
+void Worker::say_hello(Clock::time_point now) {
+  proto::Hello h;
+  h.worker = name_;
+  h.host = host_;
+  h.pid = getpid();
+  h.functions = handlers_.names();
+  h.queues = config_.queues;
+  h.slots = draining_ ? 0 : pool_.threads();
+  // Everything this worker still holds: attempts running, and outcomes the master has not ACKed.
+  for (const auto& [task, attempt] : running_) h.running.push_back({task, attempt});
+  for (const auto& [task, r] : unacked_) h.running.push_back({task, r.attempt});
+  send(h, now);
+  next_hello_ = now + backoff_;
+  backoff_ = std::min(backoff_ * 2, config_.reconnect_max);
+}
+
+void Worker::send(const proto::Message& m, Clock::time_point now) {
+  if (!socket_) return;
+  // With ZMQ_IMMEDIATE nothing is queued while the connection is down; what is lost here is sent
+  // again after the next WELCOME (HELLO lists everything held, RESULTS are resent until ACKed).
+  if (proto::send(*socket_, m) == proto::SendResult::Sent) last_sent_ = now;
+}
+
+void Worker::send_results(Clock::time_point now) {
+  if (to_send_.empty() || state_ != State::Ready) return;
+  proto::Results msg;
+  std::size_t bytes = 0;
+  for (auto task : to_send_) {
+    auto it = unacked_.find(task);
+    if (it == unacked_.end()) continue;
+    if (!msg.results.empty() && bytes + it->second.value.size() > proto::kMaxMessageBytes / 2) {
+      send(msg, now);
+      msg.results.clear();
+      bytes = 0;
+    }
+    bytes += it->second.value.size() + 64;
+    msg.results.push_back(it->second);
+  }
+  if (!msg.results.empty()) send(msg, now);
+  to_send_.clear();
+}
+
+void Worker::handle(proto::Message& m, Clock::time_point now) {
+  std::visit(Overloaded{
+                 [&](proto::Welcome& w) {
+                   const bool restarted = !master_.empty() && master_ != w.master;
+                   log_info(restarted ? "reconnected to a restarted master " : "connected to master ", w.master, " at ",
+                            config_.socket.endpoint, " with ", pool_.threads(), " slots");
+                   master_ = w.master;
+                   heartbeat_ = milliseconds(w.heartbeat_ms);
+                   master_timeout_ = milliseconds(w.timeout_ms);
+                   state_ = State::Ready;
+                   backoff_ = config_.reconnect_min;
+                   // Outcomes the master may not have: send them (again); it drops duplicates.
+                   for (const auto& [task, r] : unacked_) to_send_.push_back(task);
+                 },
+                 [&](proto::Tasks& t) {
+                   for (auto& a : t.tasks) {
+                     running_[a.task] = a.attempt;
+                     pool_.submit(std::move(a));
+                   }
+                 },
+                 [&](proto::Ack& a) {
+                   for (auto task : a.tasks) unacked_.erase(task);
+                 },
+                 [&](proto::Heartbeat&) {},
+                 [&](proto::ErrorReply& e) {
+                   if (e.code == ErrorCode::NotAllowed && state_ == State::Ready) {
+                     // The master does not know us: it restarted, or presumed us dead.
+                     log_warn("master no longer knows this worker (", e.message, "); saying HELLO again");
+                     state_ = State::Joining;
+                     backoff_ = config_.reconnect_min;
+                     next_hello_ = now;
+                   } else {
+                     log_warn("master says: ", error_code_name(e.code), ": ", e.message);
+                   }
+                 },
+                 [&](auto& other) { log_warn("unexpected ", proto::command_name(proto::Message(other)), " from master"); },
+             },
+             m);
+}
+
+WorkerExit Worker::run(int stop_fd) {
+  auto now = Clock::now();
+  connect(now);
+  int stop_requests = 0;
+  for (;;) {
+    // Draining ends when nothing runs and everything is acknowledged, or when the master cannot
+    // take our results (then they are lost and the master runs those tasks again: at least once).
+    if (draining_ && running_.empty() && (unacked_.empty() || state_ != State::Ready)) {
+      if (state_ == State::Ready) send(proto::Bye{}, Clock::now());
+      log_info("drained: ", unacked_.empty() ? "every result delivered" : "master unreachable; undelivered results dropped");
+      return WorkerExit::Drained;
+    }
+    zmq::pollitem_t items[] = {
+        {socket_->handle(), 0, ZMQ_POLLIN, 0},
+        {pool_.results().handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, stop_fd, ZMQ_POLLIN, 0},
+    };
+    now = Clock::now();
+    auto wake = state_ == State::Ready ? last_sent_ + heartbeat_ : next_hello_;
+    wake = std::min(wake, last_heard_ + master_timeout_);
+    const auto timeout = std::clamp(duration_cast<milliseconds>(wake - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
+    try {
+      zmq::poll(items, stop_fd >= 0 ? 3 : 2, timeout);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      throw;
+    }
+    now = Clock::now();
+    if (stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN)) {
+      char buf[256];
+      (void)::read(stop_fd, buf, sizeof buf);  // consume the signal
+      if (++stop_requests >= 2) {
+        log_warn("stopping now: ", running_.size(), " running attempts abandoned");
+        pool_.stop_now();
+        return WorkerExit::Stopped;
+      }
+      draining_ = true;
+      log_info("draining: no new tasks; waiting for ", running_.size(), " running attempts");
+      send(proto::Credit{0}, now);
+    }
+    while (auto in = proto::receive(*socket_, /*router=*/false)) {
+      last_heard_ = now;
+      auto decoded = in->decode();
+      if (!decoded) {
+        log_warn("bad message from master: ", decoded.error().message);
+        continue;
+      }
+      handle(*decoded, now);
+    }
+    while (auto r = pool_.take()) {
+      running_.erase(r->task);
+      to_send_.push_back(r->task);
+      unacked_[r->task] = std::move(*r);
+    }
+    send_results(now);
+    if (state_ == State::Joining && now >= next_hello_) say_hello(now);
+    if (state_ == State::Ready && now - last_sent_ >= heartbeat_) send(proto::Heartbeat{}, now);
+    if (now - last_heard_ > master_timeout_) {
+      log_warn("no word from master at ", config_.socket.endpoint, " for ", duration_cast<milliseconds>(now - last_heard_).count(),
+               " ms; reconnecting");
+      connect(now);
+      next_hello_ = now + backoff_;
+    }
+  }
+}
+
+}  // namespace taskmaster

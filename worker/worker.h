@@ -1,0 +1,84 @@
+// The worker: one loop over a DEALER socket to the master and the pool's outcome socket.
+// It says HELLO with its functions and slots, runs the TASKS it gets, sends RESULTS (kept until the
+// master's ACK), heartbeats, reconnects with backoff when the master goes silent, and drains on
+// request: no new credit, running attempts finish, BYE. The dialog is docs/PROTOCOL.md §5.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "protocol/message.h"
+#include "protocol/sockets.h"
+#include "worker/handlers.h"
+#include "worker/pool.h"
+
+namespace taskmaster {
+
+struct WorkerConfig {
+  protocol::PeerSocketOptions socket;          // the master's endpoint and socket options
+  std::string name;                            // "" = host-pid-random
+  unsigned threads = 1;                        // attempts run at once
+  std::vector<std::string> queues{"default"};  // queues served
+  std::chrono::milliseconds reconnect_min{100};   // first wait before saying HELLO again
+  std::chrono::milliseconds reconnect_max{5000};  // the wait doubles up to this
+  // Until the master's WELCOME says otherwise:
+  std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds master_timeout{3000};
+};
+
+// How run() ended.
+enum class WorkerExit {
+  Drained,  // stop requested, every attempt finished and reported
+  Stopped,  // asked to stop twice: attempts still running were abandoned
+};
+
+class Worker {
+ public:
+  // REQUIRES: handlers is not empty and outlives the worker.
+  Worker(zmq::context_t& ctx, WorkerConfig config, const HandlerRegistry& handlers);
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Serves until stop_fd (e.g. a signalfd) is readable, then drains; readable a second time, it
+  // stops at once. Each readable event is consumed with read(); stop_fd = -1 never stops.
+  WorkerExit run(int stop_fd);
+
+  const std::string& name() const { return name_; }
+
+ private:
+  enum class State { Joining, Ready };
+
+  void connect(std::chrono::steady_clock::time_point now);
+  void say_hello(std::chrono::steady_clock::time_point now);
+  void handle(protocol::Message& m, std::chrono::steady_clock::time_point now);
+  void send(const protocol::Message& m, std::chrono::steady_clock::time_point now);
+  void send_results(std::chrono::steady_clock::time_point now);
+
+  zmq::context_t& ctx_;
+  WorkerConfig config_;
+  const HandlerRegistry& handlers_;
+  std::string name_;
+  std::string host_;
+  Pool pool_;
+  std::unique_ptr<zmq::socket_t> socket_;
+  State state_ = State::Joining;
+  bool draining_ = false;
+  std::string master_;  // instance id from the last WELCOME
+
+  std::map<protocol::TaskId, std::uint32_t> running_;        // attempts in the pool
+  std::map<protocol::TaskId, protocol::Result> unacked_;     // sent (or to send), not yet ACKed
+  std::vector<protocol::TaskId> to_send_;                    // finished since the last RESULTS
+
+  std::chrono::milliseconds heartbeat_;
+  std::chrono::milliseconds master_timeout_;
+  std::chrono::milliseconds backoff_;
+  std::chrono::steady_clock::time_point last_heard_{}, last_sent_{}, next_hello_{};
+};
+
+}  // namespace taskmaster
