@@ -289,6 +289,15 @@ void Master::drop_worker(const std::string& identity, const std::string& why, Ti
   dispatch_needed_ = true;
 }
 
+void Master::lose_worker(const std::string& identity, const std::string& why, TimePoint now) {
+  auto* w = workers_.find(identity);
+  if (!w) return;
+  const std::string name = tasks_.names().name(w->name);
+  log_warn("worker ", name, " presumed dead (", why, "); its ", w->held.size(), " tasks go back to the queue");
+  ++counters_.workers_lost;
+  drop_worker(identity, "worker " + name + " presumed dead (" + why + ")", now);
+}
+
 void Master::dispatch(TimePoint now) {
   if (!dispatch_needed_) return;
   dispatch_needed_ = false;
@@ -371,14 +380,8 @@ void Master::answer_waits(TimePoint now, bool timers) {
 
 void Master::housekeeping(TimePoint now) {
   next_housekeeping_ = now + kHousekeeping;
-  for (const auto& id : workers_.silent(now, config_.worker_timeout)) {
-    auto* w = workers_.find(id);
-    const std::string name = tasks_.names().name(w->name);
-    log_warn("worker ", name, " presumed dead: silent for more than ", seconds_text(config_.worker_timeout.count()),
-             " s; its ", w->held.size(), " tasks go back to the queue");
-    ++counters_.workers_lost;
-    drop_worker(id, "worker " + name + " presumed dead (no heartbeat for " + seconds_text(config_.worker_timeout.count()) + " s)", now);
-  }
+  for (const auto& id : workers_.silent(now, config_.worker_timeout))
+    lose_worker(id, "no heartbeat for " + seconds_text(config_.worker_timeout.count()) + " s", now);
   for (auto& [id, w] : workers_.sessions())
     if (now - w.last_sent >= config_.heartbeat) reply(id, proto::Heartbeat{});
   for (JobId j : jobs_.expired(now, config_.result_ttl)) {
@@ -423,7 +426,7 @@ void Master::flush() {
           if (w) w->held.erase(list[i].task);
           tasks_.unlease(list[i].task, list[i].attempt);
         }
-        if (sent == proto::SendResult::PeerGone && w) drop_worker(id, "worker connection lost", now);
+        if (sent == proto::SendResult::PeerGone && w) lose_worker(id, "its connection is gone", now);
         break;
       }
       if (w) w->last_sent = now;
@@ -441,8 +444,8 @@ void Master::flush() {
     const auto sent = proto::send_to(socket_, id, m);
     if (sent == proto::SendResult::Sent) {
       if (auto* w = workers_.find(id)) w->last_sent = now;
-    } else if (sent == proto::SendResult::PeerGone && workers_.find(id)) {
-      drop_worker(id, "worker connection lost", now);
+    } else if (sent == proto::SendResult::PeerGone) {
+      lose_worker(id, "its connection is gone", now);
     }
   }
   out_replies_.clear();

@@ -83,6 +83,8 @@ class Master : private TaskListener {
 
   // Ends a worker session: the attempts it held fail with `why`.
   void drop_worker(const std::string& identity, const std::string& why, TimePoint now);
+  // The same for a worker that vanished without BYE: logged and counted.
+  void lose_worker(const std::string& identity, const std::string& why, TimePoint now);
   void dispatch(TimePoint now);
   void answer_waits(TimePoint now, bool timers);
   bool try_answer(PendingWait& w, TimePoint now, bool timed_out);

@@ -1,0 +1,105 @@
+#include "support/cluster.h"
+
+#include <signal.h>
+
+#include <sstream>
+
+#include <doctest/doctest.h>
+
+namespace taskmaster::test {
+
+std::vector<std::string> CommandResult::lines() const {
+  std::vector<std::string> v;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) v.push_back(line);
+  return v;
+}
+
+std::vector<nlohmann::json> CommandResult::json_lines() const {
+  std::vector<nlohmann::json> v;
+  for (const auto& line : lines()) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) FAIL("not a JSON line: " << line);
+    v.push_back(std::move(j));
+  }
+  return v;
+}
+
+CommandResult finish(ChildProcess& p, std::chrono::milliseconds timeout) {
+  const auto t0 = Clock::now();
+  CommandResult r;
+  auto code = p.wait(timeout);
+  if (!code) {
+    p.signal(SIGKILL);
+    FAIL("command did not finish within " << timeout.count() << " ms; stderr: " << p.err());
+  }
+  r.code = *code;
+  // The readers see EOF right after exit; read_line until EOF makes sure all output is in.
+  while (p.read_line(5s)) {
+  }
+  r.out = p.out();
+  r.err = p.err();
+  r.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+  return r;
+}
+
+Cluster::~Cluster() {
+  // Workers first (SIGKILL: a test that wanted a clean drain did it itself), then the master.
+  workers_.clear();
+  master_.reset();
+}
+
+void Cluster::start_master(std::vector<std::string> extra, std::string bind) {
+  std::vector<std::string> argv{kTaskmaster, "master", "--bind", bind};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  master_ = std::make_unique<ChildProcess>(argv);
+  auto line = master_->read_line(20s);
+  REQUIRE_MESSAGE(line.has_value(), "the master printed no endpoint; stderr: " << master_->err());
+  endpoint_ = *line;
+  REQUIRE(endpoint_.rfind("tcp://", 0) == 0);
+}
+
+std::string Cluster::port() const { return endpoint_.substr(endpoint_.rfind(':') + 1); }
+
+int Cluster::stop_master(int sig) {
+  master_->signal(sig);
+  auto code = master_->wait(20s);
+  REQUIRE_MESSAGE(code.has_value(), "the master did not stop");
+  return *code;
+}
+
+ChildProcess& Cluster::start_worker(std::vector<std::string> extra) {
+  std::vector<std::string> argv{kTaskmaster, "worker", "--connect", endpoint_};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  workers_.push_back(std::make_unique<ChildProcess>(argv));
+  return *workers_.back();
+}
+
+std::unique_ptr<ChildProcess> Cluster::spawn(std::vector<std::string> args, std::optional<std::string> stdin_data) {
+  std::vector<std::string> argv{kTaskmaster};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back("--connect");
+  argv.push_back(endpoint_);
+  ChildProcess::Options o;
+  o.stdin_data = std::move(stdin_data);
+  return std::make_unique<ChildProcess>(argv, o);
+}
+
+CommandResult Cluster::run(std::vector<std::string> args, std::optional<std::string> stdin_data, std::chrono::milliseconds timeout) {
+  auto p = spawn(std::move(args), std::move(stdin_data));
+  return finish(*p, timeout);
+}
+
+nlohmann::json Cluster::status() {
+  auto r = run({"status", "--json"}, std::nullopt, 20s);
+  REQUIRE_MESSAGE(r.code == 0, "status failed: " << r.err);
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  REQUIRE_FALSE(j.is_discarded());
+  return j;
+}
+
+void Cluster::wait_for_workers(std::size_t n, std::chrono::milliseconds timeout) {
+  wait_until([&] { return status()["workers"].size() == n; }, timeout, std::to_string(n) + " workers connected");
+}
+
+}  // namespace taskmaster::test

@@ -1,0 +1,67 @@
+// A master and workers as real taskmaster processes on loopback, plus helpers to run the CLI.
+// Everything started here is stopped (by PID) when the Cluster goes away.
+#pragma once
+
+#include <signal.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "support/process.h"
+
+namespace taskmaster::test {
+
+// The taskmaster binary under test.
+inline const std::string kTaskmaster = TASKMASTER_BINARY;
+
+// A finished CLI command.
+struct CommandResult {
+  int code = -1;
+  std::string out, err;
+  std::chrono::milliseconds elapsed{0};
+  // stdout's lines, each parsed as JSON (for --json output). Fails the test on a bad line.
+  std::vector<nlohmann::json> json_lines() const;
+  std::vector<std::string> lines() const;
+};
+
+class Cluster {
+ public:
+  Cluster() = default;
+  ~Cluster();
+
+  // Starts a master on 127.0.0.1 (port 0 unless `endpoint` is given) and reads its endpoint line.
+  void start_master(std::vector<std::string> extra = {}, std::string bind = "tcp://127.0.0.1:0");
+  ChildProcess& master() { return *master_; }
+  const std::string& endpoint() const { return endpoint_; }
+  // The port of the master's endpoint.
+  std::string port() const;
+  // Stops the master (signal `sig`) and waits for it to exit; returns its exit code.
+  int stop_master(int sig = SIGTERM);
+
+  ChildProcess& start_worker(std::vector<std::string> extra = {});
+  std::vector<std::unique_ptr<ChildProcess>>& workers() { return workers_; }
+
+  // Runs `taskmaster ARGS... --connect ENDPOINT` to completion (at most `timeout`).
+  CommandResult run(std::vector<std::string> args, std::optional<std::string> stdin_data = std::nullopt,
+                    std::chrono::milliseconds timeout = 60s);
+  // Starts such a command without waiting for it.
+  std::unique_ptr<ChildProcess> spawn(std::vector<std::string> args, std::optional<std::string> stdin_data = std::nullopt);
+
+  // `taskmaster status --json`.
+  nlohmann::json status();
+  // Waits until the master reports `n` connected workers.
+  void wait_for_workers(std::size_t n, std::chrono::milliseconds timeout = 20s);
+
+ private:
+  std::unique_ptr<ChildProcess> master_;
+  std::string endpoint_;
+  std::vector<std::unique_ptr<ChildProcess>> workers_;
+};
+
+// The exit code and output of a finished process.
+CommandResult finish(ChildProcess& p, std::chrono::milliseconds timeout);
+
+}  // namespace taskmaster::test
