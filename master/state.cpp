@@ -40,10 +40,11 @@ void MasterState::Rates::advance(std::int64_t now_s) {
   }
 }
 
-MasterState::MasterState(MasterConfig config, std::string instance)
-    : config_(std::move(config)), instance_(std::move(instance)), tasks_(this), started_(Clock::now()) {}
+MasterState::MasterState(MasterConfig config, std::string instance, TimePoint start)
+    : config_(std::move(config)), instance_(std::move(instance)), tasks_(this), started_(start), now_(start) {}
 
 void MasterState::turn(TimePoint now) {
+  now_ = now;
   tasks_.expire(now);  // delayed tasks due, attempts past their timeout
   if (now >= next_housekeeping_) housekeeping(now);
   dispatch(now);
@@ -62,6 +63,7 @@ std::optional<TimePoint> MasterState::next_deadline() const {
 // ---- incoming messages ----------------------------------------------------------------------
 
 void MasterState::receive(const std::string& id, Expected<proto::Message> decoded, TimePoint now) {
+  now_ = now;
   if (auto* w = workers_.find(id)) w->last_heard = now;  // any message counts as a heartbeat
   if (!decoded) {
     ++counters_.bad_messages;
@@ -215,7 +217,7 @@ void MasterState::on_status(const std::string& id, const proto::Status& m, TimeP
 // ---- state changes --------------------------------------------------------------------------
 
 void MasterState::on_task_change(const Task& task, std::optional<TaskState> from) {
-  const auto now_s = duration_cast<seconds>(Clock::now().time_since_epoch()).count();
+  const auto now_s = duration_cast<seconds>(now_.time_since_epoch()).count();
   rates_.advance(now_s);
   if (!from) {
     ++counters_.submitted;
@@ -226,7 +228,7 @@ void MasterState::on_task_change(const Task& task, std::optional<TaskState> from
     ++counters_.finished;
     ++rates_.finished[now_s % 10];
     if (Job* job = jobs_.find(task.job))
-      jobs_.task_finished(*job, task.id, task.state != TaskState::Done, Clock::now());
+      jobs_.task_finished(*job, task.id, task.state != TaskState::Done, now_);
     waits_dirty_ = true;
   }
 }
@@ -368,6 +370,7 @@ void MasterState::sent(const std::string& identity, TimePoint now) {
 }
 
 void MasterState::send_failed(const std::string& identity, const proto::Message& m, proto::SendResult why, TimePoint now) {
+  now_ = now;
   auto* w = workers_.find(identity);
   if (auto* t = std::get_if<proto::Tasks>(&m)) {
     // Never reached the worker: the attempts do not count, the tasks go back to the queue.
@@ -388,7 +391,7 @@ std::vector<MasterState::Outgoing> MasterState::take_outbox() {
 // ---- diagnostics ------------------------------------------------------------------------------
 
 void MasterState::log_bad(const std::string& identity, const Error& e) {
-  const auto now = Clock::now();
+  const auto now = now_;
   if (now - log_window_ >= seconds(1)) {
     if (log_budget_ < 0) log_warn("(", -log_budget_, " more bad messages not logged)");
     log_window_ = now;

@@ -41,8 +41,9 @@ struct MasterCounters {
 
 class MasterState : private TaskListener {
  public:
-  // `instance`: the master's id, told to workers in WELCOME (new at every start).
-  MasterState(MasterConfig config, std::string instance);
+  // `instance`: the master's id, told to workers in WELCOME (new at every start). `start`: the
+  // time of the first turn (uptime and rates count from it).
+  MasterState(MasterConfig config, std::string instance, TimePoint start = Clock::now());
   MasterState(const MasterState&) = delete;
   MasterState& operator=(const MasterState&) = delete;
 
@@ -116,6 +117,7 @@ class MasterState : private TaskListener {
   MasterCounters counters_;
   Rates rates_;
   TimePoint started_;
+  TimePoint now_{};               // the `now` of the message or turn being handled
 
   // Outbox: everything that leaves this turn, in order. ACKs gather per worker during the turn.
   std::vector<Outgoing> out_;

@@ -220,8 +220,8 @@ bool TaskTable::cancel(TaskId id) {
 
 void TaskTable::erase(TaskId id) {
   auto it = tasks_.find(id);
-  if (it == tasks_.end()) return;
-  assert(protocol::is_final(it->second.state));
+  // An unfinished task stays: erasing it would leave queued_, its bucket and its timers behind.
+  if (it == tasks_.end() || !protocol::is_final(it->second.state)) return;
   --counts_[it->second.queue][static_cast<std::size_t>(it->second.state)];
   tasks_.erase(it);
 }
@@ -243,7 +243,8 @@ void TaskTable::expire(TimePoint now) {
     auto it = tasks_.find(timer.id);
     if (it == tasks_.end()) continue;
     Task& t = it->second;
-    if (t.state != TaskState::Running || t.attempts != timer.tag) continue;  // that attempt ended
+    // That attempt ended, or it was given back (unlease) and leased again with a later deadline.
+    if (t.state != TaskState::Running || t.attempts != timer.tag || t.deadline != timer.at) continue;
     fail_attempt(t, "timed out after " + seconds_text(t.timeout_ms) + " s", now);
   }
 }

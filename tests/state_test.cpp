@@ -1,0 +1,411 @@
+// MasterState without sockets: messages and time go in, the outbox comes out.
+#include <doctest/doctest.h>
+
+#include "master/state.h"
+
+namespace taskmaster {
+namespace {
+
+namespace proto = protocol;
+using namespace std::chrono_literals;
+
+const TimePoint t0 = TimePoint{} + std::chrono::hours(1000);
+
+// A master state with helpers to talk to it as workers and clients would.
+struct Harness {
+  MasterConfig config;
+  MasterState state;
+  TimePoint now = t0;
+  std::vector<MasterState::Outgoing> sent;  // everything taken from the outbox, in order
+
+  Harness() : Harness(MasterConfig{}) {}
+  explicit Harness(MasterConfig c) : config(c), state(c, "test-instance", t0) {}
+
+  // Delivers a message, runs the turn, collects the outbox.
+  void deliver(const std::string& from, Expected<proto::Message> m) {
+    state.receive(from, std::move(m), now);
+    step();
+  }
+  void deliver(const std::string& from, proto::Message m) { deliver(from, Expected<proto::Message>(std::move(m))); }
+  void step() {
+    state.turn(now);
+    for (auto& o : state.take_outbox()) {
+      state.sent(o.identity, now);
+      sent.push_back(std::move(o));
+    }
+  }
+  void advance(std::chrono::milliseconds d) {
+    now += d;
+    step();
+  }
+  // Messages of type T sent to `to` since the last call of take (they are removed).
+  template <class T>
+  std::vector<T> take(const std::string& to) {
+    std::vector<T> out;
+    std::vector<MasterState::Outgoing> rest;
+    for (auto& o : sent) {
+      if (o.identity == to && std::holds_alternative<T>(o.message)) out.push_back(std::get<T>(o.message));
+      else rest.push_back(std::move(o));
+    }
+    sent = std::move(rest);
+    return out;
+  }
+  std::vector<proto::Assignment> tasks_for(const std::string& w) {
+    std::vector<proto::Assignment> all;
+    for (auto& t : take<proto::Tasks>(w)) all.insert(all.end(), t.tasks.begin(), t.tasks.end());
+    return all;
+  }
+  void hello(const std::string& id, std::uint32_t slots, std::vector<std::string> functions = {"square", "echo"},
+             std::vector<std::string> queues = {"default"}) {
+    proto::Hello h;
+    h.worker = "w-" + id;
+    h.host = "host";
+    h.pid = 1;
+    h.functions = std::move(functions);
+    h.queues = std::move(queues);
+    h.slots = slots;
+    deliver(id, h);
+    REQUIRE(take<proto::Welcome>(id).size() == 1);
+  }
+  proto::Accepted submit(const std::string& client, int n, std::string function = "square", std::int32_t priority = 0,
+                         std::string key = "") {
+    proto::Submit s;
+    s.req = 7;
+    s.idempotency_key = std::move(key);
+    for (int i = 0; i < n; ++i) {
+      proto::TaskSpec t;
+      t.function = function;
+      t.args = std::to_string(i);
+      t.priority = priority;
+      t.backoff_ms = 100;
+      s.tasks.push_back(t);
+    }
+    deliver(client, s);
+    auto a = take<proto::Accepted>(client);
+    REQUIRE(a.size() == 1);
+    return a[0];
+  }
+  void result(const std::string& w, const proto::Assignment& a, bool ok, std::string value) {
+    deliver(w, proto::Results{{proto::Result{a.task, a.attempt, ok, std::move(value)}}});
+  }
+  proto::Outcomes wait(const std::string& client, proto::JobId job, std::uint64_t after = 0, std::uint32_t timeout_ms = 0) {
+    deliver(client, proto::Wait{9, job, after, 10000, timeout_ms});
+    auto o = take<proto::Outcomes>(client);
+    REQUIRE(o.size() == 1);
+    return o[0];
+  }
+  const Task& task(TaskId id) { return *state.tasks().find(id); }
+};
+
+}  // namespace
+
+TEST_SUITE("state") {
+
+TEST_CASE("a worker gets WELCOME, then never more tasks than its slots; results free slots") {
+  Harness h;
+  h.hello("W", 2);
+  auto acc = h.submit("C", 5);
+  CHECK(acc.count == 5);
+  CHECK_FALSE(acc.duplicate);
+  auto first = h.tasks_for("W");
+  REQUIRE(first.size() == 2);
+  CHECK(first[0].attempt == 1);
+  CHECK(h.state.tasks().queued() == 3);
+  // One result frees one slot: exactly one more task, and an ACK for the result.
+  h.result("W", first[0], true, "0");
+  CHECK(h.take<proto::Ack>("W").at(0).tasks == std::vector<TaskId>{first[0].task});
+  auto more = h.tasks_for("W");
+  REQUIRE(more.size() == 1);
+  CHECK(h.task(first[0].task).state == TaskState::Done);
+  CHECK(h.task(first[0].task).outcome == "0");
+}
+
+TEST_CASE("tasks spread over workers with free slots") {
+  Harness h;
+  h.hello("A", 10);
+  h.hello("B", 10);
+  h.submit("C", 4);
+  CHECK(h.tasks_for("A").size() == 2);
+  CHECK(h.tasks_for("B").size() == 2);
+}
+
+TEST_CASE("a worker only gets the functions and queues it announced") {
+  Harness h;
+  h.hello("E", 5, {"echo"});
+  h.submit("C", 3, "square");
+  CHECK(h.tasks_for("E").empty());
+  h.submit("C", 2, "echo");
+  CHECK(h.tasks_for("E").size() == 2);
+  h.hello("Q", 5, {"square"}, {"other"});
+  CHECK(h.tasks_for("Q").empty());
+}
+
+TEST_CASE("CREDIT 0 stops dispatch to a draining worker") {
+  Harness h;
+  h.hello("W", 1);
+  h.deliver("W", proto::Credit{0});
+  h.submit("C", 2);
+  CHECK(h.tasks_for("W").empty());
+  h.deliver("W", proto::Credit{2});
+  CHECK(h.tasks_for("W").size() == 2);
+}
+
+TEST_CASE("results from a peer that is not a worker, or for tasks it does not hold, change nothing") {
+  Harness h;
+  h.hello("W", 1);
+  h.submit("C", 1);
+  auto a = h.tasks_for("W").at(0);
+  SUBCASE("a client sends RESULTS") {
+    h.result("C", a, true, "99");
+    auto e = h.take<proto::ErrorReply>("C");
+    REQUIRE(e.size() == 1);
+    CHECK(e[0].code == ErrorCode::NotAllowed);
+    CHECK(h.task(a.task).state == TaskState::Running);
+  }
+  SUBCASE("another worker finishes a task it does not hold") {
+    h.hello("X", 1);
+    h.result("X", a, true, "99");
+    CHECK(h.state.counters().unheld_results == 1);
+    CHECK(h.take<proto::Ack>("X").size() == 1);  // acknowledged, so it stops resending
+    CHECK(h.task(a.task).state == TaskState::Running);
+  }
+  SUBCASE("a replayed result is dropped; the first one stays") {
+    h.result("W", a, true, "0");
+    h.result("W", a, true, "12345");
+    CHECK(h.task(a.task).outcome == "0");
+    CHECK(h.state.counters().unheld_results == 1);
+  }
+  SUBCASE("a result for an older attempt") {
+    proto::Assignment old = a;
+    old.attempt = 7;
+    h.result("W", old, true, "1");
+    CHECK(h.task(a.task).state == TaskState::Running);
+    CHECK(h.state.counters().unheld_results == 1);
+  }
+}
+
+TEST_CASE("a silent worker is presumed dead; its tasks go to another worker") {
+  MasterConfig c;
+  c.worker_timeout = 3000ms;
+  Harness h(c);
+  h.hello("A", 2);
+  h.submit("C", 2);
+  auto held = h.tasks_for("A");
+  REQUIRE(held.size() == 2);
+  h.hello("B", 2);
+  CHECK(h.tasks_for("B").empty());
+  // B keeps talking, A does not.
+  for (int i = 0; i < 30; ++i) {
+    h.now += 100ms;
+    h.deliver("B", proto::Heartbeat{});
+  }
+  CHECK(h.state.workers() == 2);  // 3 s have not passed
+  for (int i = 0; i < 3; ++i) {
+    h.now += 100ms;
+    h.deliver("B", proto::Heartbeat{});
+  }
+  CHECK(h.state.workers() == 1);
+  CHECK(h.state.counters().workers_lost == 1);
+  // The failed attempts are retried after their backoff (100 ms), on B.
+  h.advance(150ms);
+  auto retried = h.tasks_for("B");
+  REQUIRE(retried.size() == 2);
+  CHECK(retried[0].attempt == 2);
+  CHECK(h.task(retried[0].task).outcome.find("presumed dead") != std::string::npos);
+}
+
+TEST_CASE("heartbeats go to idle workers every interval") {
+  Harness h;
+  h.hello("W", 1);
+  h.advance(500ms);
+  CHECK(h.take<proto::Heartbeat>("W").empty());
+  h.advance(600ms);
+  CHECK(h.take<proto::Heartbeat>("W").size() == 1);
+}
+
+TEST_CASE("TASKS that cannot be sent put their tasks back without counting an attempt") {
+  Harness h;
+  h.hello("W", 2);
+  proto::Submit s;
+  s.tasks = {proto::TaskSpec{"square", "3"}};
+  h.state.receive("C", proto::Message(s), h.now);
+  h.state.turn(h.now);
+  bool failed = false;
+  for (auto& o : h.state.take_outbox()) {
+    if (std::holds_alternative<proto::Tasks>(o.message)) {
+      h.state.send_failed(o.identity, o.message, proto::SendResult::WouldBlock, h.now);
+      failed = true;
+    }
+  }
+  REQUIRE(failed);
+  CHECK(h.state.tasks().queued() == 1);
+  const Task& t = *h.state.tasks().find(h.state.tasks().last_id());
+  CHECK(t.attempts == 0);
+  h.step();
+  auto again = h.tasks_for("W");
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].attempt == 1);
+}
+
+TEST_CASE("WAIT is answered at once when something finished, else held until then or its timeout") {
+  Harness h;
+  h.hello("W", 1);
+  auto acc = h.submit("C", 2);
+  auto a = h.tasks_for("W").at(0);
+  h.deliver("C", proto::Wait{1, acc.job, 0, 100, 1000});
+  CHECK(h.take<proto::Outcomes>("C").empty());  // held
+  h.result("W", a, true, "0");
+  auto o = h.take<proto::Outcomes>("C");
+  REQUIRE(o.size() == 1);
+  CHECK(o[0].req == 1);
+  REQUIRE(o[0].outcomes.size() == 1);
+  CHECK(o[0].outcomes[0].value == "0");
+  CHECK(o[0].outcomes[0].worker == "w-W");
+  CHECK(o[0].finished == 1);
+  CHECK(o[0].total == 2);
+  CHECK(o[0].sealed);
+  // Nothing new after the cursor: held until the timeout, then answered empty.
+  h.deliver("C", proto::Wait{2, acc.job, 1, 100, 1000});
+  h.advance(900ms);
+  CHECK(h.take<proto::Outcomes>("C").empty());
+  h.advance(200ms);
+  auto empty = h.take<proto::Outcomes>("C");
+  REQUIRE(empty.size() == 1);
+  CHECK(empty[0].outcomes.empty());
+  CHECK(empty[0].after == 1);
+}
+
+TEST_CASE("submissions: idempotency key, batches, sealing") {
+  Harness h;
+  auto a = h.submit("C", 3, "square", 0, "key-1");
+  auto b = h.submit("C", 3, "square", 0, "key-1");
+  CHECK(b.duplicate);
+  CHECK(b.job == a.job);
+  CHECK(b.first_task == a.first_task);
+  CHECK(h.state.tasks().size() == 3);
+  // A job in several batches: seq 1 appends, a resent seq 1 is a duplicate, seq 3 is out of order.
+  proto::Submit first;
+  first.req = 1;
+  first.more = true;
+  first.tasks = {proto::TaskSpec{"echo", "1"}};
+  h.deliver("C", first);
+  const auto job = h.take<proto::Accepted>("C").at(0).job;
+  proto::Submit second;
+  second.req = 2;
+  second.job = job;
+  second.seq = 1;
+  second.more = true;
+  second.tasks = {proto::TaskSpec{"echo", "2"}, proto::TaskSpec{"echo", "3"}};
+  h.deliver("C", second);
+  auto acc2 = h.take<proto::Accepted>("C").at(0);
+  CHECK(acc2.count == 2);
+  CHECK_FALSE(acc2.duplicate);
+  h.deliver("C", second);
+  CHECK(h.take<proto::Accepted>("C").at(0).duplicate);
+  second.seq = 3;
+  h.deliver("C", second);
+  CHECK(h.take<proto::ErrorReply>("C").at(0).code == ErrorCode::BadField);
+  // Close the job with an empty batch; it takes nothing more.
+  proto::Submit close;
+  close.job = job;
+  close.seq = 2;
+  h.deliver("C", close);
+  CHECK(h.take<proto::Accepted>("C").at(0).count == 0);
+  close.seq = 3;
+  close.tasks = {proto::TaskSpec{"echo", "4"}};
+  h.deliver("C", close);
+  CHECK(h.take<proto::ErrorReply>("C").at(0).code == ErrorCode::NotAllowed);
+  auto o = h.wait("C", job);
+  CHECK(o.total == 3);
+  CHECK(o.sealed);
+  // A job that does not exist.
+  close.job = 424242;
+  h.deliver("C", close);
+  CHECK(h.take<proto::ErrorReply>("C").at(0).code == ErrorCode::UnknownJob);
+}
+
+TEST_CASE("cancel, then the results expire after their TTL") {
+  MasterConfig c;
+  c.result_ttl = 10000ms;
+  Harness h(c);
+  auto acc = h.submit("C", 3);
+  h.deliver("C", proto::Cancel{5, acc.job});
+  auto cancelled = h.take<proto::Cancelled>("C");
+  REQUIRE(cancelled.size() == 1);
+  CHECK(cancelled[0].cancelled == 3);
+  auto o = h.wait("C", acc.job);
+  CHECK(o.outcomes.size() == 3);
+  CHECK(o.outcomes[0].status == TaskState::Cancelled);
+  h.advance(9000ms);
+  CHECK(h.wait("C", acc.job).outcomes.size() == 3);  // reading does not remove them
+  h.advance(1100ms);
+  h.deliver("C", proto::Wait{1, acc.job, 0, 10, 0});
+  CHECK(h.take<proto::ErrorReply>("C").at(0).code == ErrorCode::UnknownJob);
+  CHECK(h.state.tasks().size() == 0);
+  CHECK(h.state.counters().expired_jobs == 1);
+}
+
+TEST_CASE("bad input is answered with an error and changes nothing") {
+  Harness h;
+  SUBCASE("a decoding error") {
+    h.deliver("X", Expected<proto::Message>(Error{ErrorCode::BadJson, "SUBMIT: body is not valid JSON"}));
+    auto e = h.take<proto::ErrorReply>("X");
+    REQUIRE(e.size() == 1);
+    CHECK(e[0].code == ErrorCode::BadJson);
+    CHECK(h.state.counters().bad_messages == 1);
+  }
+  SUBCASE("a command only the master sends") {
+    h.deliver("X", proto::Tasks{});
+    CHECK(h.take<proto::ErrorReply>("X").at(0).code == ErrorCode::NotAllowed);
+  }
+  SUBCASE("a heartbeat from a stranger") {
+    h.deliver("X", proto::Heartbeat{});
+    CHECK(h.take<proto::ErrorReply>("X").at(0).code == ErrorCode::NotAllowed);
+  }
+  CHECK(h.state.tasks().size() == 0);
+  CHECK(h.state.workers() == 0);
+}
+
+TEST_CASE("a reconnecting worker keeps the attempts it still runs") {
+  Harness h;
+  h.hello("old", 2);
+  h.submit("C", 2);
+  auto held = h.tasks_for("old");
+  REQUIRE(held.size() == 2);
+  // The same worker (same name) on a new connection, still running the first attempt only.
+  proto::Hello again;
+  again.worker = "w-old";
+  again.functions = {"square"};
+  again.queues = {"default"};
+  again.slots = 2;
+  again.running = {{held[0].task, held[0].attempt}};
+  h.deliver("new", again);
+  CHECK(h.state.workers() == 1);
+  CHECK(h.task(held[0].task).state == TaskState::Running);
+  // The other attempt failed with the old session and is retried later.
+  CHECK(h.task(held[1].task).state == TaskState::Delayed);
+  h.result("new", held[0], true, "0");
+  CHECK(h.task(held[0].task).state == TaskState::Done);
+}
+
+TEST_CASE("status reports queues, workers and counters") {
+  Harness h;
+  h.hello("W", 1);
+  h.submit("C", 3);
+  h.deliver("C", proto::Status{3});
+  auto r = h.take<proto::Report>("C");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].req == 3);
+  const auto& s = r[0].status;
+  CHECK(s["queues"]["default"]["running"] == 1);
+  CHECK(s["queues"]["default"]["queued"] == 2);
+  REQUIRE(s["workers"].size() == 1);
+  CHECK(s["workers"][0]["id"] == "w-W");
+  CHECK(s["workers"][0]["in_flight"] == 1);
+  CHECK(s["workers"][0]["slots"] == 1);
+  CHECK(s["counters"]["submitted"] == 3);
+}
+
+}  // TEST_SUITE
+
+}  // namespace taskmaster
