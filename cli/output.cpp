@@ -25,7 +25,11 @@ void append_outcome(std::string& out, proto::JobId job, const proto::Outcome& o,
       out += o.value;
     } else if (o.status == proto::TaskState::Dead) {
       out += "error: ";
-      out += o.value;
+      // One line per task: line breaks in the message are shown as \n.
+      for (char ch : o.value) {
+        if (ch == '\n') out += "\\n";
+        else if (ch != '\r') out += ch;
+      }
     } else {
       out += "cancelled";
     }
@@ -75,6 +79,11 @@ std::string cell(const nlohmann::json& v) {
   return v.dump();
 }
 
+// A count: 64 bits (value(key, 0) would read it as an int and cut counts past 2^31).
+std::string count_cell(const nlohmann::json& object, const char* key) {
+  return cell(object.value(key, std::uint64_t{0}));
+}
+
 // Left-aligns the first column, right-aligns the others.
 std::string table(const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::size_t> width;
@@ -100,19 +109,19 @@ std::string table(const std::vector<std::vector<std::string>>& rows) {
 std::string format_status(const nlohmann::json& st) {
   std::ostringstream s;
   s << "master " << cell(st.value("master", "")) << ", up " << cell(st.value("uptime_s", 0.0)) << " s; "
-    << cell(st.value("jobs", 0)) << " jobs, " << cell(st.value("tasks", 0)) << " tasks kept\n\n";
+    << count_cell(st, "jobs") << " jobs, " << count_cell(st, "tasks") << " tasks kept\n\n";
   std::vector<std::vector<std::string>> q{{"queue", "delayed", "queued", "running", "done", "dead", "cancelled"}};
   const auto queues = st.value("queues", nlohmann::json::object());
   for (const auto& [name, counts] : queues.items()) {
     std::vector<std::string> row{name};
-    for (const char* k : {"delayed", "queued", "running", "done", "dead", "cancelled"}) row.push_back(cell(counts.value(k, 0)));
+    for (const char* k : {"delayed", "queued", "running", "done", "dead", "cancelled"}) row.push_back(count_cell(counts, k));
     q.push_back(row);
   }
   s << table(q) << '\n';
   std::vector<std::vector<std::string>> w{{"worker", "host", "slots", "in_flight", "done", "last_heartbeat_s"}};
   for (const auto& x : st.value("workers", nlohmann::json::array()))
-    w.push_back({cell(x.value("id", "")), cell(x.value("host", "")), cell(x.value("slots", 0)), cell(x.value("in_flight", 0)),
-                 cell(x.value("done", 0)), cell(x.value("last_heartbeat_s", 0.0))});
+    w.push_back({cell(x.value("id", "")), cell(x.value("host", "")), count_cell(x, "slots"), count_cell(x, "in_flight"),
+                 count_cell(x, "done"), cell(x.value("last_heartbeat_s", 0.0))});
   s << table(w) << '\n';
   const auto rates = st.value("rates", nlohmann::json::object());
   s << "rates: " << cell(rates.value("submitted_per_s", 0.0)) << " tasks/s submitted, " << cell(rates.value("finished_per_s", 0.0))

@@ -82,6 +82,9 @@ void TaskTable::move_to(Task& t, TaskState to) {
     --queued_;
     --bucket(t.queue, t.function).live;
   }
+  // Running attempts are few (at most the workers' slots) and end often: their timers are removed
+  // at once, so none lingers until its deadline.
+  if (from == TaskState::Running) leases_.erase({t.deadline, t.id});
   t.state = to;
   enter(t);
   if (listener_) listener_->on_task_change(t, from);
@@ -97,7 +100,7 @@ void TaskTable::enter(Task& t) {
       break;
     }
     case TaskState::Delayed: delayed_.push({t.ready_at, t.id, 0}); break;
-    case TaskState::Running: leases_.push({t.deadline, t.id, t.attempts}); break;
+    case TaskState::Running: leases_.insert({t.deadline, t.id}); break;
     default: break;
   }
 }
@@ -174,6 +177,7 @@ void TaskTable::unlease(TaskId id, std::uint32_t attempt) {
   Task& t = get(id);
   if (t.state != TaskState::Running || t.attempts != attempt) return;
   --t.attempts;
+  if (t.attempts == 0) t.worker = 0;  // no attempt ran anywhere
   move_to(t, TaskState::Queued);
 }
 
@@ -237,22 +241,16 @@ void TaskTable::expire(TimePoint now) {
     if (t.state != TaskState::Delayed || t.ready_at != timer.at) continue;
     move_to(t, TaskState::Queued);
   }
-  while (!leases_.empty() && leases_.top().at <= now) {
-    const auto timer = leases_.top();
-    leases_.pop();
-    auto it = tasks_.find(timer.id);
-    if (it == tasks_.end()) continue;
-    Task& t = it->second;
-    // That attempt ended, or it was given back (unlease) and leased again with a later deadline.
-    if (t.state != TaskState::Running || t.attempts != timer.tag || t.deadline != timer.at) continue;
-    fail_attempt(t, "timed out after " + seconds_text(t.timeout_ms) + " s", now);
+  while (!leases_.empty() && leases_.begin()->first <= now) {
+    Task& t = get(leases_.begin()->second);
+    fail_attempt(t, "timed out after " + seconds_text(t.timeout_ms) + " s", now);  // removes the timer
   }
 }
 
 std::optional<TimePoint> TaskTable::next_deadline() const {
   std::optional<TimePoint> d;
   if (!delayed_.empty()) d = delayed_.top().at;
-  if (!leases_.empty() && (!d || leases_.top().at < *d)) d = leases_.top().at;
+  if (!leases_.empty() && (!d || leases_.begin()->first < *d)) d = leases_.begin()->first;
   return d;
 }
 

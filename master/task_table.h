@@ -22,6 +22,7 @@
 #include <map>
 #include <optional>
 #include <queue>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -121,7 +122,8 @@ class TaskTable {
 
   // delayed|queued → cancelled. False if the task is in any other state.
   bool cancel(TaskId id);
-  // Forgets a finished task (its results' time is up). REQUIRES: the task is done, dead or cancelled.
+  // Forgets a finished task (its results' time is up). Does nothing unless the task is done, dead
+  // or cancelled.
   void erase(TaskId id);
 
   // Delayed tasks whose time has come become queued; running attempts past their deadline fail.
@@ -173,7 +175,7 @@ class TaskTable {
   TaskId next_id_ = 1;
   std::unordered_map<std::uint64_t, Bucket> buckets_;
   std::priority_queue<Timer<int>, std::vector<Timer<int>>, std::greater<>> delayed_;
-  std::priority_queue<Timer<std::uint32_t>, std::vector<Timer<std::uint32_t>>, std::greater<>> leases_;
+  std::set<std::pair<TimePoint, TaskId>> leases_;  // deadline of every running attempt
   std::map<std::uint32_t, StateCounts> counts_;
   std::uint64_t queued_ = 0;
 };

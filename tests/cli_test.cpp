@@ -1,1 +1,212 @@
+// The command line in-process: argument vectors through cli::run (exit codes of cli/output.h), and
+// the output formats. Nothing here needs a master: every command line tested fails before it
+// would connect.
+#include "cli/commands.h"
+#include "cli/output.h"
+
 #include <doctest/doctest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace taskmaster {
+namespace {
+
+using nlohmann::json;
+namespace proto = protocol;
+
+std::string joined(const std::vector<std::string>& args) {
+  std::string s;
+  for (const auto& a : args) s += (s.empty() ? "" : " ") + ("'" + a + "'");
+  return s;
+}
+
+// A client command that, should its parsing wrongly succeed, fails fast (exit 3) instead of
+// waiting for a master.
+std::vector<std::string> offline(std::vector<std::string> args) {
+  args.insert(args.end(), {"--connect", "tcp://127.0.0.1:1", "--connect-timeout", "0.1"});
+  return args;
+}
+
+std::vector<std::string> keys(const json& object) {
+  std::vector<std::string> k;
+  for (const auto& item : object.items()) k.push_back(item.key());
+  std::sort(k.begin(), k.end());
+  return k;
+}
+
+// One line of `--json` output, parsed.
+json json_line(proto::JobId job, const proto::Outcome& o) {
+  std::string out;
+  cli::append_outcome(out, job, o, true);
+  REQUIRE(!out.empty());
+  CHECK(out.back() == '\n');
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  const json v = json::parse(out, nullptr, /*allow_exceptions=*/false);
+  REQUIRE_FALSE(v.is_discarded());
+  REQUIRE(v.is_object());
+  return v;
+}
+
+proto::Outcome outcome(proto::TaskId task, std::string args, proto::TaskState status, std::string value,
+                       std::uint32_t attempts, std::string worker) {
+  proto::Outcome o;
+  o.task = task;
+  o.args = std::move(args);
+  o.status = status;
+  o.value = std::move(value);
+  o.attempts = attempts;
+  o.worker = std::move(worker);
+  return o;
+}
+
+TEST_SUITE("cli") {
+
+TEST_CASE("bad command lines are usage errors (exit 2)") {
+  const std::vector<std::vector<std::string>> cases{
+      {},                                   // no subcommand
+      {"frobnicate"},                       // unknown subcommand
+      {"--bogus"},                          // unknown flag
+      {"status", "--bogus"},                // unknown flag of a subcommand
+      {"submit"},                           // no FUNCTION
+      offline({"submit", "square", "1", "--each"}),
+      offline({"submit", "square", "1", "--json"}),  // --json needs --wait
+      offline({"submit", "square", "1", "--delay=-1"}),
+      offline({"submit", "square", "1", "--delay", "-1"}),
+      offline({"submit", "square", "1", "--delay", "abc"}),
+      offline({"submit", "square", "1", "--max-attempts", "0"}),
+      offline({"submit", "square", "1", "--max-attempts", "1001"}),
+      offline({"submit", "square", "1", "--timeout", "0"}),
+      offline({"submit", "square", "1", "--priority", "high"}),
+      offline({"submit", "square", "1", "-q", "bad queue"}),
+      offline({"submit", "square", "1", "--queue", ""}),
+      offline({"submit", "square", "1", "--idempotency-key", ""}),
+      offline({"submit", "square", "1", "--connect-timeout", "0"}),
+      offline({"wait", "abc"}),
+      offline({"results", "abc"}),
+      offline({"cancel", "abc"}),
+      offline({"wait", "0"}),
+      offline({"wait"}),
+      offline({"cancel"}),
+      offline({"status", "extra"}),
+      {"worker", "-j", "0"},
+      {"worker", "--threads", "4097"},
+      {"worker", "-q", "bad/queue"},
+  };
+  for (const auto& args : cases) {
+    CAPTURE(joined(args));
+    CHECK(cli::run(args) == cli::kExitUsage);
+  }
+}
+
+TEST_CASE("an invalid function name is a usage error, found before connecting") {
+  CHECK(cli::run(offline({"submit", "bad name!", "1"})) == cli::kExitUsage);
+  CHECK(cli::run(offline({"submit", std::string(129, 'f'), "1"})) == cli::kExitUsage);
+}
+
+TEST_CASE("--help and --version succeed (exit 0)") {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--help"}, {"-h"}, {"--version"}, {"submit", "--help"}, {"worker", "--help"}, {"wait", "--help"}}) {
+    CAPTURE(joined(args));
+    CHECK(cli::run(args) == cli::kExitOk);
+  }
+}
+
+TEST_CASE("text outcomes read ARGS -> RESULT, ARGS -> error: MESSAGE, ARGS -> cancelled") {
+  std::string out;
+  cli::append_outcome(out, 1, outcome(1, "7", proto::TaskState::Done, "49", 1, "w1"), false);
+  CHECK(out == "7 -> 49\n");
+  cli::append_outcome(out, 1, outcome(2, "\"x\"", proto::TaskState::Dead, "boom", 3, "w2"), false);
+  cli::append_outcome(out, 1, outcome(3, "1", proto::TaskState::Cancelled, "", 0, ""), false);
+  CHECK(out == "7 -> 49\n\"x\" -> error: boom\n1 -> cancelled\n");
+  std::string structured;
+  cli::append_outcome(structured, 1, outcome(4, "[1,{\"a\":2}]", proto::TaskState::Done, "{\"b\":[3]}", 1, "w"), false);
+  CHECK(structured == "[1,{\"a\":2}] -> {\"b\":[3]}\n");
+}
+
+TEST_CASE("json outcomes have exactly job, task, args, status, result|error, attempts, worker") {
+  SUBCASE("done: the result, no error") {
+    json v = json_line(12, outcome(34, "7", proto::TaskState::Done, "49", 2, "host-1-ab"));
+    CHECK(keys(v) == std::vector<std::string>{"args", "attempts", "job", "result", "status", "task", "worker"});
+    CHECK(v["job"] == 12);
+    CHECK(v["task"] == 34);
+    CHECK(v["args"] == 7);
+    CHECK(v["status"] == "done");
+    CHECK(v["result"] == 49);
+    CHECK(v["attempts"] == 2);
+    CHECK(v["worker"] == "host-1-ab");
+  }
+  SUBCASE("done with structured args and result") {
+    json v = json_line(1, outcome(2, "{\"n\":[1,2]}", proto::TaskState::Done, "{\"exit_code\":0,\"stdout\":\"hi\\n\"}", 1, "w"));
+    CHECK(v["args"] == json::parse("{\"n\":[1,2]}"));
+    CHECK(v["result"] == json::parse("{\"exit_code\":0,\"stdout\":\"hi\\n\"}"));
+  }
+  SUBCASE("dead: the error as a string, no result") {
+    const std::string message = "boom: \"quoted\"\n\tsecond line \\ end";
+    json v = json_line(12, outcome(35, "\"x\"", proto::TaskState::Dead, message, 3, "w2"));
+    CHECK(keys(v) == std::vector<std::string>{"args", "attempts", "error", "job", "status", "task", "worker"});
+    CHECK(v["args"] == "x");
+    CHECK(v["status"] == "dead");
+    CHECK(v["error"] == message);
+    CHECK(v["attempts"] == 3);
+    CHECK(v["worker"] == "w2");
+  }
+  SUBCASE("dead with invalid UTF-8 in the error and the worker name") {
+    json v = json_line(1, outcome(2, "1", proto::TaskState::Dead, "bad \xFF byte", 1, "w\xFE"));
+    CHECK(v["error"] == "bad \xEF\xBF\xBD byte");
+    CHECK(v["worker"] == "w\xEF\xBF\xBD");
+  }
+  SUBCASE("cancelled: neither result nor error") {
+    json v = json_line(12, outcome(36, "1", proto::TaskState::Cancelled, "", 0, ""));
+    CHECK(keys(v) == std::vector<std::string>{"args", "attempts", "job", "status", "task", "worker"});
+    CHECK(v["status"] == "cancelled");
+    CHECK(v["attempts"] == 0);
+    CHECK(v["worker"] == "");
+  }
+}
+
+TEST_CASE("format_status prints the report as aligned tables") {
+  const json report = json::parse(R"({
+    "master": "4f2a",
+    "uptime_s": 12.34,
+    "queues": {
+      "gpu": {"delayed": 1, "queued": 0, "running": 0, "done": 7, "dead": 0, "cancelled": 4},
+      "default": {"delayed": 0, "queued": 3, "running": 1, "done": 5000000000, "dead": 2, "cancelled": 0}
+    },
+    "workers": [
+      {"id": "w1", "host": "h1", "pid": 10, "slots": 4, "in_flight": 1, "done": 10, "last_heartbeat_s": 0.3},
+      {"id": "worker-two", "host": "host2", "pid": 11, "slots": 16, "in_flight": 0, "done": 123456, "last_heartbeat_s": 1.5}
+    ],
+    "jobs": 2,
+    "tasks": 9,
+    "rates": {"submitted_per_s": 10.0, "finished_per_s": 2.5},
+    "counters": {"submitted": 9}
+  })");
+  const std::string expected =
+      "master 4f2a, up 12.3 s; 2 jobs, 9 tasks kept\n"
+      "\n"
+      "queue    delayed  queued  running        done  dead  cancelled\n"
+      "default        0       3        1  5000000000     2          0\n"
+      "gpu            1       0        0           7     0          4\n"
+      "\n"
+      "worker       host  slots  in_flight    done  last_heartbeat_s\n"
+      "w1             h1      4          1      10               0.3\n"
+      "worker-two  host2     16          0  123456               1.5\n"
+      "\n"
+      "rates: 10.0 tasks/s submitted, 2.5 tasks/s finished\n";
+  CHECK(cli::format_status(report) == expected);
+}
+
+TEST_CASE("format_status copes with an empty report") {
+  std::string text;
+  CHECK_NOTHROW(text = cli::format_status(json::object()));
+  CHECK(text.find("master , up 0.0 s; 0 jobs, 0 tasks kept\n") == 0);
+  CHECK(text.find("queue  delayed  queued  running  done  dead  cancelled\n") != std::string::npos);
+  CHECK(text.find("rates: 0.0 tasks/s submitted, 0.0 tasks/s finished\n") != std::string::npos);
+}
+
+}  // TEST_SUITE
+
+}  // namespace
+}  // namespace taskmaster
