@@ -571,6 +571,10 @@ Expected<Message> decode(std::string_view signature, std::string_view command, s
   // input before building anything.
   if (json_depth(body) > kMaxJsonDepth)
     return make_error(ErrorCode::BadJson, where + ": body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  // nlohmann's lexer takes a NUL byte for the end of the input, so "{}\0anything" would pass. A raw
+  // NUL is never valid JSON text (inside strings it must be escaped as \u0000).
+  if (body.find('\0') != std::string_view::npos)
+    return make_error(ErrorCode::BadJson, where + ": body contains a NUL byte");
   json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) return make_error(ErrorCode::BadJson, where + ": body is not valid JSON");
   try {
