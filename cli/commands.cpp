@@ -11,6 +11,7 @@ void add_commands(CLI::App& app, Runners& runners) {
   add_worker_command(app, runners);
   add_job_commands(app, runners);
   add_status_command(app, runners);
+  add_keygen_command(app, runners);
   app.footer(kExitCodesHelp);
 }
 

@@ -19,6 +19,7 @@ void add_master_command(CLI::App& app, Runners& runners);
 void add_worker_command(CLI::App& app, Runners& runners);
 void add_job_commands(CLI::App& app, Runners& runners);     // submit, wait, results
 void add_status_command(CLI::App& app, Runners& runners);   // status, cancel
+void add_keygen_command(CLI::App& app, Runners& runners);
 
 // Builds the whole application.
 void add_commands(CLI::App& app, Runners& runners);

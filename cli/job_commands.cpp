@@ -39,8 +39,8 @@ struct FollowOptions {
 // ARGS as given on the command line or on a line of stdin: JSON if it parses, else a string.
 Expected<std::string> parse_args(const std::string& text) {
   std::string compact;
-  if (proto::json_depth(text) > proto::kMaxJsonDepth)
-    return make_error(ErrorCode::BadField, "args nest deeper than " + std::to_string(proto::kMaxJsonDepth) + " levels");
+  if (proto::json_depth(text) > proto::kMaxValueDepth)
+    return make_error(ErrorCode::BadField, "args nest deeper than " + std::to_string(proto::kMaxValueDepth) + " levels");
   json v = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (v.is_discarded()) {
     compact.clear();
@@ -126,8 +126,10 @@ int run_submit(const SubmitOptions& o) {
     return source();
   };
 
+  auto options = o.connection.client();
+  if (!options) return report(options.error());
   zmq::context_t ctx;
-  Client client(ctx, o.connection.client());
+  Client client(ctx, *options);
   if (auto s = client.connect(); !s) return report(s.error());
   JobOptions jo;
   jo.idempotency_key = o.idempotency_key;
@@ -148,8 +150,10 @@ int run_submit(const SubmitOptions& o) {
 }
 
 int run_follow(const FollowOptions& o, bool until_end) {
+  auto options = o.connection.client();
+  if (!options) return report(options.error());
   zmq::context_t ctx;
-  Client client(ctx, o.connection.client());
+  Client client(ctx, *options);
   if (auto s = client.connect(); !s) return report(s.error());
   OutcomeSink sink = [&](proto::JobId job, const std::vector<proto::Outcome>& batch) { print_outcomes(job, batch, o.json); };
   auto summary = follow_job(client, o.job, until_end, sink);

@@ -17,16 +17,20 @@ struct MasterOptions {
   double worker_timeout_s = 3;
   double result_ttl_s = 24 * 3600;
   double handshake_timeout_s = 5;
+  KeyOptions key;
 };
 
 std::chrono::milliseconds ms(double s) { return std::chrono::milliseconds(static_cast<long long>(s * 1000)); }
 
 int run_master(const MasterOptions& o) {
   set_log_name("master");
+  auto keys = o.key.resolve();
+  if (!keys) return report(keys.error());
   StopSignal stop;  // before the context starts its threads
   zmq::context_t ctx;
   MasterConfig config;
   config.socket.endpoint = o.bind;
+  config.socket.curve = *keys;
   config.socket.handshake_timeout = ms(o.handshake_timeout_s);
   config.socket.heartbeat = ms(o.heartbeat_s);
   config.socket.heartbeat_timeout = ms(o.worker_timeout_s);
@@ -66,7 +70,9 @@ void add_master_command(CLI::App& app, Runners& runners) {
   cmd->add_option("--handshake-timeout", o->handshake_timeout_s, "Seconds a new connection has to complete its handshake")
       ->check(CLI::Range(0.1, 600.0))
       ->capture_default_str();
-  cmd->footer(std::string("Prints the bound endpoint (tcp://HOST:PORT) as the first line of stdout; logs go to stderr.\n"
+  add_key_options(cmd, o->key);
+  cmd->footer(std::string("Without a key it refuses to start, unless --insecure (then nothing is authenticated or encrypted).\n"
+                          "Prints the bound endpoint (tcp://HOST:PORT) as the first line of stdout; logs go to stderr.\n"
                           "Stops cleanly on SIGINT or SIGTERM.\n") + kExitCodesHelp);
   runners[cmd] = [o] { return run_master(*o); };
 }

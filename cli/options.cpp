@@ -10,8 +10,29 @@
 
 namespace taskmaster::cli {
 
-ClientOptions ConnectionOptions::client() const {
+Expected<std::optional<protocol::CurveKeys>> KeyOptions::resolve() const {
+  if (insecure) return std::optional<protocol::CurveKeys>();
+  auto found = protocol::find_key(key_file);
+  if (!found) return found.error();
+  if (!*found)
+    return make_error(ErrorCode::AuthFailed,
+                      "no key: make one with 'taskmaster keygen' (it goes to " + protocol::default_key_path() +
+                          "), or give --key-file FILE, TASKMASTER_KEY_FILE or TASKMASTER_KEY; --insecure runs without one");
+  return std::optional<protocol::CurveKeys>(protocol::derive_keys((*found)->key));
+}
+
+void add_key_options(CLI::App* cmd, KeyOptions& o) {
+  auto* file = cmd->add_option("-k,--key-file", o.key_file,
+                               "File holding the shared key (else TASKMASTER_KEY_FILE, the key in TASKMASTER_KEY, or " +
+                                   protocol::default_key_path() + ")");
+  cmd->add_flag("--insecure", o.insecure, "No key: no authentication and no encryption (both sides must agree)")->excludes(file);
+}
+
+Expected<ClientOptions> ConnectionOptions::client() const {
+  auto keys = key.resolve();
+  if (!keys) return keys.error();
   ClientOptions c;
+  c.curve = *keys;
   c.endpoint = endpoint;
   c.connect_timeout = std::chrono::milliseconds(static_cast<long long>(connect_timeout_s * 1000));
   c.retry_timeout = std::chrono::milliseconds(static_cast<long long>(retry_timeout_s * 1000));
@@ -29,6 +50,7 @@ void add_connection_options(CLI::App* cmd, ConnectionOptions& o) {
                   "Seconds to keep retrying when the master stops answering (e.g. while it restarts); then exit 3")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  add_key_options(cmd, o.key);
 }
 
 StopSignal::StopSignal() {

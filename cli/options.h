@@ -11,12 +11,23 @@ namespace taskmaster::cli {
 
 inline constexpr const char* kDefaultConnect = "tcp://127.0.0.1:5555";
 
-// --connect (default from TASKMASTER_ADDRESS), --connect-timeout, --retry-timeout.
+// --key-file and --insecure: where the shared key comes from, or that there is none.
+struct KeyOptions {
+  std::string key_file;
+  bool insecure = false;
+  // The CURVE keys derived from the shared key; nullopt with --insecure. Fails (AuthFailed) when
+  // no usable key is found: none anywhere, an unreadable file, a file others can read, too short.
+  Expected<std::optional<protocol::CurveKeys>> resolve() const;
+};
+void add_key_options(CLI::App* cmd, KeyOptions& o);
+
+// --connect (default from TASKMASTER_ADDRESS), --connect-timeout, --retry-timeout, and the key.
 struct ConnectionOptions {
   std::string endpoint = kDefaultConnect;
   double connect_timeout_s = 5;
   double retry_timeout_s = 60;
-  ClientOptions client() const;
+  KeyOptions key;
+  Expected<ClientOptions> client() const;
 };
 void add_connection_options(CLI::App* cmd, ConnectionOptions& o);
 

@@ -18,13 +18,13 @@ enum ExitCode : int {
   kExitTaskFailed = 1,   // some task dead or cancelled
   kExitUsage = 2,        // bad command line
   kExitUnreachable = 3,  // master unreachable within the connect timeout
-  kExitAuth = 4,         // authentication failed
+  kExitAuth = 4,         // authentication failed: wrong key, no key, a key file others can read
   kExitError = 5,        // anything else: the master refused the request, cannot bind, unknown job
 };
 
 inline constexpr const char* kExitCodesHelp =
     "Exit codes: 0 every task done (or success); 1 some task dead or cancelled; 2 usage error;\n"
-    "3 master unreachable; 4 authentication failed; 5 other error (request refused, unknown job,\n"
+    "3 master unreachable; 4 authentication failed (or no usable key); 5 other error (request refused, unknown job,\n"
     "cannot bind).";
 
 // Prints "taskmaster: MESSAGE" on stderr and returns the exit code for this error.

@@ -22,8 +22,10 @@ struct CancelOptions {
 };
 
 int run_status(const StatusOptions& o) {
+  auto options = o.connection.client();
+  if (!options) return report(options.error());
   zmq::context_t ctx;
-  Client client(ctx, o.connection.client());
+  Client client(ctx, *options);
   if (auto s = client.connect(); !s) return report(s.error());
   auto r = client.call(proto::Status{});
   if (!r) return report(r.error());
@@ -34,8 +36,10 @@ int run_status(const StatusOptions& o) {
 }
 
 int run_cancel(const CancelOptions& o) {
+  auto options = o.connection.client();
+  if (!options) return report(options.error());
   zmq::context_t ctx;
-  Client client(ctx, o.connection.client());
+  Client client(ctx, *options);
   if (auto s = client.connect(); !s) return report(s.error());
   auto r = client.call(proto::Cancel{0, o.job});
   if (!r) return report(r.error());

@@ -16,16 +16,20 @@ struct WorkerOptions {
   std::vector<std::string> queues;
   bool allow_exec = false;
   std::string name;
+  KeyOptions key;
 };
 
 int run_worker(const WorkerOptions& o) {
   set_log_name("worker");
+  auto keys = o.key.resolve();
+  if (!keys) return report(keys.error());
   StopSignal stop;  // before the context and the pool start their threads
   HandlerRegistry handlers;
   add_builtin_handlers(handlers);
   if (o.allow_exec) add_exec_handler(handlers);
   WorkerConfig config;
   config.socket.endpoint = o.endpoint;
+  config.socket.curve = *keys;
   config.threads = o.threads;
   if (!o.queues.empty()) config.queues = o.queues;
   config.name = o.name;
@@ -34,6 +38,10 @@ int run_worker(const WorkerOptions& o) {
     Worker worker(ctx, config, handlers);
     log_info("worker ", worker.name(), " serving ", handlers.names().size(), " functions on ", o.threads, " threads");
     const auto how = worker.run(stop.fd());
+    if (how == WorkerExit::AuthFailed) {
+      std::fprintf(stderr, "taskmaster: %s\n", worker.auth_error().c_str());
+      return kExitAuth;
+    }
     return how == WorkerExit::Drained ? kExitOk : kExitError;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "taskmaster: %s\n", e.what());
@@ -57,6 +65,7 @@ void add_worker_command(CLI::App& app, Runners& runners) {
   cmd->add_flag("--allow-exec", o->allow_exec, "Also serve 'exec' (runs command lines sent by any client: trusted setups only)");
   cmd->add_option("--name", o->name, "The worker's name in status (default: HOST-PID-RANDOM)")
       ->check([](const std::string& s) { return !s.empty() && s.size() <= 200 ? std::string() : "the name must be 1 to 200 bytes"; });
+  add_key_options(cmd, o->key);
   cmd->footer(std::string("Built-in functions: square, echo, sleep, fail (and exec with --allow-exec).\n"
                           "SIGTERM or SIGINT drains: no new tasks, running ones finish, then exit 0; a second one stops at once.\n") +
               kExitCodesHelp);

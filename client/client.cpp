@@ -1,7 +1,5 @@
 #include "client/client.h"
 
-#include <zmq.h>
-
 #include <cstring>
 #include <random>
 #include <vector>
@@ -48,67 +46,43 @@ Status as_status(const proto::Message& m) {
 }
 
 Client::Client(zmq::context_t& ctx, ClientOptions options)
-    : ctx_(ctx), options_(std::move(options)), monitor_(ctx, zmq::socket_type::pair) {
-  const std::string monitor_endpoint = "inproc://taskmaster-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+    : ctx_(ctx), options_(std::move(options)), monitor_(ctx) {
   proto::PeerSocketOptions so;
   so.endpoint = options_.endpoint;
-  // Watch the connection from the very first event: the handshake's outcome tells "unreachable"
-  // from "refused".
-  so.before_connect = [&](zmq::socket_t& s) {
-    if (zmq_socket_monitor(s.handle(), monitor_endpoint.c_str(), ZMQ_EVENT_ALL) != 0)
-      throw std::runtime_error(std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
-    monitor_.set(zmq::sockopt::linger, 0);
-    monitor_.connect(monitor_endpoint);
-  };
+  so.curve = options_.curve;
+  // Watch the connection from its very first event: the handshake's outcome tells "unreachable"
+  // from "authentication failed".
+  so.before_connect = [&](zmq::socket_t& s) { monitor_.attach(s); };
   socket_ = proto::make_peer_socket(ctx_, so);
   last_progress_ = Clock::now();
 }
 
-Client::~Client() {
-  zmq_socket_monitor(socket_.handle(), nullptr, 0);
-}
-
 Status Client::read_monitor(Clock::time_point now) {
-  for (;;) {
-    zmq::message_t event, address;
-    try {
-      if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return Ok{};
-      (void)monitor_.recv(address);
-    } catch (const zmq::error_t&) {
-      return Ok{};
-    }
-    if (event.size() < 6) continue;
-    std::uint16_t id;
-    std::uint32_t value;
-    std::memcpy(&id, event.data(), 2);
-    std::memcpy(&value, static_cast<const char*>(event.data()) + 2, 4);
-    switch (id) {
-      case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+  while (auto e = monitor_.next()) {
+    switch (e->kind) {
+      case proto::ConnectionEvent::Kind::Connected:
         if (!connected_ && ever_connected_) log_debug("connection to ", options_.endpoint, " is back");
         connected_ = ever_connected_ = true;
         last_progress_ = now;
         // Whatever was in flight may be lost with the old connection: send it again now.
         for (auto& [req, p] : pending_) p.resend_at = now;
         break;
-      case ZMQ_EVENT_DISCONNECTED:
+      case proto::ConnectionEvent::Kind::Disconnected:
         connected_ = false;
         break;
-      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
-      case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+      case proto::ConnectionEvent::Kind::HandshakeFailed:
         connected_ = false;
-        return make_error(ErrorCode::AuthFailed, "authentication failed with the master at " + options_.endpoint +
-                                                     " (the security handshake was refused; event " +
-                                                     std::to_string(id) + ", value " + std::to_string(value) + ")");
+        return make_error(ErrorCode::AuthFailed, proto::describe_handshake_failure(*e, options_.curve.has_value(), options_.endpoint));
       default:
         break;
     }
   }
+  return Ok{};
 }
 
 Status Client::connect() {
   const auto deadline = Clock::now() + options_.connect_timeout;
-  zmq::pollitem_t items[] = {{monitor_.handle(), 0, ZMQ_POLLIN, 0}};
+  zmq::pollitem_t items[] = {{monitor_.socket().handle(), 0, ZMQ_POLLIN, 0}};
   for (;;) {
     const auto now = Clock::now();
     if (auto s = read_monitor(now); !s) return s;
@@ -121,7 +95,7 @@ Status Client::connect() {
 }
 
 void Client::send_pending(Pending& p, Clock::time_point now) {
-  const auto sent = proto::send(socket_, p.request);
+  const auto sent = proto::send(socket_, p.command, p.body);
   p.resend_at = sent == proto::SendResult::Sent ? now + p.patience + kResendMargin : now + milliseconds(100);
 }
 
@@ -129,16 +103,23 @@ std::uint64_t Client::start(proto::Message request, milliseconds patience) {
   const std::uint64_t req = next_req_++;
   if (auto* r = req_field(request)) *r = req;
   const auto now = Clock::now();
+  std::string body = proto::encode_body(request);
+  if (body.size() > proto::kMaxMessageBytes) {
+    too_large_ = Error{ErrorCode::TooLarge, std::string(proto::command_name(request)) + " would be " + std::to_string(body.size()) +
+                                                " bytes; the master takes at most " + std::to_string(proto::kMaxMessageBytes)};
+    return req;
+  }
   if (pending_.empty()) last_progress_ = now;  // the silence clock runs only while we wait
-  auto& p = pending_[req] = Pending{std::move(request), patience, now};
+  auto& p = pending_[req] = Pending{proto::command_name(request), std::move(body), patience, now};
   send_pending(p, now);
   return req;
 }
 
 Expected<std::optional<Reply>> Client::next(Clock::time_point deadline) {
-  zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}, {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
+  zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}, {monitor_.socket().handle(), 0, ZMQ_POLLIN, 0}};
   for (;;) {
     auto now = Clock::now();
+    if (too_large_) return *too_large_;
     if (auto s = read_monitor(now); !s) return s.error();
     // A reply may already be waiting.
     while (auto in = proto::receive(socket_, false)) {
@@ -149,6 +130,13 @@ Expected<std::optional<Reply>> Client::next(Clock::time_point deadline) {
       }
       auto* req = req_field(*decoded);
       if (!req) continue;  // heartbeats and the like: not a reply
+      // The master could not read our request's number (it could not decode it at all): the error
+      // is about one of ours, and resending would only get the same answer.
+      if (*req == 0 && std::holds_alternative<proto::ErrorReply>(*decoded) && !pending_.empty()) {
+        pending_.clear();
+        const auto& e = std::get<proto::ErrorReply>(*decoded);
+        return make_error(e.code, "the master refused a request: " + e.message);
+      }
       auto it = pending_.find(*req);
       if (it == pending_.end()) continue;  // the answer to a resent request we already have
       pending_.erase(it);

@@ -23,6 +23,7 @@ namespace taskmaster {
 
 struct ClientOptions {
   std::string endpoint = "tcp://127.0.0.1:5555";
+  std::optional<protocol::CurveKeys> curve;          // keys derived from the shared key; nullopt: --insecure
   std::chrono::milliseconds connect_timeout{5000};  // first connection: give up after this
   std::chrono::milliseconds retry_timeout{60000};   // later: keep trying this long without an answer
 };
@@ -38,7 +39,6 @@ class Client {
   using Clock = std::chrono::steady_clock;
 
   Client(zmq::context_t& ctx, ClientOptions options);
-  ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
@@ -48,6 +48,8 @@ class Client {
 
   // Sends a request (its req field is set here) and returns its req. The request is resent if no
   // reply comes within `patience` (plus a margin), or at once when a lost connection comes back.
+  // A request over the message size limit is never sent (the master would drop the connection
+  // without a word); next() then fails with TooLarge.
   std::uint64_t start(protocol::Message request, std::chrono::milliseconds patience = std::chrono::milliseconds(0));
   // The next reply to a started request, waiting at most until `deadline` (nullopt then).
   // Fails with Unreachable after retry_timeout with no reply at all while requests are pending.
@@ -60,18 +62,20 @@ class Client {
 
  private:
   struct Pending {
-    protocol::Message request;
+    std::string_view command;
+    std::string body;  // encoded once
     std::chrono::milliseconds patience;
     Clock::time_point resend_at;
   };
   void send_pending(Pending& p, Clock::time_point now);
   // Reads monitor events; returns an error if the handshake failed.
   Status read_monitor(Clock::time_point now);
+  std::optional<Error> too_large_;  // a request that can never be sent
 
   zmq::context_t& ctx_;
   ClientOptions options_;
+  protocol::ConnectionMonitor monitor_;
   zmq::socket_t socket_;
-  zmq::socket_t monitor_;
   bool connected_ = false;  // handshake done and not disconnected since
   bool ever_connected_ = false;
   std::uint64_t next_req_ = 1;

@@ -1,5 +1,9 @@
 #include "master/master.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <random>
 
@@ -19,20 +23,59 @@ std::string random_instance() {
   return buf;
 }
 
+// The address of the peer on the other end of a socket fd, e.g. "10.200.0.2:41234".
+std::string peer_address(int fd) {
+  sockaddr_storage sa{};
+  socklen_t len = sizeof sa;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return "unknown peer";
+  char host[INET6_ADDRSTRLEN] = {};
+  int port = 0;
+  if (sa.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&sa);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+  } else if (sa.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&sa);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  } else {
+    return "local peer";
+  }
+  return std::string(host) + ":" + std::to_string(port);
+}
+
+MasterConfig with_monitor(MasterConfig c, proto::ConnectionMonitor& m) {
+  c.socket.before_bind = [&m](zmq::socket_t& s) { m.attach(s); };
+  return c;
+}
+
 }  // namespace
 
 Master::Master(zmq::context_t& ctx, MasterConfig config)
-    : config_(std::move(config)), socket_(proto::make_master_socket(ctx, config_.socket)), state_(config_, random_instance()) {}
+    : config_(std::move(config)),
+      zap_(config_.socket.curve ? std::make_unique<proto::ZapHandler>(
+                                      ctx, config_.socket.curve->client_public,
+                                      [this](const std::string& address, const std::string& why) { log_rejection(address, why, Clock::now()); })
+                                : nullptr),
+      monitor_(ctx),
+      socket_(proto::make_master_socket(ctx, with_monitor(config_, monitor_).socket)),
+      state_(config_, random_instance()) {}
 
 std::string Master::endpoint() { return proto::bound_endpoint(socket_); }
 
 void Master::run(int stop_fd) {
   log_info("serving on ", endpoint(), " (instance ", state_.instance(), ")");
+  if (!zap_) log_warn("running WITHOUT a key (--insecure): no authentication, no encryption; anyone who can reach ", endpoint(),
+                      " can submit tasks, run them and read every result");
   zmq::pollitem_t items[] = {
       {socket_.handle(), 0, ZMQ_POLLIN, 0},
+      {monitor_.socket().handle(), 0, ZMQ_POLLIN, 0},
+      {zap_ ? zap_->socket().handle() : nullptr, -1, ZMQ_POLLIN, 0},
       {nullptr, stop_fd, ZMQ_POLLIN, 0},
   };
-  const int count = stop_fd >= 0 ? 2 : 1;
+  if (!zap_) std::swap(items[2], items[3]);  // the stop fd takes the ZAP handler's place
+  const int count = 2 + (zap_ ? 1 : 0) + (stop_fd >= 0 ? 1 : 0);
+  const int stop_item = zap_ ? 3 : 2;
   for (;;) {
     // Sleep until a message comes or the state's next deadline.
     auto now = Clock::now();
@@ -45,8 +88,11 @@ void Master::run(int stop_fd) {
       if (e.num() == ETERM) break;
       throw;
     }
-    if (count == 2 && (items[1].revents & ZMQ_POLLIN)) break;
+    if (stop_fd >= 0 && (items[stop_item].revents & ZMQ_POLLIN)) break;
     now = Clock::now();
+    // Authentication first: a connection waits in its handshake until the handler answers.
+    if (zap_) zap_->handle_requests();
+    watch_connections(now);
     // Receive what is waiting, a bounded number per turn so that timers are never starved.
     for (std::size_t i = 0; i < config_.max_messages_per_turn; ++i) {
       auto in = proto::receive(socket_, /*router=*/true);
@@ -58,6 +104,42 @@ void Master::run(int stop_fd) {
     flush(now);
   }
   log_info("stopping: ", state_.tasks().size(), " tasks in memory, ", state_.workers(), " workers connected");
+}
+
+void Master::watch_connections(TimePoint now) {
+  while (auto e = monitor_.next()) {
+    using Kind = proto::ConnectionEvent::Kind;
+    if (e->kind == Kind::Accepted) {
+      if (peers_.size() > 10000) peers_.clear();  // bounded under a connection flood
+      peers_[e->value] = peer_address(static_cast<int>(e->value));
+    } else if (e->kind == Kind::HandshakeFailed) {
+      failed_ = *e;
+    } else if (e->kind == Kind::Connected) {
+      failed_.reset();
+    } else if (e->kind == Kind::Disconnected) {
+      auto it = peers_.find(e->value);
+      const std::string address = it == peers_.end() ? "unknown peer" : it->second;
+      if (it != peers_.end()) peers_.erase(it);
+      // A handshake that failed before any ZAP request (a wrong server key, no key, garbage).
+      // ZAP refusals were logged by the handler already.
+      if (failed_ && failed_->event != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        std::string why = "its security handshake failed (wrong key, no key, or not a taskmaster peer)";
+        if (failed_->event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && failed_->value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+          why = zap_ ? "it has no key (it runs with --insecure)" : "it uses a key, and this master runs with --insecure";
+        log_rejection(address, why, now);
+      }
+      failed_.reset();
+    }
+  }
+}
+
+void Master::log_rejection(const std::string& address, const std::string& why, TimePoint now) {
+  // The host alone (without the port) so that one peer reconnecting again and again is one source.
+  const std::string host = address.substr(0, address.rfind(':'));
+  if (auto held = rejections_.allow(host, now)) {
+    log_warn("rejected a connection from ", address, ": ", why,
+             *held ? " (" + std::to_string(*held) + " more from this host since the last report)" : std::string());
+  }
 }
 
 void Master::flush(TimePoint now) {

@@ -4,17 +4,22 @@
 // Not thread-safe: run() happens on one thread.
 #pragma once
 
+#include <map>
+#include <memory>
 #include <string>
 
 #include <zmq.hpp>
 
+#include "protocol/auth.h"
+#include "protocol/sockets.h"
 #include "master/state.h"
 
 namespace taskmaster {
 
 class Master {
  public:
-  // Binds the socket. Throws std::runtime_error (naming the endpoint) if it cannot.
+  // Binds the socket; with CURVE keys in config.socket.curve, starts the ZAP handler first.
+  // Throws std::runtime_error (naming the endpoint) if it cannot bind.
   Master(zmq::context_t& ctx, MasterConfig config);
   Master(const Master&) = delete;
   Master& operator=(const Master&) = delete;
@@ -29,10 +34,17 @@ class Master {
 
  private:
   void flush(TimePoint now);
+  void watch_connections(TimePoint now);
+  void log_rejection(const std::string& address, const std::string& why, TimePoint now);
 
   MasterConfig config_;
+  std::unique_ptr<protocol::ZapHandler> zap_;  // before socket_: it must answer from the first connection
+  protocol::ConnectionMonitor monitor_;
   zmq::socket_t socket_;
   MasterState state_;
+  std::map<std::uint32_t, std::string> peers_;  // fd -> address of connections in their handshake
+  std::optional<protocol::ConnectionEvent> failed_;  // a handshake failure waiting for its disconnect
+  protocol::RateLimitedLog rejections_;
 };
 
 }  // namespace taskmaster

@@ -195,7 +195,14 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
 
 void MasterState::on_wait(const std::string& id, const proto::Wait& m, TimePoint now) {
   PendingWait w{id, m, now + milliseconds(m.timeout_ms)};
-  if (!try_answer(w, now, m.timeout_ms == 0)) waits_.push_back(std::move(w));
+  if (try_answer(w, now, m.timeout_ms == 0)) return;
+  // Held requests cost memory until they are answered: a bounded number per peer.
+  const auto held = std::count_if(waits_.begin(), waits_.end(), [&](const PendingWait& p) { return p.identity == id; });
+  if (static_cast<std::size_t>(held) >= proto::kMaxWaitsPerPeer)
+    return reply_error(id, m.req, ErrorCode::TooLarge,
+                       "WAIT: this peer already has " + std::to_string(held) + " requests held; the limit is " +
+                           std::to_string(proto::kMaxWaitsPerPeer));
+  waits_.push_back(std::move(w));
 }
 
 void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimePoint now) {
@@ -224,6 +231,13 @@ void MasterState::on_task_change(const Task& task, std::optional<TaskState> from
     ++rates_.submitted[now_s % 10];
   }
   if (task.state == TaskState::Queued) dispatch_needed_ = true;
+  // A failed attempt of a cancelled job is not retried: its task is cancelled instead.
+  if (from == TaskState::Running && (task.state == TaskState::Delayed || task.state == TaskState::Queued)) {
+    if (Job* job = jobs_.find(task.job); job && job->cancelled) {
+      tasks_.cancel(task.id);  // re-enters this listener with the cancelled state
+      return;
+    }
+  }
   if (proto::is_final(task.state)) {
     ++counters_.finished;
     ++rates_.finished[now_s % 10];

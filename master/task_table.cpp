@@ -187,7 +187,8 @@ void TaskTable::fail_attempt(Task& t, std::string error, TimePoint now) {
     t.ready_at = now + backoff(t.backoff_ms, t.attempts);
     if (t.ready_at <= now) {
       move_to(t, TaskState::Delayed);
-      move_to(t, TaskState::Queued);
+      // The listener may have cancelled it meanwhile (its job was cancelled).
+      if (t.state == TaskState::Delayed) move_to(t, TaskState::Queued);
     } else {
       move_to(t, TaskState::Delayed);
     }

@@ -30,6 +30,10 @@ inline constexpr std::size_t kMaxNameBytes = 128;           // function and queu
 inline constexpr std::size_t kMaxTextBytes = 256;           // worker name, host, idempotency key
 inline constexpr std::size_t kMaxListItems = 1024;          // functions or queues in HELLO
 inline constexpr int kMaxJsonDepth = 64;                    // nesting of any body
+// Nesting of one task's args or result on its own: they sit at most 4 levels down in a body, so
+// a value within this limit never makes its message too deep.
+inline constexpr int kMaxValueDepth = kMaxJsonDepth - 4;
+inline constexpr std::size_t kMaxWaitsPerPeer = 64;          // WAITs one peer may have held at once
 inline constexpr std::uint32_t kMaxSlots = 100000;
 inline constexpr std::uint32_t kMaxAttempts = 1000;
 inline constexpr std::uint64_t kMaxDelayMs = 366ull * 24 * 3600 * 1000;  // a year

@@ -2,6 +2,10 @@
 // ../shared/RELIABILITY.md §2.7.
 #include "protocol/sockets.h"
 
+#include <sys/socket.h>
+#include <zmq.h>
+
+#include <cstring>
 #include <stdexcept>
 
 namespace taskmaster::protocol {
@@ -42,12 +46,26 @@ SendResult send_frames(zmq::socket_t& s, std::string_view identity, std::string_
 
 }  // namespace
 
+// Not in Debian's headers (a draft option) but accepted by its libzmq 4.3.4 at run time; see
+// ../shared/RELIABILITY.md §0.5. Without it libzmq admits any CURVE client that knows the server's
+// public key whenever no ZAP handler answers.
+constexpr int kZapEnforceDomain = 93;
+
 zmq::socket_t make_master_socket(zmq::context_t& ctx, const MasterSocketOptions& o) {
   zmq::socket_t s(ctx, zmq::socket_type::router);
   set_common(s, o.heartbeat, o.heartbeat_timeout);
+  if (o.curve) {
+    s.set(zmq::sockopt::curve_server, 1);
+    s.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(o.curve->server_secret.data(), o.curve->server_secret.size()));
+    s.set(zmq::sockopt::zap_domain, kZapDomain);
+    const int enforce = 1;
+    if (zmq_setsockopt(s.handle(), kZapEnforceDomain, &enforce, sizeof enforce) != 0)
+      throw std::runtime_error(std::string("cannot enforce ZAP authentication (ZMQ_ZAP_ENFORCE_DOMAIN): ") + zmq_strerror(zmq_errno()));
+  }
   s.set(zmq::sockopt::handshake_ivl, ms(o.handshake_timeout));
   // A send to a peer that is gone is an error we handle, not a silent drop.
   s.set(zmq::sockopt::router_mandatory, 1);
+  if (o.before_bind) o.before_bind(s);
   try {
     s.bind(o.endpoint);
   } catch (const zmq::error_t& e) {
@@ -62,6 +80,11 @@ zmq::socket_t make_peer_socket(zmq::context_t& ctx, const PeerSocketOptions& o) 
   s.set(zmq::sockopt::reconnect_ivl, ms(o.reconnect));
   s.set(zmq::sockopt::reconnect_ivl_max, ms(o.reconnect_max));
   s.set(zmq::sockopt::immediate, o.immediate ? 1 : 0);
+  if (o.curve) {
+    s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(o.curve->server_public.data(), o.curve->server_public.size()));
+    s.set(zmq::sockopt::curve_publickey, zmq::const_buffer(o.curve->client_public.data(), o.curve->client_public.size()));
+    s.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(o.curve->client_secret.data(), o.curve->client_secret.size()));
+  }
   if (o.before_connect) o.before_connect(s);
   try {
     s.connect(o.endpoint);
@@ -69,6 +92,64 @@ zmq::socket_t make_peer_socket(zmq::context_t& ctx, const PeerSocketOptions& o) 
     throw std::runtime_error("cannot connect to " + o.endpoint + ": " + e.what());
   }
   return s;
+}
+
+ConnectionMonitor::ConnectionMonitor(zmq::context_t& ctx) : monitor_(ctx, zmq::socket_type::pair) {
+  endpoint_ = "inproc://taskmaster-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+  monitor_.set(zmq::sockopt::linger, 0);
+}
+
+ConnectionMonitor::~ConnectionMonitor() {
+  if (watched_) zmq_socket_monitor(watched_, nullptr, 0);
+}
+
+void ConnectionMonitor::attach(zmq::socket_t& socket) {
+  if (zmq_socket_monitor(socket.handle(), endpoint_.c_str(), ZMQ_EVENT_ALL) != 0)
+    throw std::runtime_error(std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
+  watched_ = socket.handle();
+  monitor_.connect(endpoint_);
+}
+
+std::optional<ConnectionEvent> ConnectionMonitor::next() {
+  zmq::message_t event, address;
+  try {
+    if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return std::nullopt;
+    (void)monitor_.recv(address);
+  } catch (const zmq::error_t&) {
+    return std::nullopt;
+  }
+  ConnectionEvent e;
+  if (event.size() < 6) return e;
+  std::uint16_t id;
+  std::memcpy(&id, event.data(), 2);
+  std::memcpy(&e.value, static_cast<const char*>(event.data()) + 2, 4);
+  e.event = id;
+  switch (id) {
+    case ZMQ_EVENT_ACCEPTED: e.kind = ConnectionEvent::Kind::Accepted; break;
+    case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: e.kind = ConnectionEvent::Kind::Connected; break;
+    case ZMQ_EVENT_DISCONNECTED: e.kind = ConnectionEvent::Kind::Disconnected; break;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+    case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH: e.kind = ConnectionEvent::Kind::HandshakeFailed; break;
+    default: break;
+  }
+  return e;
+}
+
+bool is_definite_auth_failure(const ConnectionEvent& e) {
+  return e.event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+         (e.event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+          (e.value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH || e.value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC));
+}
+
+std::string describe_handshake_failure(const ConnectionEvent& e, bool secure, const std::string& endpoint) {
+  const std::string head = "authentication failed with the master at " + endpoint + ": ";
+  if (e.event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && e.value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+    return head + (secure ? "it runs without a key (started with --insecure), and this side uses one"
+                          : "it requires a key, and this side has none (--insecure)");
+  if (e.event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) return head + "it refused this key (status " + std::to_string(e.value) + ")";
+  if (!secure) return head + "the security handshake failed (the master probably requires a key)";
+  return head + "the security handshake failed: the master has a different key (wrong key?), or runs without one (--insecure)";
 }
 
 std::string bound_endpoint(zmq::socket_t& socket) { return socket.get(zmq::sockopt::last_endpoint); }
@@ -125,6 +206,10 @@ SendResult send_to(zmq::socket_t& router, std::string_view identity, const Messa
 
 SendResult send_to(zmq::socket_t& router, std::string_view identity, std::string_view command, std::string_view body) {
   return send_frames(router, identity, command, body);
+}
+
+SendResult send(zmq::socket_t& dealer, std::string_view command, std::string_view body) {
+  return send_frames(dealer, {}, command, body);
 }
 
 SendResult send(zmq::socket_t& dealer, const Message& message) {

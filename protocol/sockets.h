@@ -12,6 +12,7 @@
 
 #include <zmq.hpp>
 
+#include "protocol/auth.h"
 #include "protocol/message.h"
 
 namespace taskmaster::protocol {
@@ -19,14 +20,19 @@ namespace taskmaster::protocol {
 // Options the master's ROUTER socket is made with.
 struct MasterSocketOptions {
   std::string endpoint = "tcp://0.0.0.0:5555";
+  // The keys derived from the shared key: CURVE, with the ZAP handler deciding who gets in.
+  // nullopt: no security at all (--insecure).
+  std::optional<CurveKeys> curve;
   std::chrono::milliseconds handshake_timeout{5000};  // ZMQ_HANDSHAKE_IVL: stalled connections close
   std::chrono::milliseconds heartbeat{1000};          // ZMTP ping interval
   std::chrono::milliseconds heartbeat_timeout{3000};  // ZMTP: connection presumed dead after this
+  std::function<void(zmq::socket_t&)> before_bind;    // e.g. to attach a ConnectionMonitor
 };
 
 // Options a worker's or client's DEALER socket is made with.
 struct PeerSocketOptions {
   std::string endpoint = "tcp://127.0.0.1:5555";
+  std::optional<CurveKeys> curve;                     // nullopt: no security (--insecure)
   std::chrono::milliseconds reconnect{100};           // first reconnect delay (libzmq)
   std::chrono::milliseconds reconnect_max{5000};      // libzmq doubles the delay up to this
   std::chrono::milliseconds heartbeat{1000};
@@ -37,13 +43,55 @@ struct PeerSocketOptions {
   std::function<void(zmq::socket_t&)> before_connect;
 };
 
-// Creates the master's ROUTER socket and binds it.
+// Creates the master's ROUTER socket and binds it. With CURVE keys, a ZapHandler must already
+// exist in this context (it is what admits peers; ZAP_ENFORCE_DOMAIN makes libzmq refuse everyone
+// if no handler answers, instead of admitting everyone).
 // Throws std::runtime_error naming the endpoint when it cannot bind.
 zmq::socket_t make_master_socket(zmq::context_t& ctx, const MasterSocketOptions& options);
 
 // Creates a DEALER socket connected to the master. Never blocks: the connection completes in the
 // background. Throws std::runtime_error for a malformed endpoint.
 zmq::socket_t make_peer_socket(zmq::context_t& ctx, const PeerSocketOptions& options);
+
+// What happened to a connection, as libzmq's socket monitor reports it.
+struct ConnectionEvent {
+  enum class Kind {
+    Accepted,         // master side: a TCP connection came in (value: its fd)
+    Connected,        // the handshake succeeded: messages can flow
+    Disconnected,     // the connection closed (value: its fd)
+    HandshakeFailed,  // the security handshake failed (see describe_handshake_failure)
+    Other,
+  };
+  Kind kind = Kind::Other;
+  int event = 0;           // ZMQ_EVENT_*
+  std::uint32_t value = 0; // the event's value (fd, errno, protocol error or ZAP status)
+};
+
+// Watches one socket through libzmq's socket monitor. attach() must be called before the socket
+// connects or binds (make_peer_socket's before_connect), so that no event is missed.
+class ConnectionMonitor {
+ public:
+  explicit ConnectionMonitor(zmq::context_t& ctx);
+  ~ConnectionMonitor();
+  ConnectionMonitor(const ConnectionMonitor&) = delete;
+  ConnectionMonitor& operator=(const ConnectionMonitor&) = delete;
+  void attach(zmq::socket_t& socket);
+  // Poll this for ZMQ_POLLIN.
+  zmq::socket_t& socket() { return monitor_; }
+  // The next event, without blocking.
+  std::optional<ConnectionEvent> next();
+
+ private:
+  zmq::socket_t monitor_;
+  void* watched_ = nullptr;
+  std::string endpoint_;
+};
+
+// A sentence for a failed handshake, seen from a peer (worker or client) that connects to
+// `endpoint` with (secure) or without a key. Always contains "authentication failed".
+std::string describe_handshake_failure(const ConnectionEvent& e, bool secure, const std::string& endpoint);
+// True when the failure cannot be a passing accident (a key or mechanism mismatch, a ZAP refusal).
+bool is_definite_auth_failure(const ConnectionEvent& e);
 
 // The endpoint a socket really bound, e.g. "tcp://0.0.0.0:41234" (ZMQ_LAST_ENDPOINT).
 std::string bound_endpoint(zmq::socket_t& socket);
@@ -79,5 +127,6 @@ SendResult send_to(zmq::socket_t& router, std::string_view identity, std::string
                    std::string_view body);
 // Sends one message through a DEALER socket without blocking.
 SendResult send(zmq::socket_t& dealer, const Message& message);
+SendResult send(zmq::socket_t& dealer, std::string_view command, std::string_view body);
 
 }  // namespace taskmaster::protocol

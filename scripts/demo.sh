@@ -15,6 +15,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# One shared key, made for this run: it authenticates every process and encrypts all traffic.
+"$tm" keygen --out "$work/key" >/dev/null 2>&1
+export TASKMASTER_KEY_FILE=$work/key
+
 # The master picks a free port and prints the endpoint it bound as its first line.
 "$tm" master --bind tcp://127.0.0.1:0 >"$work/master.out" 2>"$work/master.log" &
 pids+=($!)

@@ -409,3 +409,40 @@ TEST_CASE("status reports queues, workers and counters") {
 }  // TEST_SUITE
 
 }  // namespace taskmaster
+
+namespace taskmaster {
+TEST_SUITE("state") {
+
+TEST_CASE("a running task of a cancelled job finishes, and is not retried if it fails") {
+  Harness h;
+  h.hello("W", 2);
+  auto acc = h.submit("C", 3);
+  auto running = h.tasks_for("W");
+  REQUIRE(running.size() == 2);
+  h.deliver("C", proto::Cancel{1, acc.job});
+  CHECK(h.take<proto::Cancelled>("C").at(0).cancelled == 1);
+  h.result("W", running[0], true, "0");
+  h.result("W", running[1], false, "boom");
+  CHECK(h.task(running[0].task).state == TaskState::Done);
+  CHECK(h.task(running[1].task).state == TaskState::Cancelled);
+  auto o = h.wait("C", acc.job);
+  CHECK(o.outcomes.size() == 3);
+  CHECK(o.finished == 3);
+}
+
+TEST_CASE("a peer may hold only a bounded number of WAITs") {
+  Harness h;
+  auto acc = h.submit("C", 1);
+  for (std::size_t i = 0; i < proto::kMaxWaitsPerPeer; ++i) h.deliver("C", proto::Wait{i + 1, acc.job, 0, 10, 60000});
+  CHECK(h.take<proto::ErrorReply>("C").empty());
+  h.deliver("C", proto::Wait{999, acc.job, 0, 10, 60000});
+  auto e = h.take<proto::ErrorReply>("C");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].req == 999);
+  CHECK(e[0].code == ErrorCode::TooLarge);
+  h.deliver("D", proto::Wait{1, acc.job, 0, 10, 60000});  // another peer is not affected
+  CHECK(h.take<proto::ErrorReply>("D").empty());
+}
+
+}  // TEST_SUITE
+}  // namespace taskmaster

@@ -75,8 +75,8 @@ proto::Result Pool::run_one(const proto::Assignment& a) {
                 std::to_string(proto::kMaxResultBytes);
       return r;
     }
-    if (proto::json_depth(text) > proto::kMaxJsonDepth) {
-      r.value = a.function + ": result nests deeper than " + std::to_string(proto::kMaxJsonDepth) + " levels";
+    if (proto::json_depth(text) > proto::kMaxValueDepth) {
+      r.value = a.function + ": result nests deeper than " + std::to_string(proto::kMaxValueDepth) + " levels";
       return r;
     }
     r.ok = true;

@@ -45,7 +45,11 @@ Worker::Worker(zmq::context_t& ctx, WorkerConfig config, const HandlerRegistry& 
 }
 
 void Worker::connect(Clock::time_point now) {
-  socket_ = std::make_unique<zmq::socket_t>(proto::make_peer_socket(ctx_, config_.socket));
+  socket_.reset();
+  monitor_ = std::make_unique<proto::ConnectionMonitor>(ctx_);
+  auto options = config_.socket;
+  options.before_connect = [this](zmq::socket_t& s) { monitor_->attach(s); };
+  socket_ = std::make_unique<zmq::socket_t>(proto::make_peer_socket(ctx_, options));
   state_ = State::Joining;
   last_heard_ = now;
   next_hello_ = now;
@@ -133,6 +137,20 @@ void Worker::handle(proto::Message& m, Clock::time_point now) {
              m);
 }
 
+bool Worker::watch_connection() {
+  while (auto e = monitor_->next()) {
+    if (e->kind == proto::ConnectionEvent::Kind::Connected) handshake_failures_ = 0;
+    if (e->kind != proto::ConnectionEvent::Kind::HandshakeFailed) continue;
+    // A key or mechanism mismatch is final at once; a handshake cut short could be an accident
+    // (a master restarting), so only three in a row count.
+    if (proto::is_definite_auth_failure(*e) || ++handshake_failures_ >= 3) {
+      auth_error_ = proto::describe_handshake_failure(*e, config_.socket.curve.has_value(), config_.socket.endpoint);
+      return false;
+    }
+  }
+  return true;
+}
+
 WorkerExit Worker::run(int stop_fd) {
   auto now = Clock::now();
   connect(now);
@@ -148,6 +166,7 @@ WorkerExit Worker::run(int stop_fd) {
     zmq::pollitem_t items[] = {
         {socket_->handle(), 0, ZMQ_POLLIN, 0},
         {pool_.results().handle(), 0, ZMQ_POLLIN, 0},
+        {monitor_->socket().handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, stop_fd, ZMQ_POLLIN, 0},
     };
     now = Clock::now();
@@ -155,13 +174,17 @@ WorkerExit Worker::run(int stop_fd) {
     wake = std::min(wake, last_heard_ + master_timeout_);
     const auto timeout = std::clamp(duration_cast<milliseconds>(wake - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
     try {
-      zmq::poll(items, stop_fd >= 0 ? 3 : 2, timeout);
+      zmq::poll(items, stop_fd >= 0 ? 4 : 3, timeout);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       throw;
     }
     now = Clock::now();
-    if (stop_fd >= 0 && (items[2].revents & ZMQ_POLLIN)) {
+    if (!watch_connection()) {
+      pool_.stop_now();
+      return WorkerExit::AuthFailed;
+    }
+    if (stop_fd >= 0 && (items[3].revents & ZMQ_POLLIN)) {
       char buf[256];
       (void)::read(stop_fd, buf, sizeof buf);  // consume the signal
       if (++stop_requests >= 2) {

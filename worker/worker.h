@@ -36,6 +36,7 @@ struct WorkerConfig {
 enum class WorkerExit {
   Drained,  // stop requested, every attempt finished and reported
   Stopped,  // asked to stop twice: attempts still running were abandoned
+  AuthFailed,  // the master refused this worker's key (or it has none): retrying cannot help
 };
 
 class Worker {
@@ -50,11 +51,15 @@ class Worker {
   WorkerExit run(int stop_fd);
 
   const std::string& name() const { return name_; }
+  // Why run() returned AuthFailed.
+  const std::string& auth_error() const { return auth_error_; }
 
  private:
   enum class State { Joining, Ready };
 
   void connect(std::chrono::steady_clock::time_point now);
+  // Reads the monitor; false when authentication has failed for good.
+  bool watch_connection();
   void say_hello(std::chrono::steady_clock::time_point now);
   void handle(protocol::Message& m, std::chrono::steady_clock::time_point now);
   void send(const protocol::Message& m, std::chrono::steady_clock::time_point now);
@@ -66,7 +71,10 @@ class Worker {
   std::string name_;
   std::string host_;
   Pool pool_;
+  std::unique_ptr<protocol::ConnectionMonitor> monitor_;  // watches socket_ (one per socket)
   std::unique_ptr<zmq::socket_t> socket_;
+  int handshake_failures_ = 0;  // in a row, since the last successful handshake
+  std::string auth_error_;
   State state_ = State::Joining;
   bool draining_ = false;
   std::string master_;  // instance id from the last WELCOME

@@ -6,6 +6,8 @@
 
 #include <doctest/doctest.h>
 
+#include "protocol/auth.h"
+
 namespace taskmaster::test {
 
 std::vector<std::string> CommandResult::lines() const {
@@ -34,13 +36,36 @@ CommandResult finish(ChildProcess& p, std::chrono::milliseconds timeout) {
     FAIL("command did not finish within " << timeout.count() << " ms; stderr: " << p.err());
   }
   r.code = *code;
-  // The readers see EOF right after exit; read_line until EOF makes sure all output is in.
-  while (p.read_line(5s)) {
-  }
+  // Everything it wrote is in once both pipes are closed (a child of it could keep them open: then
+  // we take what is there after a bound).
+  p.wait_eof(10s);
   r.out = p.out();
   r.err = p.err();
   r.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
   return r;
+}
+
+TestKey::TestKey() : path_(dir_.path() + "/key") {
+  auto s = protocol::write_key_file(path_, protocol::generate_key(), false);
+  REQUIRE(s.has_value());
+}
+
+std::unique_ptr<ChildProcess> Cluster::start(std::vector<std::string> argv, std::optional<std::string> stdin_data) {
+  ChildProcess::Options o;
+  o.stdin_data = std::move(stdin_data);
+  o.env = key_.env();
+  return std::make_unique<ChildProcess>(std::move(argv), o);
+}
+
+ClientOptions Cluster::client_options() const {
+  ClientOptions o;
+  o.endpoint = endpoint_;
+  if (!insecure_) {
+    auto k = protocol::load_key_file(key_.path());
+    REQUIRE(k.has_value());
+    o.curve = protocol::derive_keys(k->key);
+  }
+  return o;
 }
 
 Cluster::~Cluster() {
@@ -52,7 +77,8 @@ Cluster::~Cluster() {
 void Cluster::start_master(std::vector<std::string> extra, std::string bind) {
   std::vector<std::string> argv{kTaskmaster, "master", "--bind", bind};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  master_ = std::make_unique<ChildProcess>(argv);
+  for (auto& a : security()) argv.push_back(a);
+  master_ = start(argv);
   auto line = master_->read_line(20s);
   REQUIRE_MESSAGE(line.has_value(), "the master printed no endpoint; stderr: " << master_->err());
   endpoint_ = *line;
@@ -71,7 +97,8 @@ int Cluster::stop_master(int sig) {
 ChildProcess& Cluster::start_worker(std::vector<std::string> extra) {
   std::vector<std::string> argv{kTaskmaster, "worker", "--connect", endpoint_};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  workers_.push_back(std::make_unique<ChildProcess>(argv));
+  for (auto& a : security()) argv.push_back(a);
+  workers_.push_back(start(argv));
   return *workers_.back();
 }
 
@@ -80,9 +107,8 @@ std::unique_ptr<ChildProcess> Cluster::spawn(std::vector<std::string> args, std:
   argv.insert(argv.end(), args.begin(), args.end());
   argv.push_back("--connect");
   argv.push_back(endpoint_);
-  ChildProcess::Options o;
-  o.stdin_data = std::move(stdin_data);
-  return std::make_unique<ChildProcess>(argv, o);
+  for (auto& a : security()) argv.push_back(a);
+  return start(argv, std::move(stdin_data));
 }
 
 CommandResult Cluster::run(std::vector<std::string> args, std::optional<std::string> stdin_data, std::chrono::milliseconds timeout) {

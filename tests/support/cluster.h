@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "client/client.h"
 #include "support/process.h"
 
 namespace taskmaster::test {
@@ -27,10 +28,28 @@ struct CommandResult {
   std::vector<std::string> lines() const;
 };
 
+// The environment every process of a test gets: a fresh key of its own (TASKMASTER_KEY_FILE).
+class TestKey {
+ public:
+  TestKey();
+  const std::string& path() const { return path_; }
+  std::vector<std::string> env() const { return {"TASKMASTER_KEY_FILE=" + path_}; }
+
+ private:
+  TempDir dir_;
+  std::string path_;
+};
+
 class Cluster {
  public:
-  Cluster() = default;
+  // insecure: every process runs with --insecure instead of the test's key.
+  explicit Cluster(bool insecure = false) : insecure_(insecure) {}
   ~Cluster();
+  const TestKey& key() const { return key_; }
+  // Options for an in-process Client of this cluster (its endpoint and key).
+  ClientOptions client_options() const;
+  // Starts any process with the cluster's environment (its key).
+  std::unique_ptr<ChildProcess> start(std::vector<std::string> argv, std::optional<std::string> stdin_data = std::nullopt);
 
   // Starts a master on 127.0.0.1 (port 0 unless `endpoint` is given) and reads its endpoint line.
   void start_master(std::vector<std::string> extra = {}, std::string bind = "tcp://127.0.0.1:0");
@@ -56,6 +75,10 @@ class Cluster {
   void wait_for_workers(std::size_t n, std::chrono::milliseconds timeout = 20s);
 
  private:
+  std::vector<std::string> security() const { return insecure_ ? std::vector<std::string>{"--insecure"} : std::vector<std::string>{}; }
+
+  bool insecure_;
+  TestKey key_;
   std::unique_ptr<ChildProcess> master_;
   std::string endpoint_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;

@@ -131,6 +131,11 @@ bool ChildProcess::wait_for_err(const std::function<bool(const std::string&)>& p
   return changed_.wait_for(lock, timeout, [&] { return pred(err_) || err_eof_; }) && pred(err_);
 }
 
+bool ChildProcess::wait_eof(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return out_eof_ && err_eof_; });
+}
+
 void ChildProcess::signal(int sig) {
   if (!status_) ::kill(pid_, sig);
 }

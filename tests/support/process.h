@@ -41,6 +41,9 @@ class ChildProcess {
   // Waits (at most `timeout`) until `pred(stderr so far)` holds.
   bool wait_for_err(const std::function<bool(const std::string&)>& pred, std::chrono::milliseconds timeout);
 
+  // Waits (at most `timeout`) until stdout and stderr are both closed; true if they are.
+  bool wait_eof(std::chrono::milliseconds timeout);
+
   void signal(int sig);
   // The exit code once it has exited (128 + N if killed by signal N), waiting at most `timeout`.
   std::optional<int> wait(std::chrono::milliseconds timeout);

@@ -123,7 +123,7 @@ TEST_CASE("higher priority runs first; equal priorities run in submission order"
   c.start_master();
   // No worker yet: everything is queued before anything runs.
   zmq::context_t ctx;
-  Client client(ctx, ClientOptions{c.endpoint()});
+  Client client(ctx, c.client_options());
   REQUIRE(client.connect());
   int next = 0;
   const std::vector<int> priorities{0, 5, 0, 9, 5, -3, 9, 0};

@@ -52,6 +52,7 @@ TEST_CASE("a master restarted while workers keep running: they reconnect and ser
 
 TEST_CASE("every client command exits 3 within the connect timeout when no master answers") {
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(closed_port());
+  TestKey key;
   const std::vector<std::vector<std::string>> commands{
       {"submit", "square", "1"}, {"submit", "square", "1", "--wait"}, {"wait", "1"},
       {"results", "1"},          {"status"},                          {"cancel", "1"}};
@@ -60,7 +61,7 @@ TEST_CASE("every client command exits 3 within the connect timeout when no maste
     std::vector<std::string> argv{kTaskmaster};
     argv.insert(argv.end(), args.begin(), args.end());
     argv.insert(argv.end(), {"--connect", endpoint, "--connect-timeout", "1"});
-    ChildProcess p(argv);
+    ChildProcess p(argv, {std::nullopt, key.env()});
     auto r = finish(p, 20s);
     CHECK(r.code == 3);
     CHECK(r.err.find(endpoint) != std::string::npos);
@@ -75,8 +76,8 @@ TEST_CASE("the master prints the endpoint it bound first, and a bad bind fails c
   CHECK(c.endpoint().rfind("tcp://127.0.0.1:", 0) == 0);
   CHECK(std::stoi(c.port()) > 0);
   // The same port again cannot be bound.
-  ChildProcess second({kTaskmaster, "master", "--bind", c.endpoint()});
-  auto r = finish(second, 20s);
+  auto second = c.start({kTaskmaster, "master", "--bind", c.endpoint()});
+  auto r = finish(*second, 20s);
   CHECK(r.code == 5);
   CHECK(r.err.find("cannot bind " + c.endpoint()) != std::string::npos);
   CHECK(r.out.empty());
