@@ -145,11 +145,11 @@ bool is_definite_auth_failure(const ConnectionEvent& e) {
 std::string describe_handshake_failure(const ConnectionEvent& e, bool secure, const std::string& endpoint) {
   const std::string head = "authentication failed with the master at " + endpoint + ": ";
   if (e.event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && e.value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-    return head + (secure ? "it runs without a key (started with --insecure), and this side uses one"
+    return head + (secure ? "it runs without a key (--insecure), and this side uses one"
                           : "it requires a key, and this side has none (--insecure)");
   if (e.event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) return head + "it refused this key (status " + std::to_string(e.value) + ")";
   if (!secure) return head + "the security handshake failed (the master probably requires a key)";
-  return head + "the security handshake failed: the master has a different key (wrong key?), or runs without one (--insecure)";
+  return head + "the security handshake failed: the master has a different key (wrong key?), or runs without a key (--insecure)";
 }
 
 std::string bound_endpoint(zmq::socket_t& socket) { return socket.get(zmq::sockopt::last_endpoint); }

@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
-# Builds everything (installing what is missing) and runs every test: unit and system.
+# Builds everything (installing what is missing) and runs every test: unit and system tests, then
+# the same suite built with clang's AddressSanitizer and UndefinedBehaviorSanitizer, then each
+# libFuzzer target for a short bounded time. TASKMASTER_QUICK=1 runs only the first part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
-cd build
-ctest --output-on-failure --parallel 2 --timeout 600
+(cd build && ctest --output-on-failure --parallel 2 --timeout 600)
+[[ ${TASKMASTER_QUICK:-0} == 1 ]] && exit 0
+
+echo "test: the suite again under AddressSanitizer and UndefinedBehaviorSanitizer"
+CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=ON \
+  -DTASKMASTER_SANITIZE=address,undefined -DTASKMASTER_FUZZ=ON >/dev/null
+cmake --build build-asan
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --output-on-failure --parallel 2 --timeout 900)
+
+echo "test: fuzzing each target for ${TASKMASTER_FUZZ_SECONDS:-60} s"
+bash scripts/fuzz.sh "${TASKMASTER_FUZZ_SECONDS:-60}"

@@ -283,7 +283,9 @@ TEST_CASE("the limits table of PROTOCOL.md gives the values of message.h") {
     std::smatch m;
     if (std::regex_search(line, m, row)) documented[m[1]] = std::stoull(m[2]);
   }
-  for (const auto& [name, value] : constants) {
+  for (const auto& item285_ : constants) {
+    const auto& name = std::get<0>(item285_);  // clang 14 cannot capture bindings
+    const auto& value = std::get<1>(item285_);  // clang 14 cannot capture bindings
     CAPTURE(name);
     REQUIRE(documented.count(name) == 1);
     CHECK(documented[name] == value);
@@ -777,7 +779,7 @@ TEST_CASE("a body that is JSON but not an object is bad_field") {
   }
 }
 
-TEST_CASE("a body over kMaxMessageBytes is too_large; one of exactly that size is fine") {
+TEST_CASE("a body over kMaxMessageBytes is too_large - one of exactly that size is fine") {
   const std::string head = R"({"padding":")", tail = "\"}";
   const std::string exact = head + std::string(kMaxMessageBytes - head.size() - tail.size(), 'x') + tail;
   REQUIRE(exact.size() == kMaxMessageBytes);
@@ -848,7 +850,7 @@ TEST_CASE("invalid UTF-8 anywhere in a body is bad_json") {
   }
 }
 
-TEST_CASE("each required field, when missing, is a bad_field; each optional one may be left out") {
+TEST_CASE("each required field, when missing, is a bad_field - each optional one may be left out") {
   struct Row {
     const char* command;
     const char* ptr;
@@ -1006,7 +1008,9 @@ TEST_CASE("every integer field takes exactly its range, and nothing but integers
         {"-9223372036854775809", "bad_field"},
         {"1e309", "bad_json"},
     };
-    for (const auto& [raw, code] : bad) {
+    for (const auto& item1008_ : bad) {
+      const auto& raw = std::get<0>(item1008_);  // clang 14 cannot capture bindings
+      const auto& code = std::get<1>(item1008_);  // clang 14 cannot capture bindings
       CAPTURE(raw);
       CHECK(code_of(dec(row.command, with_raw(base, row.ptr, raw))) == code);
     }
@@ -1018,8 +1022,10 @@ TEST_CASE("every integer field takes exactly its range, and nothing but integers
 }
 
 TEST_CASE("boolean fields take true and false only") {
-  for (const auto& [command, ptr] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& item1020_ : std::vector<std::pair<std::string, std::string>>{
            {"SUBMIT", "/more"}, {"ACCEPTED", "/duplicate"}, {"OUTCOMES", "/sealed"}}) {
+    const auto& command = std::get<0>(item1020_);  // clang 14 cannot capture bindings
+    const auto& ptr = std::get<1>(item1020_);  // clang 14 cannot capture bindings
     CAPTURE(command);
     CAPTURE(ptr);
     for (bool b : {true, false}) {
@@ -1057,8 +1063,12 @@ TEST_CASE("function and queue names: 1 to 128 bytes of A-Z a-z 0-9 _ . : -") {
       {nullptr, "bad_field"},
       {json::array({"f"}), "bad_field"},
   };
-  for (const auto& [command, ptr] : fields) {
-    for (const auto& [value, code] : values) {
+  for (const auto& item1059_ : fields) {
+    const auto& command = std::get<0>(item1059_);  // clang 14 cannot capture bindings
+    const auto& ptr = std::get<1>(item1059_);  // clang 14 cannot capture bindings
+    for (const auto& item1060_ : values) {
+      const auto& value = std::get<0>(item1060_);  // clang 14 cannot capture bindings
+      const auto& code = std::get<1>(item1060_);  // clang 14 cannot capture bindings
       CAPTURE(command);
       CAPTURE(ptr);
       CAPTURE(shown(value.dump()));
@@ -1100,7 +1110,9 @@ TEST_CASE("text fields take any UTF-8 up to their limit, and are too_large past 
       {{"RESULTS", "/results/0/error", kMaxErrorBytes}, failed},
       {{"ERROR", "/message", kMaxErrorBytes}, full_body("ERROR")},
   };
-  for (const auto& [row, base] : rows) {
+  for (const auto& item1102_ : rows) {
+    const auto& row = std::get<0>(item1102_);  // clang 14 cannot capture bindings
+    const auto& base = std::get<1>(item1102_);  // clang 14 cannot capture bindings
     CAPTURE(std::string(row.command));
     CAPTURE(std::string(row.ptr));
     // Limits are in bytes: "é" is two.
@@ -1140,7 +1152,10 @@ TEST_CASE("args and results are any JSON value up to their byte limit, as compac
       {"TASKS", "/tasks/0/args", kMaxArgsBytes},      {"RESULTS", "/results/0/result", kMaxResultBytes},
       {"OUTCOMES", "/outcomes/0/args", kMaxArgsBytes}, {"OUTCOMES", "/outcomes/0/result", kMaxResultBytes},
   };
-  for (const auto& [command, ptr, max] : fields) {
+  for (const auto& item1142_ : fields) {
+    const auto& command = std::get<0>(item1142_);  // clang 14 cannot capture bindings
+    const auto& ptr = std::get<1>(item1142_);  // clang 14 cannot capture bindings
+    const auto& max = std::get<2>(item1142_);  // clang 14 cannot capture bindings
     CAPTURE(command);
     CAPTURE(ptr);
     const json base = full_body(command);
@@ -1159,7 +1174,7 @@ TEST_CASE("args and results are any JSON value up to their byte limit, as compac
   }
 }
 
-TEST_CASE("lists over their limit are too_large; lists at their limit are fine") {
+TEST_CASE("lists over their limit are too_large - lists at their limit are fine") {
   auto repeat = [](const std::string& item, std::size_t n) {
     std::string s;
     s.reserve((item.size() + 1) * n);
@@ -1207,7 +1222,9 @@ TEST_CASE("HELLO lists of functions and queues must not be empty, and hold names
 TEST_CASE("list fields must be arrays, and their entries objects") {
   const std::vector<std::pair<std::string, std::string>> lists = {
       {"RESULTS", "/results"}, {"TASKS", "/tasks"}, {"ACK", "/tasks"}, {"SUBMIT", "/tasks"}, {"OUTCOMES", "/outcomes"}};
-  for (const auto& [command, ptr] : lists) {
+  for (const auto& item1209_ : lists) {
+    const auto& command = std::get<0>(item1209_);  // clang 14 cannot capture bindings
+    const auto& ptr = std::get<1>(item1209_);  // clang 14 cannot capture bindings
     CAPTURE(command);
     CAPTURE(ptr);
     for (const json& v : {json::object(), json("[]"), json(1), json(nullptr)})
@@ -1231,7 +1248,9 @@ TEST_CASE("a RESULTS entry has exactly one of result and error") {
       {R"({"task":1,"attempt":1,"result":null})", "ok"},
       {R"({"task":1,"attempt":1,"error":""})", "ok"},
   };
-  for (const auto& [entry, code] : cases) {
+  for (const auto& item1233_ : cases) {
+    const auto& entry = std::get<0>(item1233_);  // clang 14 cannot capture bindings
+    const auto& code = std::get<1>(item1233_);  // clang 14 cannot capture bindings
     CAPTURE(entry);
     auto r = dec("RESULTS", R"({"results":[)" + entry + "]}");
     CHECK(code_of(r) == code);
@@ -1255,7 +1274,9 @@ TEST_CASE("an OUTCOMES status is done, dead or cancelled") {
   CHECK(code_of(dec("OUTCOMES", head + "\"cancelledxxxxxxxx\"}]}")) == "too_large");  // 17 bytes
   const std::vector<std::pair<std::string, TaskState>> valid = {
       {"done", TaskState::Done}, {"dead", TaskState::Dead}, {"cancelled", TaskState::Cancelled}};
-  for (const auto& [name, state] : valid) {
+  for (const auto& item1257_ : valid) {
+    const auto& name = std::get<0>(item1257_);  // clang 14 cannot capture bindings
+    const auto& state = std::get<1>(item1257_);  // clang 14 cannot capture bindings
     CAPTURE(name);
     auto r = dec("OUTCOMES", head + "\"" + name + "\"}]}");
     REQUIRE(r.has_value());
@@ -1265,7 +1286,7 @@ TEST_CASE("an OUTCOMES status is done, dead or cancelled") {
   }
 }
 
-TEST_CASE("a SUBMIT for a new job needs tasks; one that closes an open job may have none") {
+TEST_CASE("a SUBMIT for a new job needs tasks - one that closes an open job may have none") {
   CHECK(code_of(dec("SUBMIT", R"({"tasks":[]})")) == "bad_field");
   CHECK(code_of(dec("SUBMIT", R"({"job":0,"seq":0,"more":true,"tasks":[]})")) == "bad_field");
   CHECK(code_of(dec("SUBMIT", R"({"defaults":{"function":"f"},"tasks":[]})")) == "bad_field");
@@ -1326,7 +1347,9 @@ TEST_CASE("append_json_string turns each byte of invalid UTF-8 into U+FFFD") {
       {"\xED\x9F\xBF", "\xED\x9F\xBF"},                // U+D7FF, just below the surrogates: valid
       {"\xEE\x80\x80", "\xEE\x80\x80"},                // U+E000, just above: valid
   };
-  for (const auto& [in, out] : cases) {
+  for (const auto& item1328_ : cases) {
+    const auto& in = std::get<0>(item1328_);  // clang 14 cannot capture bindings
+    const auto& out = std::get<1>(item1328_);  // clang 14 cannot capture bindings
     CAPTURE(in);
     CHECK(json_string(in) == "\"" + out + "\"");
   }
@@ -1403,7 +1426,9 @@ TEST_CASE("task state names are the spec's, and only done, dead and cancelled ar
       {TaskState::Delayed, "delayed"}, {TaskState::Queued, "queued"}, {TaskState::Running, "running"},
       {TaskState::Done, "done"},       {TaskState::Dead, "dead"},     {TaskState::Cancelled, "cancelled"}};
   REQUIRE(states.size() == kTaskStateCount);
-  for (const auto& [state, name] : states) {
+  for (const auto& item1405_ : states) {
+    const auto& state = std::get<0>(item1405_);  // clang 14 cannot capture bindings
+    const auto& name = std::get<1>(item1405_);  // clang 14 cannot capture bindings
     CAPTURE(name);
     CHECK(std::string(to_string(state)) == name);
     CHECK(task_state_from_string(name) == state);

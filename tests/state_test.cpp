@@ -101,7 +101,7 @@ struct Harness {
 
 TEST_SUITE("state") {
 
-TEST_CASE("a worker gets WELCOME, then never more tasks than its slots; results free slots") {
+TEST_CASE("a worker gets WELCOME, then never more tasks than its slots - results free slots") {
   Harness h;
   h.hello("W", 2);
   auto acc = h.submit("C", 5);
@@ -184,7 +184,7 @@ TEST_CASE("results from a peer that is not a worker, or for tasks it does not ho
   }
 }
 
-TEST_CASE("a silent worker is presumed dead; its tasks go to another worker") {
+TEST_CASE("a silent worker is presumed dead - its tasks go to another worker") {
   MasterConfig c;
   c.worker_timeout = 3000ms;
   Harness h(c);

@@ -213,7 +213,7 @@ TEST_CASE("a successful result makes the task done with its value") {
   CHECK(rec.take() == "");
 }
 
-TEST_CASE("a failed attempt waits its backoff, doubled each time, then runs again; the last one makes it dead") {
+TEST_CASE("a failed attempt waits its backoff, doubled each time, then runs again - the last one makes it dead") {
   Recorder rec;
   TaskTable table(&rec);
   auto s = spec();
@@ -770,7 +770,7 @@ TEST_CASE("thousands of tasks come out by priority, then in submission order") {
   CHECK(counts(table) == "running=" + std::to_string(want.size()) + " cancelled=" + std::to_string(cancelled.size()));
 }
 
-TEST_CASE("restore puts tasks back with their ids; a running one comes back queued with its attempt counted") {
+TEST_CASE("restore puts tasks back with their ids - a running one comes back queued with its attempt counted") {
   TaskTable table;
   const auto square = table.names().intern("square");
   const auto queue = table.names().intern("default");

@@ -83,7 +83,7 @@ TEST_CASE("add registers a session, and replaces the one with the same identity"
   CHECK(reg.find("id-b")->name == 2);
 }
 
-TEST_CASE("find and find_by_name return the session or nothing; remove forgets it") {
+TEST_CASE("find and find_by_name return the session or nothing - remove forgets it") {
   WorkerRegistry reg;
   reg.add("id-a", 1, t0);
   reg.add("id-b", 2, t0);

@@ -83,7 +83,7 @@ TEST_CASE("a failing function is retried with backoff, then dead with its last e
   CHECK(o.json_lines().at(0)["error"].get<std::string>().find("overflows") != std::string::npos);
 }
 
-TEST_CASE("an attempt past its timeout fails and is retried; the last one leaves the task dead") {
+TEST_CASE("an attempt past its timeout fails and is retried - the last one leaves the task dead") {
   Cluster c;
   c.start_master();
   c.start_worker({"-j", "1"});
@@ -118,7 +118,7 @@ TEST_CASE("a delayed task waits in state delayed, then runs") {
   CHECK(c.status()["queues"]["default"]["delayed"] == 0);
 }
 
-TEST_CASE("higher priority runs first; equal priorities run in submission order") {
+TEST_CASE("higher priority runs first - equal priorities run in submission order") {
   Cluster c;
   c.start_master();
   // No worker yet: everything is queued before anything runs.

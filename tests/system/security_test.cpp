@@ -107,7 +107,7 @@ void check_still_serving(Cluster& c) {
 
 TEST_SUITE("security") {
 
-TEST_CASE("a wrong key gets exit 4 and 'authentication failed', quickly; the master logs it and serves on") {
+TEST_CASE("a wrong key gets exit 4 and 'authentication failed', quickly - the master logs it and serves on") {
   Cluster c;
   c.start_master();
   c.start_worker({"-j", "1"});
@@ -163,10 +163,10 @@ TEST_CASE("no key: clients exit 4, the master refuses to start unless --insecure
   auto keyed = insecure.start({kTaskmaster, "status", "--connect", insecure.endpoint(), "--key-file", insecure.key().path()});
   auto kr = finish(*keyed, 20s);
   CHECK(kr.code == 4);
-  CHECK(kr.err.find("runs without one (--insecure)") != std::string::npos);
+  CHECK(kr.err.find("runs without a key (--insecure)") != std::string::npos);
 }
 
-TEST_CASE("a key file that group or others can read is refused, as ssh does; so are empty and short keys") {
+TEST_CASE("a key file that group or others can read is refused, as ssh does - so are empty and short keys") {
   Cluster c;
   c.start_master();
   TempDir dir;
@@ -333,7 +333,7 @@ TEST_CASE("a worker cannot finish a task it does not hold, nor replay a result")
   CHECK(w.json_lines().at(0)["result"] == 1);  // the real result, not the forged one
 }
 
-TEST_CASE("with the key, a known payload never appears on the wire; without it, it does") {
+TEST_CASE("with the key, a known payload never appears on the wire - without it, it does") {
   if (::geteuid() != 0 || ::access("/usr/bin/tcpdump", X_OK) != 0) {
     MESSAGE("skipped: needs root and tcpdump to capture loopback traffic");
     return;
