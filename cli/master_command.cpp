@@ -17,6 +17,8 @@ struct MasterOptions {
   double worker_timeout_s = 3;
   double result_ttl_s = 24 * 3600;
   double handshake_timeout_s = 5;
+  std::string data_dir;
+  bool in_memory = false;
   KeyOptions key;
 };
 
@@ -37,6 +39,7 @@ int run_master(const MasterOptions& o) {
   config.heartbeat = ms(o.heartbeat_s);
   config.worker_timeout = ms(o.worker_timeout_s);
   config.result_ttl = ms(o.result_ttl_s);
+  if (!o.in_memory) config.data_dir = o.data_dir.empty() ? default_data_dir() : o.data_dir;
   std::unique_ptr<Master> master;
   try {
     master = std::make_unique<Master>(ctx, config);
@@ -47,7 +50,12 @@ int run_master(const MasterOptions& o) {
   // The first line of stdout is the endpoint really bound, so that scripts can use port 0.
   std::printf("%s\n", master->endpoint().c_str());
   std::fflush(stdout);
-  master->run(stop.fd());
+  try {
+    master->run(stop.fd());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "taskmaster: %s\n", e.what());
+    return kExitError;
+  }
   return kExitOk;
 }
 
@@ -70,8 +78,12 @@ void add_master_command(CLI::App& app, Runners& runners) {
   cmd->add_option("--handshake-timeout", o->handshake_timeout_s, "Seconds a new connection has to complete its handshake")
       ->check(CLI::Range(0.1, 600.0))
       ->capture_default_str();
+  auto* dir = cmd->add_option("-d,--data-dir", o->data_dir,
+                              "Directory of the durable journal (default: " + default_data_dir() + "); created if missing");
+  cmd->add_flag("--in-memory", o->in_memory, "Keep everything in memory only: nothing survives a restart")->excludes(dir);
   add_key_options(cmd, o->key);
-  cmd->footer(std::string("Without a key it refuses to start, unless --insecure (then nothing is authenticated or encrypted).\n"
+  cmd->footer(std::string("By default every accepted submission and every result is durable before it is acknowledged.\n"
+                          "Without a key it refuses to start, unless --insecure (then nothing is authenticated or encrypted).\n"
                           "Prints the bound endpoint (tcp://HOST:PORT) as the first line of stdout; logs go to stderr.\n"
                           "Stops cleanly on SIGINT or SIGTERM.\n") + kExitCodesHelp);
   runners[cmd] = [o] { return run_master(*o); };

@@ -35,6 +35,14 @@ void JobTable::mark_ended(Job& job, TimePoint now) {
   ended_.emplace_back(now, job.id);
 }
 
+void JobTable::restore_ended(Job& job, TimePoint at) {
+  if (job.ended_at) return;
+  job.ended_at = at;
+  // Keep ended_ in time order (journal replay does not come in end order).
+  auto it = std::upper_bound(ended_.begin(), ended_.end(), at, [](TimePoint t, const auto& e) { return t < e.first; });
+  ended_.insert(it, {at, job.id});
+}
+
 void JobTable::task_finished(Job& job, TaskId task, bool failed, TimePoint now) {
   job.finished.push_back(task);
   if (failed) ++job.failed;

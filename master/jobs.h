@@ -48,6 +48,9 @@ class JobTable {
   // Seals the job; marks it ended if every task already finished.
   void seal(Job& job, TimePoint now);
 
+  // Marks a job read from the journal as ended at `at`.
+  void restore_ended(Job& job, TimePoint at);
+
   // Jobs that ended at least `ttl` before now, oldest first. They stay until erase().
   std::vector<JobId> expired(TimePoint now, std::chrono::milliseconds ttl) const;
   void erase(JobId id);

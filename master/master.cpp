@@ -59,12 +59,27 @@ Master::Master(zmq::context_t& ctx, MasterConfig config)
                                 : nullptr),
       monitor_(ctx),
       socket_(proto::make_master_socket(ctx, with_monitor(config_, monitor_).socket)),
-      state_(config_, random_instance()) {}
+      journal_(config_.data_dir ? std::make_unique<Journal>(*config_.data_dir) : nullptr),
+      instance_(random_instance()) {
+  start_state(Clock::now());
+}
+
+void Master::start_state(TimePoint now) {
+  state_ = std::make_unique<MasterState>(config_, instance_, now);
+  if (!journal_) return;
+  const auto t0 = Clock::now();
+  const auto loaded = state_->recover(*journal_, now);
+  log_info("journal ", journal_->path(), ": ", loaded.jobs, " jobs and ", loaded.tasks, " tasks replayed (", loaded.requeued,
+           " were running and go back to the queue) in ", duration_cast<milliseconds>(Clock::now() - t0).count(), " ms");
+  // Replay may have changed some tasks (the running ones): make that durable before serving. If
+  // the disk refuses, the next replay derives the same changes again.
+  if (auto s = journal_->commit(); !s) log_error(s.error().message);
+}
 
 std::string Master::endpoint() { return proto::bound_endpoint(socket_); }
 
 void Master::run(int stop_fd) {
-  log_info("serving on ", endpoint(), " (instance ", state_.instance(), ")");
+  log_info("serving on ", endpoint(), " (instance ", state_->instance(), ")");
   if (!zap_) log_warn("running WITHOUT a key (--insecure): no authentication, no encryption; anyone who can reach ", endpoint(),
                       " can submit tasks, run them and read every result");
   zmq::pollitem_t items[] = {
@@ -80,7 +95,7 @@ void Master::run(int stop_fd) {
     // Sleep until a message comes or the state's next deadline.
     auto now = Clock::now();
     milliseconds timeout(100);
-    if (auto d = state_.next_deadline()) timeout = std::clamp(duration_cast<milliseconds>(*d - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
+    if (auto d = state_->next_deadline()) timeout = std::clamp(duration_cast<milliseconds>(*d - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
     try {
       zmq::poll(items, count, timeout);
     } catch (const zmq::error_t& e) {
@@ -97,13 +112,21 @@ void Master::run(int stop_fd) {
     for (std::size_t i = 0; i < config_.max_messages_per_turn; ++i) {
       auto in = proto::receive(socket_, /*router=*/true);
       if (!in) break;
-      state_.receive(in->identity, in->decode(), now);
+      state_->receive(in->identity, in->decode(), now);
     }
     now = Clock::now();
-    state_.turn(now);
+    state_->turn(now);
+    // Group commit: one fsync covers every change of this turn, and it returns before any reply
+    // of the turn is sent, so an acknowledgement never outlives a crash.
+    if (journal_) {
+      if (auto s = journal_->commit(); !s) {
+        journal_failed(s.error(), now);
+        continue;
+      }
+    }
     flush(now);
   }
-  log_info("stopping: ", state_.tasks().size(), " tasks in memory, ", state_.workers(), " workers connected");
+  log_info("stopping: ", state_->tasks().size(), " tasks in memory, ", state_->workers(), " workers connected");
 }
 
 void Master::watch_connections(TimePoint now) {
@@ -142,12 +165,35 @@ void Master::log_rejection(const std::string& address, const std::string& why, T
   }
 }
 
+void Master::journal_failed(const Error& e, TimePoint now) {
+  if (now - last_journal_error_ >= seconds(1)) log_error(e.message, "; this turn's submissions and results are refused");
+  last_journal_error_ = now;
+  for (auto& out : state_->take_outbox()) {
+    proto::Message* reply = nullptr;
+    std::uint64_t req = 0;
+    if (auto* a = std::get_if<proto::Accepted>(&out.message)) req = a->req, reply = &out.message;
+    if (auto* c = std::get_if<proto::Cancelled>(&out.message)) req = c->req, reply = &out.message;
+    if (auto* er = std::get_if<proto::ErrorReply>(&out.message)) reply = &out.message, req = er->req;
+    if (auto* r = std::get_if<proto::Report>(&out.message)) req = r->req, reply = &out.message;
+    if (!reply) continue;  // TASKS, ACK, OUTCOMES, WELCOME...: may rest on what was not written
+    proto::ErrorReply err{req, ErrorCode::Unavailable, "the master could not write its journal (" + e.message +
+                                                           "); nothing of this request was kept"};
+    if (std::holds_alternative<proto::ErrorReply>(out.message) || std::holds_alternative<proto::Report>(out.message))
+      (void)proto::send_to(socket_, out.identity, out.message);  // errors and status promise nothing
+    else
+      (void)proto::send_to(socket_, out.identity, err);
+  }
+  // Memory now holds changes the disk does not: start again from the disk. Workers are told they
+  // are unknown on their next message and say HELLO again; waiting clients ask again.
+  start_state(now);
+}
+
 void Master::flush(TimePoint now) {
   // Sends never block: a full queue or a vanished peer comes back as a result the state handles.
-  for (auto& out : state_.take_outbox()) {
+  for (auto& out : state_->take_outbox()) {
     const auto sent = proto::send_to(socket_, out.identity, out.message);
-    if (sent == proto::SendResult::Sent) state_.sent(out.identity, now);
-    else state_.send_failed(out.identity, out.message, sent, now);
+    if (sent == proto::SendResult::Sent) state_->sent(out.identity, now);
+    else state_->send_failed(out.identity, out.message, sent, now);
   }
 }
 

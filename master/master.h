@@ -18,8 +18,9 @@ namespace taskmaster {
 
 class Master {
  public:
-  // Binds the socket; with CURVE keys in config.socket.curve, starts the ZAP handler first.
-  // Throws std::runtime_error (naming the endpoint) if it cannot bind.
+  // Opens the journal (config.data_dir) and replays it; binds the socket; with CURVE keys in
+  // config.socket.curve, starts the ZAP handler first. Throws std::runtime_error saying what is
+  // wrong if the journal cannot be used or the endpoint cannot be bound.
   Master(zmq::context_t& ctx, MasterConfig config);
   Master(const Master&) = delete;
   Master& operator=(const Master&) = delete;
@@ -30,10 +31,15 @@ class Master {
   // Serves until `stop_fd` (e.g. a signalfd) becomes readable; -1 serves until the context closes.
   void run(int stop_fd);
 
-  const MasterState& state() const { return state_; }
+  const MasterState& state() const { return *state_; }
 
  private:
   void flush(TimePoint now);
+  // The journal could not be written: nothing of this turn may be acknowledged. Replies that
+  // acknowledge become errors, the rest of the outbox is dropped, and the state is read back
+  // from the journal (which holds exactly what was committed).
+  void journal_failed(const Error& e, TimePoint now);
+  void start_state(TimePoint now);
   void watch_connections(TimePoint now);
   void log_rejection(const std::string& address, const std::string& why, TimePoint now);
 
@@ -41,7 +47,10 @@ class Master {
   std::unique_ptr<protocol::ZapHandler> zap_;  // before socket_: it must answer from the first connection
   protocol::ConnectionMonitor monitor_;
   zmq::socket_t socket_;
-  MasterState state_;
+  std::unique_ptr<Journal> journal_;  // null: in memory only
+  std::string instance_;
+  std::unique_ptr<MasterState> state_;
+  TimePoint last_journal_error_{};
   std::map<std::uint32_t, std::string> peers_;  // fd -> address of connections in their handshake
   std::optional<protocol::ConnectionEvent> failed_;  // a handshake failure waiting for its disconnect
   protocol::RateLimitedLog rejections_;

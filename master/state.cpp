@@ -54,6 +54,14 @@ void MasterState::turn(TimePoint now) {
   out_acks_.clear();
 }
 
+Journal::Loaded MasterState::recover(Journal& journal, TimePoint now) {
+  now_ = now;
+  const auto loaded = journal.load(tasks_, jobs_, now);
+  journal_ = &journal;
+  dispatch_needed_ = true;
+  return loaded;
+}
+
 std::optional<TimePoint> MasterState::next_deadline() const {
   auto d = tasks_.next_deadline();
   if (!d || next_housekeeping_ < *d) d = next_housekeeping_;
@@ -189,6 +197,10 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
   job->total += m.tasks.size();
   for (auto& spec : m.tasks) tasks_.add(job->id, spec, now);
   if (!m.more) jobs_.seal(*job, now);
+  if (journal_) {
+    journal_->batch_added(job->id, static_cast<std::uint32_t>(job->batches.size() - 1), batch.first, batch.count);
+    journal_->job_saved(*job, now);
+  }
   waits_dirty_ = true;
   reply(id, proto::Accepted{m.req, job->id, batch.first, batch.count, false});
 }
@@ -213,6 +225,7 @@ void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimeP
     for (TaskId t = b.first; t < b.first + b.count; ++t) n += tasks_.cancel(t) ? 1 : 0;
   job->cancelled = true;
   jobs_.seal(*job, now);
+  if (journal_) journal_->job_saved(*job, now);
   waits_dirty_ = true;
   reply(id, proto::Cancelled{m.req, m.job, n});
 }
@@ -238,13 +251,20 @@ void MasterState::on_task_change(const Task& task, std::optional<TaskState> from
       return;
     }
   }
+  std::int64_t finished_seq = -1;
   if (proto::is_final(task.state)) {
     ++counters_.finished;
     ++rates_.finished[now_s % 10];
-    if (Job* job = jobs_.find(task.job))
+    if (Job* job = jobs_.find(task.job)) {
       jobs_.task_finished(*job, task.id, task.state != TaskState::Done, now_);
+      finished_seq = static_cast<std::int64_t>(job->finished.size()) - 1;
+      if (journal_ && job->ended()) journal_->job_saved(*job, now_);
+    }
     waits_dirty_ = true;
   }
+  // The one place every state change passes: it goes into the journal's open transaction, which
+  // the master commits before anything of this turn is sent.
+  if (journal_) journal_->task_saved(task, tasks_.names(), finished_seq, now_);
 }
 
 void MasterState::drop_worker(const std::string& identity, const std::string& why, TimePoint now) {
@@ -364,8 +384,12 @@ void MasterState::housekeeping(TimePoint now) {
   for (JobId j : jobs_.expired(now, config_.result_ttl)) {
     if (Job* job = jobs_.find(j))
       for (const auto& b : job->batches)
-        for (TaskId t = b.first; t < b.first + b.count; ++t) tasks_.erase(t);
+        for (TaskId t = b.first; t < b.first + b.count; ++t) {
+          tasks_.erase(t);
+          if (journal_) journal_->task_erased(t);
+        }
     jobs_.erase(j);
+    if (journal_) journal_->job_erased(j);
     ++counters_.expired_jobs;
   }
   answer_waits(now, true);
@@ -452,7 +476,10 @@ nlohmann::json MasterState::status_json(TimePoint now) {
     sub += rates_.submitted[i];
     fin += rates_.finished[i];
   }
+  json journal = nullptr;
+  if (journal_) journal = {{"path", journal_->path()}, {"bytes", journal_->bytes()}};
   return {{"master", instance_},
+          {"journal", journal},
           {"uptime_s", duration<double>(now - started_).count()},
           {"queues", queues},
           {"workers", workers},

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "master/jobs.h"
+#include "master/journal.h"
 #include "master/task_table.h"
 #include "master/workers.h"
 #include "protocol/message.h"
@@ -26,6 +27,7 @@ struct MasterConfig {
   std::chrono::milliseconds worker_timeout{3000};        // a worker silent this long is presumed dead
   std::chrono::milliseconds result_ttl{std::chrono::hours(24)};  // results kept after a job ends
   std::size_t max_messages_per_turn = 4096;              // fairness between receiving and timers
+  std::optional<std::string> data_dir;                   // the journal's directory; nullopt: memory only
 };
 
 // Counters shown by `taskmaster status` (PROTOCOL.md §6.12).
@@ -46,6 +48,10 @@ class MasterState : private TaskListener {
   MasterState(MasterConfig config, std::string instance, TimePoint start = Clock::now());
   MasterState(const MasterState&) = delete;
   MasterState& operator=(const MasterState&) = delete;
+
+  // Replays the journal into this (new, empty) state, then records every change in it. Without a
+  // call to recover() the state lives in memory only.
+  Journal::Loaded recover(Journal& journal, TimePoint now);
 
   // Handles one message from the peer `identity` (its ROUTER routing id); a decoding error is
   // counted, logged and answered. Never throws for anything a peer can send.
@@ -111,6 +117,7 @@ class MasterState : private TaskListener {
 
   MasterConfig config_;
   std::string instance_;
+  Journal* journal_ = nullptr;  // not owned; null: in memory only
   TaskTable tasks_;
   JobTable jobs_;
   WorkerRegistry workers_;

@@ -20,7 +20,7 @@ trap cleanup EXIT INT TERM
 export TASKMASTER_KEY_FILE=$work/key
 
 # The master picks a free port and prints the endpoint it bound as its first line.
-"$tm" master --bind tcp://127.0.0.1:0 >"$work/master.out" 2>"$work/master.log" &
+"$tm" master --bind tcp://127.0.0.1:0 --data-dir "$work/data" >"$work/master.out" 2>"$work/master.log" &
 pids+=($!)
 for _ in $(seq 100); do [[ -s $work/master.out ]] && break; sleep 0.1; done
 endpoint=$(head -n 1 "$work/master.out")

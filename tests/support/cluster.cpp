@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include <doctest/doctest.h>
@@ -77,6 +78,10 @@ Cluster::~Cluster() {
 void Cluster::start_master(std::vector<std::string> extra, std::string bind) {
   std::vector<std::string> argv{kTaskmaster, "master", "--bind", bind};
   argv.insert(argv.end(), extra.begin(), extra.end());
+  const bool chosen = std::find_if(extra.begin(), extra.end(), [](const std::string& a) {
+                        return a == "--in-memory" || a == "--data-dir" || a == "-d";
+                      }) != extra.end();
+  if (!chosen) argv.insert(argv.end(), {"--data-dir", data_dir()});
   for (auto& a : security()) argv.push_back(a);
   master_ = start(argv);
   auto line = master_->read_line(20s);

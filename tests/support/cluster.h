@@ -46,12 +46,15 @@ class Cluster {
   explicit Cluster(bool insecure = false) : insecure_(insecure) {}
   ~Cluster();
   const TestKey& key() const { return key_; }
+  // The master's data directory (kept across restarts within the test, removed at the end).
+  std::string data_dir() const { return data_.path() + "/data"; }
   // Options for an in-process Client of this cluster (its endpoint and key).
   ClientOptions client_options() const;
   // Starts any process with the cluster's environment (its key).
   std::unique_ptr<ChildProcess> start(std::vector<std::string> argv, std::optional<std::string> stdin_data = std::nullopt);
 
   // Starts a master on 127.0.0.1 (port 0 unless `endpoint` is given) and reads its endpoint line.
+  // Its journal goes to data_dir() unless `extra` says --in-memory or --data-dir.
   void start_master(std::vector<std::string> extra = {}, std::string bind = "tcp://127.0.0.1:0");
   ChildProcess& master() { return *master_; }
   const std::string& endpoint() const { return endpoint_; }
@@ -79,6 +82,7 @@ class Cluster {
 
   bool insecure_;
   TestKey key_;
+  TempDir data_;
   std::unique_ptr<ChildProcess> master_;
   std::string endpoint_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;

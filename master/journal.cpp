@@ -1,0 +1,381 @@
+#include "master/journal.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+
+#include "common/log.h"
+
+namespace taskmaster {
+
+namespace fs = std::filesystem;
+using namespace std::chrono;
+
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+// The schema (docs/DURABILITY.md). Times are wall-clock milliseconds since the epoch, so that
+// they keep their meaning across restarts; the master's own clock is monotonic.
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+  id INTEGER PRIMARY KEY,
+  idempotency_key TEXT,
+  total INTEGER NOT NULL,
+  sealed INTEGER NOT NULL,
+  cancelled INTEGER NOT NULL,
+  ended_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS batches (
+  job INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  first_task INTEGER NOT NULL,
+  count INTEGER NOT NULL,
+  PRIMARY KEY (job, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tasks (
+  id INTEGER PRIMARY KEY,
+  job INTEGER NOT NULL,
+  function TEXT NOT NULL,
+  queue TEXT NOT NULL,
+  args TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  timeout_ms INTEGER NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  backoff_ms INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  ready_at_ms INTEGER NOT NULL,
+  outcome TEXT NOT NULL,
+  worker TEXT NOT NULL,
+  finished_seq INTEGER NOT NULL
+);
+)sql";
+
+std::int64_t wall_ms(TimePoint t, TimePoint now) {
+  const auto wall_now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  return wall_now + duration_cast<milliseconds>(t - now).count();
+}
+
+TimePoint steady_of(std::int64_t ms, TimePoint now) {
+  const auto wall_now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  return now + milliseconds(ms - wall_now);
+}
+
+std::string text(sqlite3_stmt* s, int col) {
+  const auto* p = sqlite3_column_text(s, col);
+  return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s, col))) : std::string();
+}
+
+void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+}
+
+std::string move_aside_hint(const std::string& path) {
+  return " Move it aside to start afresh (its tasks and results are then lost to this master): mv " + path + " " + path +
+         ".broken; rm -f " + path + "-wal " + path + "-shm";
+}
+
+}  // namespace
+
+std::string default_data_dir() {
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x) return std::string(x) + "/taskmaster";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.local/state/taskmaster";
+  return ".local/state/taskmaster";
+}
+
+Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db") {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) throw std::runtime_error("cannot create data directory " + dir_ + ": " + ec.message());
+  // One master per directory: an exclusive lock that the kernel releases when the holder dies.
+  const std::string lock_path = dir_ + "/lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) throw std::runtime_error("cannot open " + lock_path + ": " + std::strerror(errno) + " (is " + dir_ + " writable?)");
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    (void)::pread(lock_fd_, pid, sizeof pid - 1, 0);
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    std::string holder(pid);
+    holder.erase(std::remove(holder.begin(), holder.end(), '\n'), holder.end());
+    throw std::runtime_error("data directory " + dir_ + " is in use by another master" + (holder.empty() ? "" : " (pid " + holder + ")") +
+                             "; stop it first, or give this one another --data-dir");
+  }
+  const std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, me.data(), me.size(), 0) < 0)
+    log_warn("cannot write the pid into ", lock_path, ": ", std::strerror(errno));
+
+  const bool existed = fs::exists(path_, ec);
+  if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+    const std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    throw std::runtime_error("cannot open journal " + path_ + ": " + why);
+  }
+  try {
+    // Durability: WAL, and synchronous=FULL so that every COMMIT fsyncs the WAL before returning.
+    exec("PRAGMA journal_mode=WAL");
+    exec("PRAGMA synchronous=FULL");
+    exec("PRAGMA foreign_keys=OFF");
+    exec("PRAGMA wal_autocheckpoint=4000");
+    if (existed) {
+      sqlite3_stmt* check = prepare("PRAGMA quick_check");
+      std::string verdict = sqlite3_step(check) == SQLITE_ROW ? text(check, 0) : std::string(sqlite3_errmsg(db_));
+      sqlite3_finalize(check);
+      if (verdict != "ok") throw std::runtime_error("journal " + path_ + " is damaged (" + verdict + ")." + move_aside_hint(path_));
+    }
+    exec(kSchema);
+    sqlite3_stmt* v = prepare("SELECT value FROM meta WHERE key = 'schema_version'");
+    int version = sqlite3_step(v) == SQLITE_ROW ? sqlite3_column_int(v, 0) : 0;
+    sqlite3_finalize(v);
+    if (version == 0) {
+      exec(("INSERT INTO meta(key, value) VALUES ('schema_version', " + std::to_string(kSchemaVersion) + ")").c_str());
+    } else if (version > kSchemaVersion) {
+      throw std::runtime_error("journal " + path_ + " has schema version " + std::to_string(version) +
+                               ", newer than this taskmaster understands (" + std::to_string(kSchemaVersion) + "); run a newer taskmaster");
+    }
+  } catch (const std::runtime_error& e) {
+    const std::string msg = e.what();
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    if (msg.find(path_) != std::string::npos) throw;
+    throw std::runtime_error("cannot use journal " + path_ + ": " + msg + "." + move_aside_hint(path_));
+  }
+  put_task_ = prepare(
+      "INSERT OR REPLACE INTO tasks(id, job, function, queue, args, priority, timeout_ms, max_attempts, backoff_ms, state,"
+      " attempts, ready_at_ms, outcome, worker, finished_seq) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)");
+  del_task_ = prepare("DELETE FROM tasks WHERE id = ?1");
+  put_job_ = prepare("INSERT OR REPLACE INTO jobs(id, idempotency_key, total, sealed, cancelled, ended_at_ms) VALUES (?1,?2,?3,?4,?5,?6)");
+  put_batch_ = prepare("INSERT OR REPLACE INTO batches(job, seq, first_task, count) VALUES (?1,?2,?3,?4)");
+  del_job_ = prepare("DELETE FROM jobs WHERE id = ?1");
+  del_batches_ = prepare("DELETE FROM batches WHERE job = ?1");
+}
+
+Journal::~Journal() {
+  for (auto* s : {put_task_, del_task_, put_job_, put_batch_, del_job_, del_batches_}) sqlite3_finalize(s);
+  if (db_) {
+    if (in_transaction_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close_v2(db_);
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
+}
+
+void Journal::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errmsg(db_);
+    sqlite3_free(err);
+    throw std::runtime_error(msg);
+  }
+}
+
+sqlite3_stmt* Journal::prepare(const char* sql) {
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
+    throw std::runtime_error(std::string("cannot prepare a journal statement: ") + sqlite3_errmsg(db_));
+  return s;
+}
+
+void Journal::begin() {
+  if (in_transaction_) return;
+  if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK && failure_.empty()) failure_ = sqlite3_errmsg(db_);
+  in_transaction_ = true;
+}
+
+namespace {
+
+// Runs a write statement; the first failure of the transaction is kept for commit() to report.
+void run(sqlite3* db, sqlite3_stmt* s, std::string& failure) {
+  if (sqlite3_step(s) != SQLITE_DONE && failure.empty()) failure = sqlite3_errmsg(db);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+}
+
+}  // namespace
+
+void Journal::task_saved(const Task& t, const Names& names, std::int64_t finished_seq, TimePoint now) {
+  begin();
+  sqlite3_stmt* s = put_task_;
+  sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(t.id));
+  sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(t.job));
+  bind_text(s, 3, names.name(t.function));
+  bind_text(s, 4, names.name(t.queue));
+  bind_text(s, 5, t.args);
+  sqlite3_bind_int(s, 6, t.priority);
+  sqlite3_bind_int64(s, 7, t.timeout_ms);
+  sqlite3_bind_int(s, 8, t.max_attempts);
+  sqlite3_bind_int64(s, 9, t.backoff_ms);
+  const auto state = protocol::to_string(t.state);
+  sqlite3_bind_text(s, 10, state.data(), static_cast<int>(state.size()), SQLITE_STATIC);
+  sqlite3_bind_int(s, 11, t.attempts);
+  sqlite3_bind_int64(s, 12, t.state == TaskState::Delayed ? wall_ms(t.ready_at, now) : 0);
+  bind_text(s, 13, t.outcome);
+  bind_text(s, 14, names.name(t.worker));
+  sqlite3_bind_int64(s, 15, finished_seq);
+  run(db_, s, failure_);
+}
+
+void Journal::task_erased(TaskId id) {
+  begin();
+  sqlite3_bind_int64(del_task_, 1, static_cast<sqlite3_int64>(id));
+  run(db_, del_task_, failure_);
+}
+
+void Journal::job_saved(const Job& job, TimePoint now) {
+  begin();
+  sqlite3_stmt* s = put_job_;
+  sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(job.id));
+  if (job.idempotency_key.empty()) sqlite3_bind_null(s, 2);
+  else bind_text(s, 2, job.idempotency_key);
+  sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(job.total));
+  sqlite3_bind_int(s, 4, job.sealed ? 1 : 0);
+  sqlite3_bind_int(s, 5, job.cancelled ? 1 : 0);
+  if (job.ended_at) sqlite3_bind_int64(s, 6, wall_ms(*job.ended_at, now));
+  else sqlite3_bind_null(s, 6);
+  run(db_, s, failure_);
+}
+
+void Journal::batch_added(JobId job, std::uint32_t seq, TaskId first, std::uint32_t count) {
+  begin();
+  sqlite3_bind_int64(put_batch_, 1, static_cast<sqlite3_int64>(job));
+  sqlite3_bind_int64(put_batch_, 2, seq);
+  sqlite3_bind_int64(put_batch_, 3, static_cast<sqlite3_int64>(first));
+  sqlite3_bind_int64(put_batch_, 4, count);
+  run(db_, put_batch_, failure_);
+}
+
+void Journal::job_erased(JobId id) {
+  begin();
+  sqlite3_bind_int64(del_job_, 1, static_cast<sqlite3_int64>(id));
+  run(db_, del_job_, failure_);
+  sqlite3_bind_int64(del_batches_, 1, static_cast<sqlite3_int64>(id));
+  run(db_, del_batches_, failure_);
+}
+
+Status Journal::commit() {
+  if (!in_transaction_) return Ok{};
+  in_transaction_ = false;
+  if (failure_.empty() && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return Ok{};
+  std::string why = failure_.empty() ? sqlite3_errmsg(db_) : failure_;
+  failure_.clear();
+  sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  return make_error(ErrorCode::Unavailable, "cannot write the journal " + path_ + ": " + why);
+}
+
+Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
+  Loaded loaded;
+  std::map<JobId, std::vector<std::pair<std::int64_t, TaskId>>> finished;  // job -> (seq, task)
+  sqlite3_stmt* j = prepare("SELECT id, idempotency_key, total, sealed, cancelled, ended_at_ms FROM jobs ORDER BY id");
+  std::map<JobId, std::optional<TimePoint>> ended;
+  while (sqlite3_step(j) == SQLITE_ROW) {
+    const auto id = static_cast<JobId>(sqlite3_column_int64(j, 0));
+    Job& job = jobs.restore(id, text(j, 1));
+    job.total = static_cast<std::uint64_t>(sqlite3_column_int64(j, 2));
+    job.sealed = sqlite3_column_int(j, 3) != 0;
+    job.cancelled = sqlite3_column_int(j, 4) != 0;
+    if (sqlite3_column_type(j, 5) != SQLITE_NULL) ended[id] = steady_of(sqlite3_column_int64(j, 5), now);
+    ++loaded.jobs;
+  }
+  sqlite3_finalize(j);
+  sqlite3_stmt* b = prepare("SELECT job, seq, first_task, count FROM batches ORDER BY job, seq");
+  while (sqlite3_step(b) == SQLITE_ROW) {
+    Job* job = jobs.find(static_cast<JobId>(sqlite3_column_int64(b, 0)));
+    if (!job) continue;
+    const auto seq = static_cast<std::size_t>(sqlite3_column_int64(b, 1));
+    if (job->batches.size() <= seq) job->batches.resize(seq + 1);
+    job->batches[seq] = {static_cast<TaskId>(sqlite3_column_int64(b, 2)), static_cast<std::uint32_t>(sqlite3_column_int64(b, 3))};
+  }
+  sqlite3_finalize(b);
+  sqlite3_stmt* t = prepare(
+      "SELECT id, job, function, queue, args, priority, timeout_ms, max_attempts, backoff_ms, state, attempts, ready_at_ms,"
+      " outcome, worker, finished_seq FROM tasks ORDER BY id");
+  std::vector<TaskId> changed;
+  while (sqlite3_step(t) == SQLITE_ROW) {
+    Task task;
+    task.id = static_cast<TaskId>(sqlite3_column_int64(t, 0));
+    task.job = static_cast<JobId>(sqlite3_column_int64(t, 1));
+    task.function = tasks.names().intern(text(t, 2));
+    task.queue = tasks.names().intern(text(t, 3));
+    task.args = text(t, 4);
+    task.priority = sqlite3_column_int(t, 5);
+    task.timeout_ms = static_cast<std::uint32_t>(sqlite3_column_int64(t, 6));
+    task.max_attempts = static_cast<std::uint16_t>(sqlite3_column_int(t, 7));
+    task.backoff_ms = static_cast<std::uint32_t>(sqlite3_column_int64(t, 8));
+    const auto state = protocol::task_state_from_string(text(t, 9));
+    task.state = state.value_or(TaskState::Queued);
+    task.attempts = static_cast<std::uint16_t>(sqlite3_column_int(t, 10));
+    task.ready_at = steady_of(sqlite3_column_int64(t, 11), now);
+    task.outcome = text(t, 12);
+    task.worker = tasks.names().intern(text(t, 13));
+    std::int64_t seq = sqlite3_column_int64(t, 14);
+    if (task.state == TaskState::Running) {
+      ++loaded.requeued;
+      changed.push_back(task.id);
+      // Its attempt died with the old master. Retried if attempts remain, else dead.
+      if (task.attempts >= task.max_attempts) {
+        task.state = TaskState::Dead;
+        task.outcome = "the master stopped during the task's last attempt (" + std::to_string(task.attempts) + " of " +
+                       std::to_string(task.max_attempts) + ")";
+        seq = -1;  // gets its place below
+      }
+    }
+    const JobId job = task.job;
+    const TaskId id = task.id;
+    const bool final = protocol::is_final(task.state);
+    tasks.restore(std::move(task), now);
+    if (final) finished[job].emplace_back(seq < 0 ? INT64_MAX : seq, id);
+    ++loaded.tasks;
+  }
+  sqlite3_finalize(t);
+  for (auto& [id, list] : finished) {
+    Job* job = jobs.find(id);
+    if (!job) continue;
+    std::sort(list.begin(), list.end());
+    for (auto& [seq, task] : list) {
+      job->finished.push_back(task);
+      const Task* tk = tasks.find(task);
+      if (tk->state == TaskState::Dead || tk->state == TaskState::Cancelled) ++job->failed;
+      if (seq == INT64_MAX) task_saved(*tk, tasks.names(), static_cast<std::int64_t>(job->finished.size() - 1), now);
+    }
+  }
+  for (auto& [id, at] : ended)
+    if (Job* job = jobs.find(id)) jobs.restore_ended(*job, at.value_or(now));
+  // Jobs that end only now (their last task came back dead) get their end time.
+  for (TaskId id : changed) {
+    const Task* tk = tasks.find(id);
+    if (Job* job = jobs.find(tk->job); job && job->ended() && !job->ended_at) {
+      jobs.restore_ended(*job, now);
+      job_saved(*job, now);
+    }
+  }
+  return loaded;
+}
+
+std::uint64_t Journal::bytes() const {
+  std::uint64_t n = 0;
+  std::error_code ec;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const auto s = fs::file_size(path_ + suffix, ec);
+    if (!ec) n += s;
+  }
+  return n;
+}
+
+void Journal::checkpoint() {
+  if (in_transaction_) return;
+  sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+}
+
+}  // namespace taskmaster

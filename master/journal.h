@@ -1,0 +1,85 @@
+// The durable journal: every task and job change, in SQLite (WAL mode, synchronous=FULL), committed
+// once per loop turn before any acknowledgement leaves (group commit). On start the master replays
+// it. The schema is documented in docs/DURABILITY.md; `sqlite3 DIR/journal.db` reads it.
+// Not thread-safe: owned by the master's loop.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/expected.h"
+#include "master/jobs.h"
+#include "master/task_table.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace taskmaster {
+
+// The default data directory: $XDG_STATE_HOME/taskmaster, else ~/.local/state/taskmaster.
+std::string default_data_dir();
+
+class Journal {
+ public:
+  // Opens (creating if needed) DIR/journal.db and takes DIR/lock so that no second master can use
+  // the directory. Throws std::runtime_error with a message that says what is wrong and what to do:
+  // the directory cannot be made or written, it is locked by another master, the journal is not a
+  // database or fails its integrity check (move it aside), or it has a newer schema.
+  explicit Journal(const std::string& dir);
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  const std::string& path() const { return path_; }
+
+  // Changes, collected in the open transaction (begun on the first one). `now` converts steady
+  // times to the wall clock times the journal keeps.
+  // finished_seq: the task's place in its job's finish order (-1 while it is not finished).
+  void task_saved(const Task& task, const Names& names, std::int64_t finished_seq, TimePoint now);
+  void task_erased(TaskId id);
+  void job_saved(const Job& job, TimePoint now);
+  void batch_added(JobId job, std::uint32_t seq, TaskId first, std::uint32_t count);
+  void job_erased(JobId id);
+
+  // Makes every change since the last commit durable (COMMIT, which fsyncs the WAL). On failure
+  // (disk full, I/O error) the transaction is rolled back, nothing of it is on disk, and the error
+  // says why. Nothing to commit is Ok and costs nothing.
+  Status commit();
+  bool dirty() const { return in_transaction_; }
+
+  // Replays the journal into empty tables. Running tasks come back queued (their attempt counted;
+  // dead if it was their last), delayed ones keep their time. Those whose state changed in
+  // replay are saved again at the next commit, so that a second replay gives the same result.
+  struct Loaded {
+    std::uint64_t jobs = 0, tasks = 0, requeued = 0;
+  };
+  Loaded load(TaskTable& tasks, JobTable& jobs, TimePoint now);
+
+  // Bytes on disk: the database and its WAL.
+  std::uint64_t bytes() const;
+  // Writes the WAL back into the database and truncates it (done now and then by the master).
+  void checkpoint();
+
+ private:
+  void exec(const char* sql);
+  void begin();
+  sqlite3_stmt* prepare(const char* sql);
+
+  std::string dir_, path_;
+  int lock_fd_ = -1;
+  sqlite3* db_ = nullptr;
+  bool in_transaction_ = false;
+  sqlite3_stmt* put_task_ = nullptr;
+  sqlite3_stmt* del_task_ = nullptr;
+  sqlite3_stmt* put_job_ = nullptr;
+  sqlite3_stmt* put_batch_ = nullptr;
+  sqlite3_stmt* del_job_ = nullptr;
+  sqlite3_stmt* del_batches_ = nullptr;
+  std::string failure_;  // the first write error of the open transaction
+};
+
+}  // namespace taskmaster
