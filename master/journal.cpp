@@ -128,6 +128,7 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
     exec("PRAGMA synchronous=FULL");
     exec("PRAGMA foreign_keys=OFF");
     exec("PRAGMA wal_autocheckpoint=4000");
+    exec("PRAGMA journal_size_limit=67108864");  // the WAL shrinks back to 64 MiB after a checkpoint
     if (existed) {
       sqlite3_stmt* check = prepare("PRAGMA quick_check");
       std::string verdict = sqlite3_step(check) == SQLITE_ROW ? text(check, 0) : std::string(sqlite3_errmsg(db_));
@@ -197,8 +198,14 @@ void Journal::begin() {
 namespace {
 
 // Runs a write statement; the first failure of the transaction is kept for commit() to report.
+// After a failure nothing more runs: on SQLITE_FULL or an I/O error SQLite may already have rolled
+// the whole transaction back, and later statements would then commit one by one (autocommit),
+// leaving half a transaction on disk.
 void run(sqlite3* db, sqlite3_stmt* s, std::string& failure) {
-  if (sqlite3_step(s) != SQLITE_DONE && failure.empty()) failure = sqlite3_errmsg(db);
+  if (failure.empty()) {
+    if (sqlite3_get_autocommit(db)) failure = "the transaction was rolled back";
+    else if (sqlite3_step(s) != SQLITE_DONE) failure = sqlite3_errmsg(db);
+  }
   sqlite3_reset(s);
   sqlite3_clear_bindings(s);
 }
@@ -270,7 +277,10 @@ Status Journal::commit() {
   if (failure_.empty() && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return Ok{};
   std::string why = failure_.empty() ? sqlite3_errmsg(db_) : failure_;
   failure_.clear();
-  sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  // A big transaction may have spilled pages into the WAL before it failed; give that space back
+  // (on a full disk, later small commits would fail too otherwise).
+  sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
   return make_error(ErrorCode::Unavailable, "cannot write the journal " + path_ + ": " + why);
 }
 

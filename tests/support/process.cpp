@@ -20,6 +20,9 @@ extern char** environ;
 namespace taskmaster::test {
 
 ChildProcess::ChildProcess(std::vector<std::string> argv, Options options) : argv_(std::move(argv)) {
+  // A child that exits before reading all its input must not take the test runner with it.
+  static const bool ignore_sigpipe = [] { return ::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
+  (void)ignore_sigpipe;
   int out[2], err[2], in[2] = {-1, -1};
   if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) throw std::runtime_error("pipe failed");
   if (options.stdin_data && pipe2(in, O_CLOEXEC)) throw std::runtime_error("pipe failed");

@@ -1,0 +1,187 @@
+// Durability with real processes: kill -9 of the master and of workers while a job runs, an
+// idempotent resubmission, and a full disk.
+#include <signal.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <map>
+#include <random>
+#include <set>
+
+#include <doctest/doctest.h>
+
+#include "support/cluster.h"
+
+namespace taskmaster::test {
+
+namespace {
+
+// A job of `n` sleep tasks whose args (and so whose results) are all different: "0.0010001" ...
+std::string sleep_input(int n, std::map<std::string, int>& wanted) {
+  std::string input;
+  for (int i = 1; i <= n; ++i) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "0.001%06d", i);
+    input += std::string(buf) + "\n";
+    wanted[nlohmann::json::parse(buf).dump()] = 0;
+  }
+  return input;
+}
+
+// How many tasks of `job` have finished, as the master reports now (0 if it cannot say).
+std::size_t finished(Cluster& c, const std::string& job) {
+  auto r = c.run({"results", job, "--json", "--connect-timeout", "2"}, std::nullopt, 30s);
+  return r.code <= 1 ? r.lines().size() : 0;
+}
+
+// Every outcome once, each with its own args as result, none unexpected.
+void check_exactly_once(const std::vector<nlohmann::json>& lines, std::map<std::string, int> wanted, const std::string& what) {
+  INFO(what);
+  std::set<long long> tasks;
+  int unexpected = 0, wrong = 0;
+  for (const auto& j : lines) {
+    tasks.insert(j["task"].get<long long>());
+    auto it = wanted.find(j["args"].dump());
+    if (it == wanted.end()) {
+      ++unexpected;
+      continue;
+    }
+    ++it->second;
+    if (j["status"] != "done" || j["result"] != j["args"]) ++wrong;
+  }
+  int lost = 0, duplicated = 0;
+  for (const auto& [args, n] : wanted) {
+    if (n == 0) ++lost;
+    if (n > 1) ++duplicated;
+  }
+  CHECK(lost == 0);
+  CHECK(duplicated == 0);
+  CHECK(unexpected == 0);
+  CHECK(wrong == 0);
+  CHECK(tasks.size() == wanted.size());
+  CHECK(lines.size() == wanted.size());
+  MESSAGE(what << ": " << lines.size() << " outcomes, lost " << lost << ", duplicated " << duplicated << ", unexpected "
+                << unexpected << ", wrong " << wrong);
+}
+
+}  // namespace
+
+TEST_SUITE("durability") {
+
+TEST_CASE("kill -9 of the master three times during a job loses no acknowledged task and records none twice") {
+  Cluster c;
+  c.start_master();
+  const std::string bind = c.endpoint();
+  for (int i = 0; i < 3; ++i) c.start_worker({"-j", "2"});
+  c.wait_for_workers(3);
+  std::map<std::string, int> wanted;
+  const int n = 3000;
+  // The submitter waits through every restart: it reconnects and carries on.
+  auto submit = c.spawn({"submit", "sleep", "--each", "--wait", "--json", "--idempotency-key", "durable-1"}, sleep_input(n, wanted));
+  const std::string job = "1";
+  std::mt19937 rng(std::random_device{}());
+  for (int kill = 1; kill <= 3; ++kill) {
+    const std::size_t target = static_cast<std::size_t>(n) * static_cast<std::size_t>(kill) / 4 +
+                               std::uniform_int_distribution<std::size_t>(0, n / 10)(rng);
+    wait_until([&] { return finished(c, job) >= target; }, 120s, "the job " + std::to_string(target) + " tasks in");
+    c.stop_master(SIGKILL);
+    c.start_master({}, bind);
+  }
+  auto r = finish(*submit, 180s);
+  CHECK(r.code == 0);
+  check_exactly_once(r.json_lines(), wanted, "submit --wait across 3 master kills");
+  // The master's own record, read afresh: the same.
+  auto all = c.run({"results", job, "--json"});
+  CHECK(all.code == 0);
+  check_exactly_once(all.json_lines(), wanted, "results after the last restart");
+  // The workers were never restarted.
+  for (auto& w : c.workers()) CHECK(w->running());
+}
+
+TEST_CASE("kill -9 of workers during a job: every task still has exactly one result") {
+  Cluster c;
+  c.start_master();
+  for (int i = 0; i < 3; ++i) c.start_worker({"-j", "2"});
+  c.wait_for_workers(3);
+  std::map<std::string, int> wanted;
+  const int n = 2000;
+  auto submit = c.spawn({"submit", "sleep", "--each", "--wait", "--json"}, sleep_input(n, wanted));
+  for (int kill = 0; kill < 3; ++kill) {
+    wait_until([&] { return finished(c, "1") >= static_cast<std::size_t>(n) * (kill + 1) / 4; }, 120s, "progress");
+    c.workers()[static_cast<std::size_t>(kill)]->signal(SIGKILL);
+    c.start_worker({"-j", "2"});
+  }
+  auto r = finish(*submit, 180s);
+  CHECK(r.code == 0);
+  check_exactly_once(r.json_lines(), wanted, "3 workers killed");
+}
+
+TEST_CASE("a resubmission with the same idempotency key returns the same job, also after a restart") {
+  Cluster c;
+  c.start_master();
+  auto a = c.run({"submit", "square", "--each", "--idempotency-key", "order-42"}, "1\n2\n3\n");
+  auto b = c.run({"submit", "square", "--each", "--idempotency-key", "order-42"}, "1\n2\n3\n");
+  REQUIRE(a.code == 0);
+  REQUIRE(b.code == 0);
+  CHECK(a.out == b.out);
+  const std::string bind = c.endpoint();
+  c.stop_master(SIGKILL);
+  c.start_master({}, bind);
+  auto again = c.run({"submit", "square", "--each", "--idempotency-key", "order-42"}, "1\n2\n3\n");
+  CHECK(again.out == a.out);
+  auto other = c.run({"submit", "square", "--each", "--idempotency-key", "order-43"}, "1\n2\n3\n");
+  CHECK(other.out != a.out);
+  auto st = c.status();
+  CHECK(st["jobs"] == 2);
+  CHECK(st["tasks"] == 6);
+}
+
+TEST_CASE("a second master on the same data directory refuses to start") {
+  Cluster c;
+  c.start_master();
+  auto second = c.start({kTaskmaster, "master", "--bind", "tcp://127.0.0.1:0", "--data-dir", c.data_dir()});
+  auto r = finish(*second, 20s);
+  CHECK(r.code == 5);
+  CHECK(r.err.find("in use by another master (pid " + std::to_string(c.master().pid()) + ")") != std::string::npos);
+  // The lock dies with its holder.
+  c.stop_master(SIGKILL);
+  c.start_master({}, "tcp://127.0.0.1:0");
+}
+
+TEST_CASE("a full disk: submissions get an error and no acknowledgement, and the master serves on") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: needs root to mount a small tmpfs");
+    return;
+  }
+  TempDir mnt;
+  if (::mount("tmpfs", mnt.path().c_str(), "tmpfs", 0, "size=2m") != 0) {
+    MESSAGE("skipped: cannot mount a tmpfs here");
+    return;
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mnt.path()};
+  Cluster c;
+  c.start_master({"--data-dir", mnt.path() + "/data"});
+  c.start_worker({"-j", "1"});
+  CHECK(c.run({"submit", "square", "4", "--wait"}).out == "4 -> 16\n");
+  // 8 MB of args into 2 MB: the commit of this batch fails.
+  std::string big;
+  for (int i = 0; i < 80; ++i) big += "\"" + std::string(100000, static_cast<char>('a' + i % 26)) + "\"\n";
+  auto r = c.run({"submit", "echo", "--each", "--wait"}, big, 60s);
+  CHECK(r.code == 5);
+  CHECK(r.err.find("could not write its journal") != std::string::npos);
+  CHECK(r.err.find("full") != std::string::npos);
+  CHECK(r.out.empty());
+  // Nothing of it was kept, and the master still answers and runs small jobs (SQLite reuses the
+  // pages the failed transaction had taken).
+  auto st = c.status();
+  CHECK(st["jobs"] == 1);
+  CHECK(c.master().running());
+  CHECK(c.run({"submit", "square", "5", "--wait"}).out == "5 -> 25\n");
+}
+
+}  // TEST_SUITE
+
+}  // namespace taskmaster::test
