@@ -36,6 +36,7 @@ int run_worker(const WorkerOptions& o) {
   zmq::context_t ctx;
   try {
     Worker worker(ctx, config, handlers);
+    if (!config.socket.curve) log_warn("running WITHOUT a key (--insecure): tasks and results cross the network unencrypted");
     log_info("worker ", worker.name(), " serving ", handlers.names().size(), " functions on ", o.threads, " threads");
     const auto how = worker.run(stop.fd());
     if (how == WorkerExit::AuthFailed) {

@@ -63,6 +63,7 @@ Status Client::read_monitor(Clock::time_point now) {
       case proto::ConnectionEvent::Kind::Connected:
         if (!connected_ && ever_connected_) log_debug("connection to ", options_.endpoint, " is back");
         connected_ = ever_connected_ = true;
+        handshake_failures_ = 0;
         last_progress_ = now;
         // Whatever was in flight may be lost with the old connection: send it again now.
         for (auto& [req, p] : pending_) p.resend_at = now;
@@ -72,7 +73,11 @@ Status Client::read_monitor(Clock::time_point now) {
         break;
       case proto::ConnectionEvent::Kind::HandshakeFailed:
         connected_ = false;
-        return make_error(ErrorCode::AuthFailed, proto::describe_handshake_failure(*e, options_.curve.has_value(), options_.endpoint));
+        // A key or mechanism mismatch is final at once; a handshake cut short could be a master
+        // restarting, so only three in a row count (as for workers).
+        if (proto::is_definite_auth_failure(*e) || ++handshake_failures_ >= 3)
+          return make_error(ErrorCode::AuthFailed, proto::describe_handshake_failure(*e, options_.curve.has_value(), options_.endpoint));
+        break;
       default:
         break;
     }

@@ -78,6 +78,7 @@ class Client {
   zmq::socket_t socket_;
   bool connected_ = false;  // handshake done and not disconnected since
   bool ever_connected_ = false;
+  int handshake_failures_ = 0;  // in a row, since the last successful handshake
   std::uint64_t next_req_ = 1;
   std::map<std::uint64_t, Pending> pending_;
   Clock::time_point last_progress_{};

@@ -88,7 +88,8 @@ std::string default_key_path() {
 
 Expected<LoadedKey> load_key_file(const std::string& path) {
   const std::string source = "key file " + path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO with no writer must not hang us (it is refused below as not a regular file).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return make_error(ErrorCode::AuthFailed, "cannot read " + source + ": " + std::strerror(errno));
   struct stat st{};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -149,17 +150,22 @@ taskmaster::Status write_key_file(const std::string& path, const std::string& ke
     if (ec) return make_error(ErrorCode::Internal, "cannot create " + p.parent_path().string() + ": " + ec.message());
     fs::permissions(p.parent_path(), fs::perms::owner_all, ec);
   }
-  int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (force ? O_TRUNC : O_EXCL);
-  const int fd = ::open(path.c_str(), flags, 0600);
-  if (fd < 0) {
-    if (errno == EEXIST) return make_error(ErrorCode::Internal, path + " already exists; use --force to replace it");
-    return make_error(ErrorCode::Internal, "cannot write " + path + ": " + std::strerror(errno));
-  }
-  ::fchmod(fd, 0600);  // also when replacing a file that had other permissions
+  if (!force && fs::symlink_status(p, ec).type() != fs::file_type::not_found)
+    return make_error(ErrorCode::Internal, path + " already exists; use --force to replace it");
+  // Write a new file beside it and rename it into place: a failed write never leaves a broken key,
+  // and a symlink at `path` is replaced, not followed.
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return make_error(ErrorCode::Internal, "cannot write " + tmp + ": " + std::strerror(errno));
   const std::string text = key + "\n";
   const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  const int saved = errno;
   ::close(fd);
-  if (!ok) return make_error(ErrorCode::Internal, "cannot write " + path + ": " + std::strerror(errno));
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(ok ? errno : saved);
+    ::unlink(tmp.c_str());
+    return make_error(ErrorCode::Internal, "cannot write " + path + ": " + why);
+  }
   return Ok{};
 }
 

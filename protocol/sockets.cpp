@@ -99,14 +99,13 @@ ConnectionMonitor::ConnectionMonitor(zmq::context_t& ctx) : monitor_(ctx, zmq::s
   monitor_.set(zmq::sockopt::linger, 0);
 }
 
-ConnectionMonitor::~ConnectionMonitor() {
-  if (watched_) zmq_socket_monitor(watched_, nullptr, 0);
-}
+// Closing the watched socket stops its monitor; the socket may already be gone here, so it is not
+// touched (zmq_socket_monitor on a closed socket reads freed memory).
+ConnectionMonitor::~ConnectionMonitor() = default;
 
 void ConnectionMonitor::attach(zmq::socket_t& socket) {
   if (zmq_socket_monitor(socket.handle(), endpoint_.c_str(), ZMQ_EVENT_ALL) != 0)
     throw std::runtime_error(std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
-  watched_ = socket.handle();
   monitor_.connect(endpoint_);
 }
 

@@ -83,7 +83,6 @@ class ConnectionMonitor {
 
  private:
   zmq::socket_t monitor_;
-  void* watched_ = nullptr;
   std::string endpoint_;
 };
 

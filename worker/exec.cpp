@@ -77,7 +77,12 @@ json run(const json& args, const TaskContext& ctx, const ExecLimits& limits) {
   posix_spawnattr_setsigdefault(&attr, &defaults);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), environ);
+  // The children get the worker's environment without the shared key (TASKMASTER_KEY*).
+  std::vector<char*> env;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "TASKMASTER_KEY", 14) != 0) env.push_back(*e);
+  env.push_back(nullptr);
+  const int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), env.data());
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   out.close_end(1);
