@@ -3,6 +3,7 @@
 // Not thread-safe: owned by the master's loop.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -47,6 +48,9 @@ class JobTable {
   void task_finished(Job& job, TaskId task, bool failed, TimePoint now);
   // Seals the job; marks it ended if every task already finished.
   void seal(Job& job, TimePoint now);
+
+  // The next id create() will use; kept past every restored id (the journal's high-water mark).
+  void set_next_id(JobId next) { next_id_ = std::max(next_id_, next); }
 
   // Marks a job read from the journal as ended at `at`.
   void restore_ended(Job& job, TimePoint at);

@@ -120,6 +120,10 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
   const bool existed = fs::exists(path_, ec);
   if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
     const std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    sqlite3_close_v2(db_);  // a failed constructor runs no destructor: give back the lock here
+    db_ = nullptr;
+    ::close(lock_fd_);
+    lock_fd_ = -1;
     throw std::runtime_error("cannot open journal " + path_ + ": " + why);
   }
   try {
@@ -145,8 +149,24 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
       throw std::runtime_error("journal " + path_ + " has schema version " + std::to_string(version) +
                                ", newer than this taskmaster understands (" + std::to_string(kSchemaVersion) + "); run a newer taskmaster");
     }
+    put_task_ = prepare(
+        "INSERT OR REPLACE INTO tasks(id, job, function, queue, args, priority, timeout_ms, max_attempts, backoff_ms, state,"
+        " attempts, ready_at_ms, outcome, worker, finished_seq) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)");
+    del_task_ = prepare("DELETE FROM tasks WHERE id = ?1");
+    put_job_ = prepare("INSERT OR REPLACE INTO jobs(id, idempotency_key, total, sealed, cancelled, ended_at_ms) VALUES (?1,?2,?3,?4,?5,?6)");
+    put_batch_ = prepare("INSERT OR REPLACE INTO batches(job, seq, first_task, count) VALUES (?1,?2,?3,?4)");
+    del_job_ = prepare("DELETE FROM jobs WHERE id = ?1");
+    del_batches_ = prepare("DELETE FROM batches WHERE job = ?1");
+    // The ids handed out so far, so that ids of expired (deleted) jobs and tasks are never reused.
+    put_next_ = prepare(
+        "INSERT INTO meta(key, value) VALUES ('next_job', ?1), ('next_task', ?2)"
+        " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)");
   } catch (const std::runtime_error& e) {
     const std::string msg = e.what();
+    for (auto** s : {&put_task_, &del_task_, &put_job_, &put_batch_, &del_job_, &del_batches_, &put_next_}) {
+      sqlite3_finalize(*s);
+      *s = nullptr;
+    }
     sqlite3_close_v2(db_);
     db_ = nullptr;
     ::close(lock_fd_);
@@ -154,18 +174,10 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
     if (msg.find(path_) != std::string::npos) throw;
     throw std::runtime_error("cannot use journal " + path_ + ": " + msg + "." + move_aside_hint(path_));
   }
-  put_task_ = prepare(
-      "INSERT OR REPLACE INTO tasks(id, job, function, queue, args, priority, timeout_ms, max_attempts, backoff_ms, state,"
-      " attempts, ready_at_ms, outcome, worker, finished_seq) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)");
-  del_task_ = prepare("DELETE FROM tasks WHERE id = ?1");
-  put_job_ = prepare("INSERT OR REPLACE INTO jobs(id, idempotency_key, total, sealed, cancelled, ended_at_ms) VALUES (?1,?2,?3,?4,?5,?6)");
-  put_batch_ = prepare("INSERT OR REPLACE INTO batches(job, seq, first_task, count) VALUES (?1,?2,?3,?4)");
-  del_job_ = prepare("DELETE FROM jobs WHERE id = ?1");
-  del_batches_ = prepare("DELETE FROM batches WHERE job = ?1");
 }
 
 Journal::~Journal() {
-  for (auto* s : {put_task_, del_task_, put_job_, put_batch_, del_job_, del_batches_}) sqlite3_finalize(s);
+  for (auto* s : {put_task_, del_task_, put_job_, put_batch_, del_job_, del_batches_, put_next_}) sqlite3_finalize(s);
   if (db_) {
     if (in_transaction_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     sqlite3_close_v2(db_);
@@ -261,6 +273,9 @@ void Journal::batch_added(JobId job, std::uint32_t seq, TaskId first, std::uint3
   sqlite3_bind_int64(put_batch_, 3, static_cast<sqlite3_int64>(first));
   sqlite3_bind_int64(put_batch_, 4, count);
   run(db_, put_batch_, failure_);
+  sqlite3_bind_int64(put_next_, 1, static_cast<sqlite3_int64>(job + 1));
+  sqlite3_bind_int64(put_next_, 2, static_cast<sqlite3_int64>(first + count));
+  run(db_, put_next_, failure_);
 }
 
 void Journal::job_erased(JobId id) {
@@ -330,11 +345,17 @@ Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
     task.outcome = text(t, 12);
     task.worker = tasks.names().intern(text(t, 13));
     std::int64_t seq = sqlite3_column_int64(t, 14);
+    const TaskState stored = task.state;
     if (task.state == TaskState::Running) {
       ++loaded.requeued;
       changed.push_back(task.id);
-      // Its attempt died with the old master. Retried if attempts remain, else dead.
-      if (task.attempts >= task.max_attempts) {
+      // Its attempt died with the old master. Retried if attempts remain, else dead; not retried if
+      // its job was cancelled (as any failed attempt of a cancelled job, MasterState::on_task_change).
+      if (const Job* owner = jobs.find(task.job); owner && owner->cancelled) {
+        task.state = TaskState::Cancelled;
+        task.outcome = "the master stopped during the task's attempt " + std::to_string(task.attempts) + "; its job was cancelled";
+        seq = -1;  // gets its place below
+      } else if (task.attempts >= task.max_attempts) {
         task.state = TaskState::Dead;
         task.outcome = "the master stopped during the task's last attempt (" + std::to_string(task.attempts) + " of " +
                        std::to_string(task.max_attempts) + ")";
@@ -346,9 +367,19 @@ Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
     const bool final = protocol::is_final(task.state);
     tasks.restore(std::move(task), now);
     if (final) finished[job].emplace_back(seq < 0 ? INT64_MAX : seq, id);
+    // Queued by replay (it was running, or its time came while the master was down): saved as such,
+    // as the dead ones are below, so that the journal says what the tables hold.
+    else if (const Task* tk = tasks.find(id); tk->state != stored) task_saved(*tk, tasks.names(), -1, now);
     ++loaded.tasks;
   }
   sqlite3_finalize(t);
+  sqlite3_stmt* m = prepare("SELECT key, value FROM meta WHERE key IN ('next_job', 'next_task')");
+  while (sqlite3_step(m) == SQLITE_ROW) {
+    const auto next = static_cast<std::uint64_t>(sqlite3_column_int64(m, 1));
+    if (text(m, 0) == "next_job") jobs.set_next_id(next);
+    else tasks.set_next_id(next);
+  }
+  sqlite3_finalize(m);
   for (auto& [id, list] : finished) {
     Job* job = jobs.find(id);
     if (!job) continue;

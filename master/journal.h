@@ -52,8 +52,10 @@ class Journal {
   bool dirty() const { return in_transaction_; }
 
   // Replays the journal into empty tables. Running tasks come back queued (their attempt counted;
-  // dead if it was their last), delayed ones keep their time. Those whose state changed in
-  // replay are saved again at the next commit, so that a second replay gives the same result.
+  // dead if it was their last, cancelled if their job was), delayed ones keep their time. Ids
+  // continue past every id ever handed out, also those of jobs whose results expired. Those whose
+  // state changed in replay are saved again at the next commit, so that a second replay gives the
+  // same result.
   struct Loaded {
     std::uint64_t jobs = 0, tasks = 0, requeued = 0;
   };
@@ -79,6 +81,7 @@ class Journal {
   sqlite3_stmt* put_batch_ = nullptr;
   sqlite3_stmt* del_job_ = nullptr;
   sqlite3_stmt* del_batches_ = nullptr;
+  sqlite3_stmt* put_next_ = nullptr;  // meta: the next job and task ids
   std::string failure_;  // the first write error of the open transaction
 };
 
