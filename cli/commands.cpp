@@ -12,6 +12,7 @@ void add_commands(CLI::App& app, Runners& runners) {
   add_job_commands(app, runners);
   add_status_command(app, runners);
   add_keygen_command(app, runners);
+  add_bench_command(app, runners);
   app.footer(kExitCodesHelp);
 }
 
