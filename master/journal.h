@@ -63,7 +63,8 @@ class Journal {
 
   // Bytes on disk: the database and its WAL.
   std::uint64_t bytes() const;
-  // Writes the WAL back into the database and truncates it (done now and then by the master).
+  // Writes the WAL back into the database and truncates it. (SQLite also checkpoints by itself every
+  // 4000 pages, and journal_size_limit shrinks the WAL back to 64 MiB, so the master need not.)
   void checkpoint();
 
  private:

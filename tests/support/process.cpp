@@ -82,6 +82,8 @@ ChildProcess::~ChildProcess() {
     ::kill(pid_, SIGKILL);
     wait(10s);
   }
+  // Something the process started may still hold its pipes open: do not wait for it forever.
+  if (!wait_eof(5s)) abandon_ = true;
   if (in_thread_.joinable()) in_thread_.join();
   if (out_thread_.joinable()) out_thread_.join();
   if (err_thread_.joinable()) err_thread_.join();
@@ -90,6 +92,15 @@ ChildProcess::~ChildProcess() {
 void ChildProcess::reader(int fd, std::string* sink, bool* eof) {
   char buf[65536];
   for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) == 0) {
+      if (abandon_) {
+        std::lock_guard lock(mutex_);
+        *eof = true;
+        break;
+      }
+      continue;
+    }
     const ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     std::lock_guard lock(mutex_);

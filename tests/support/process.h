@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -60,6 +61,7 @@ class ChildProcess {
   std::string out_, err_;
   std::size_t out_read_ = 0;  // how much of out_ read_line has consumed
   bool out_eof_ = false, err_eof_ = false;
+  std::atomic<bool> abandon_{false};  // the readers give up (a grandchild keeps the pipes open)
   std::thread out_thread_, err_thread_, in_thread_;
 };
 

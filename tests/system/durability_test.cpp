@@ -4,6 +4,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -180,6 +181,64 @@ TEST_CASE("a full disk: submissions get an error and no acknowledgement, and the
   CHECK(st["jobs"] == 1);
   CHECK(c.master().running());
   CHECK(c.run({"submit", "square", "5", "--wait"}).out == "5 -> 25\n");
+}
+
+}  // TEST_SUITE
+
+}  // namespace taskmaster::test
+
+namespace taskmaster::test {
+
+TEST_SUITE("durability") {
+
+TEST_CASE("the acknowledgement of a submission leaves only after the fsync that covers it") {
+  if (::access("/usr/bin/strace", X_OK) != 0) {
+    MESSAGE("skipped: needs strace");
+    return;
+  }
+  Cluster c;
+  TempDir dir;
+  const std::string trace = dir.path() + "/trace";
+  // The master under strace: every fsync/fdatasync and every socket send and receive, with times.
+  auto master = c.start({"/usr/bin/strace", "-f", "-tt", "-e", "trace=fsync,fdatasync,sendto,sendmsg,recvfrom,recvmsg", "-o", trace,
+                         kTaskmaster, "master", "--bind", "tcp://127.0.0.1:0", "--data-dir", c.data_dir()});
+  auto endpoint = master->read_line(30s);
+  REQUIRE(endpoint.has_value());
+  auto r = c.start({kTaskmaster, "submit", "square", "4", "--connect", *endpoint});
+  auto done = finish(*r, 30s);
+  REQUIRE(done.code == 0);
+  // Stop the master itself (strace's child), cleanly; strace ends with it.
+  std::ifstream children("/proc/" + std::to_string(master->pid()) + "/task/" + std::to_string(master->pid()) + "/children");
+  pid_t traced = 0;
+  children >> traced;
+  REQUIRE(traced > 0);
+  ::kill(traced, SIGTERM);
+  REQUIRE(master->wait(30s).has_value());
+  // After the CURVE handshake (HELLO, WELCOME, INITIATE, READY), the client's SUBMIT arrives in a
+  // MESSAGE command and the ACCEPTED leaves in one. Between them there must be a completed sync.
+  std::ifstream in(trace);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  auto find = [&](std::size_t from, auto pred) {
+    for (std::size_t i = from; i < lines.size(); ++i)
+      if (pred(lines[i])) return i;
+    return lines.size();
+  };
+  const auto has = [](const std::string& l, const char* a, const char* b) {
+    return l.find(a) != std::string::npos && l.find(b) != std::string::npos;
+  };
+  const auto submit_in = find(0, [&](const std::string& l) { return has(l, "recvfrom(", "MESSAGE") && l.find("= ") != std::string::npos; });
+  REQUIRE_MESSAGE(submit_in < lines.size(), "no incoming MESSAGE in the trace");
+  const auto ack_out = find(submit_in, [&](const std::string& l) { return has(l, "sendto(", "MESSAGE"); });
+  REQUIRE_MESSAGE(ack_out < lines.size(), "no outgoing MESSAGE after the submission");
+  std::size_t syncs = 0;
+  for (std::size_t i = submit_in; i < ack_out; ++i)
+    if ((lines[i].find("fdatasync(") != std::string::npos || lines[i].find("fsync(") != std::string::npos) &&
+        lines[i].find("= 0") != std::string::npos)
+      ++syncs;
+  CAPTURE(lines[submit_in]);
+  CAPTURE(lines[ack_out]);
+  CHECK(syncs >= 1);
 }
 
 }  // TEST_SUITE
