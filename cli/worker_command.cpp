@@ -15,6 +15,7 @@ struct WorkerOptions {
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::string> queues;
   bool allow_exec = false;
+  int prefetch = -1;  // -1: automatic
   std::string name;
   KeyOptions key;
 };
@@ -31,6 +32,7 @@ int run_worker(const WorkerOptions& o) {
   config.socket.endpoint = o.endpoint;
   config.socket.curve = *keys;
   config.threads = o.threads;
+  if (o.prefetch >= 0) config.prefetch = static_cast<unsigned>(o.prefetch);
   if (!o.queues.empty()) config.queues = o.queues;
   config.name = o.name;
   zmq::context_t ctx;
@@ -63,6 +65,9 @@ void add_worker_command(CLI::App& app, Runners& runners) {
       ->capture_default_str();
   cmd->add_option("-q,--queue", o->queues, "A queue to serve; repeat for several (default: default)")
       ->check([](const std::string& s) { return protocol::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'"; });
+  cmd->add_option("--prefetch", o->prefetch,
+                  "Tasks held beyond the running ones (default: automatic, about 20 ms of work per thread)")
+      ->check(CLI::Range(0, 1000000));
   cmd->add_flag("--allow-exec", o->allow_exec, "Also serve 'exec' (runs command lines sent by any client: trusted setups only)");
   cmd->add_option("--name", o->name, "The worker's name in status (default: HOST-PID-RANDOM)")
       ->check([](const std::string& s) { return !s.empty() && s.size() <= 200 ? std::string() : "the name must be 1 to 200 bytes"; });

@@ -1,6 +1,5 @@
 #include "worker/pool.h"
 
-#include <cstring>
 
 namespace taskmaster {
 
@@ -8,11 +7,11 @@ namespace proto = protocol;
 using nlohmann::json;
 
 Pool::Pool(zmq::context_t& ctx, const HandlerRegistry& handlers, unsigned threads)
-    : ctx_(ctx), handlers_(handlers), results_(ctx, zmq::socket_type::pull) {
+    : ctx_(ctx), handlers_(handlers), wakeup_(ctx, zmq::socket_type::pull) {
   const std::string endpoint = "inproc://taskmaster-pool-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
-  results_.set(zmq::sockopt::linger, 0);
-  results_.set(zmq::sockopt::rcvhwm, 0);  // bounded by the worker's slots, never by the socket
-  results_.bind(endpoint);
+  wakeup_.set(zmq::sockopt::linger, 0);
+  wakeup_.set(zmq::sockopt::rcvhwm, 0);
+  wakeup_.bind(endpoint);
   for (unsigned i = 0; i < std::max(1u, threads); ++i) threads_.emplace_back(&Pool::run_thread, this, endpoint);
 }
 
@@ -26,30 +25,29 @@ Pool::~Pool() {
   for (auto& t : threads_) t.join();
 }
 
-void Pool::submit(proto::Assignment a) {
+void Pool::submit(std::vector<proto::Assignment> batch) {
+  if (batch.empty()) return;
+  const auto n = batch.size();
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(a));
+    for (auto& a : batch) queue_.push_back(std::move(a));
   }
-  ready_.notify_one();
+  if (n == 1) ready_.notify_one();
+  else ready_.notify_all();
 }
 
-std::optional<proto::Result> Pool::take() {
-  zmq::message_t task, attempt, ok, value;
+std::vector<proto::Result> Pool::take() {
+  // Drain the wake-ups first: an outcome added after this point wakes the loop again.
+  zmq::message_t m;
   try {
-    if (!results_.recv(task, zmq::recv_flags::dontwait)) return std::nullopt;
-    (void)results_.recv(attempt);
-    (void)results_.recv(ok);
-    (void)results_.recv(value);
+    while (wakeup_.recv(m, zmq::recv_flags::dontwait)) {
+    }
   } catch (const zmq::error_t&) {
-    return std::nullopt;
   }
-  proto::Result r;
-  std::memcpy(&r.task, task.data(), sizeof r.task);
-  std::memcpy(&r.attempt, attempt.data(), sizeof r.attempt);
-  r.ok = *static_cast<const char*>(ok.data()) != 0;
-  r.value = value.to_string();
-  return r;
+  std::vector<proto::Result> out;
+  std::lock_guard lock(results_mutex_);
+  out.swap(results_);
+  return out;
 }
 
 proto::Result Pool::run_one(const proto::Assignment& a) {
@@ -91,10 +89,10 @@ proto::Result Pool::run_one(const proto::Assignment& a) {
 }
 
 void Pool::run_thread(std::string endpoint) {
-  zmq::socket_t out(ctx_, zmq::socket_type::push);
-  out.set(zmq::sockopt::linger, 0);
-  out.set(zmq::sockopt::sndhwm, 0);
-  out.connect(endpoint);
+  zmq::socket_t wake(ctx_, zmq::socket_type::push);
+  wake.set(zmq::sockopt::linger, 0);
+  wake.set(zmq::sockopt::sndhwm, 0);
+  wake.connect(endpoint);
   for (;;) {
     proto::Assignment a;
     {
@@ -104,12 +102,17 @@ void Pool::run_thread(std::string endpoint) {
       a = std::move(queue_.front());
       queue_.pop_front();
     }
-    const proto::Result r = run_one(a);
-    const char ok = r.ok ? 1 : 0;
-    out.send(zmq::buffer(&r.task, sizeof r.task), zmq::send_flags::sndmore);
-    out.send(zmq::buffer(&r.attempt, sizeof r.attempt), zmq::send_flags::sndmore);
-    out.send(zmq::buffer(&ok, 1), zmq::send_flags::sndmore);
-    out.send(zmq::buffer(r.value), zmq::send_flags::none);
+    const auto t0 = std::chrono::steady_clock::now();
+    proto::Result r = run_one(a);
+    busy_ns_.fetch_add(static_cast<std::uint64_t>((std::chrono::steady_clock::now() - t0).count()), std::memory_order_relaxed);
+    runs_.fetch_add(1, std::memory_order_relaxed);
+    bool first;
+    {
+      std::lock_guard lock(results_mutex_);
+      first = results_.empty();
+      results_.push_back(std::move(r));
+    }
+    if (first) wake.send(zmq::str_buffer("!"), zmq::send_flags::dontwait);
   }
 }
 

@@ -1,12 +1,14 @@
-// Runs handlers on N threads. Attempts go in with submit(); each outcome comes back as one message
-// on an inproc socket that the worker's loop polls, so the loop never blocks on a handler.
+// Runs handlers on N threads. Attempts go in with submit(); outcomes are collected in a list that
+// the worker's loop takes in one go. The loop is woken through an inproc socket only when that list
+// goes from empty to non-empty, so a burst of outcomes costs one wake-up, not one per task.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,22 +22,27 @@ namespace taskmaster {
 
 class Pool {
  public:
-  // Starts `threads` threads. Outcomes are sent to a PULL socket bound at results_endpoint()
-  // (the caller polls it through results()).
+  // Starts `threads` threads.
   Pool(zmq::context_t& ctx, const HandlerRegistry& handlers, unsigned threads);
   // Finishes the attempts already started, drops those not started, joins the threads.
   ~Pool();
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
-  void submit(protocol::Assignment assignment);
-  // The socket outcomes arrive on; poll it for ZMQ_POLLIN.
-  zmq::socket_t& results() { return results_; }
-  // Takes one outcome if one is waiting.
-  std::optional<protocol::Result> take();
+  void submit(std::vector<protocol::Assignment> batch);
+  // Readable when outcomes are waiting; poll it for ZMQ_POLLIN.
+  zmq::socket_t& wakeup() { return wakeup_; }
+  // Every outcome ready now (and clears the wake-up).
+  std::vector<protocol::Result> take();
   // Asks running handlers to give up (TaskContext::should_stop).
   void stop_now() { stopping_ = true; }
   unsigned threads() const { return static_cast<unsigned>(threads_.size()); }
+  // Attempts run so far and the time they took, for sizing the worker's credit.
+  struct Usage {
+    std::uint64_t runs = 0;
+    std::chrono::nanoseconds busy{0};
+  };
+  Usage usage() const { return {runs_.load(std::memory_order_relaxed), std::chrono::nanoseconds(busy_ns_.load(std::memory_order_relaxed))}; }
 
  private:
   void run_thread(std::string endpoint);
@@ -43,12 +50,15 @@ class Pool {
 
   zmq::context_t& ctx_;
   const HandlerRegistry& handlers_;
-  zmq::socket_t results_;
-  std::mutex mutex_;
+  zmq::socket_t wakeup_;
+  std::mutex mutex_;  // guards queue_, closing_
   std::condition_variable ready_;
   std::deque<protocol::Assignment> queue_;
   bool closing_ = false;
+  std::mutex results_mutex_;  // guards results_
+  std::vector<protocol::Result> results_;
   std::atomic<bool> stopping_{false};
+  std::atomic<std::uint64_t> runs_{0}, busy_ns_{0};
   std::vector<std::thread> threads_;
 };
 

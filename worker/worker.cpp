@@ -42,6 +42,32 @@ Worker::Worker(zmq::context_t& ctx, WorkerConfig config, const HandlerRegistry& 
       master_timeout_(config_.master_timeout),
       backoff_(config_.reconnect_min) {
   name_ = config_.name.empty() ? default_name(host_) : config_.name;
+  // Until durations are known: one task queued per thread.
+  prefetch_ = config_.prefetch ? *config_.prefetch : pool_.threads();
+}
+
+std::uint32_t Worker::slots() const { return draining_ ? 0 : pool_.threads() + prefetch_; }
+
+void Worker::resize_credit(Clock::time_point now) {
+  if (config_.prefetch || draining_ || now < next_resize_) return;
+  next_resize_ = now + milliseconds(100);
+  const auto usage = pool_.usage();
+  const auto runs = usage.runs - last_usage_.runs;
+  if (runs < 8) return;  // too few to say
+  const auto busy = usage.busy - last_usage_.busy;
+  last_usage_ = usage;
+  // Keep about kPrefetchTime of work queued per thread: many short tasks in flight, no long ones
+  // hoarded while another worker could start them.
+  const double per_task_ns = std::max(1.0, static_cast<double>(busy.count()) / static_cast<double>(runs));
+  const double per_thread = std::clamp(static_cast<double>(duration_cast<nanoseconds>(kPrefetchTime).count()) / per_task_ns, 0.0,
+                                       static_cast<double>(kMaxPrefetchPerThread));
+  prefetch_ = static_cast<unsigned>(per_thread) * pool_.threads();
+  const auto want = slots();
+  // Tell the master when the credit changed by more than a quarter (or to or from its minimum).
+  if (state_ == State::Ready && (want * 4 > announced_ * 5 || want * 5 < announced_ * 4)) {
+    send(proto::Credit{want}, now);
+    announced_ = want;
+  }
 }
 
 void Worker::connect(Clock::time_point now) {
@@ -62,7 +88,8 @@ void Worker::say_hello(Clock::time_point now) {
   h.pid = getpid();
   h.functions = handlers_.names();
   h.queues = config_.queues;
-  h.slots = draining_ ? 0 : pool_.threads();
+  h.slots = slots();
+  announced_ = h.slots;
   // Everything this worker still holds: attempts running, and outcomes the master has not ACKed.
   for (const auto& [task, attempt] : running_) h.running.push_back({task, attempt});
   for (const auto& [task, r] : unacked_) h.running.push_back({task, r.attempt});
@@ -102,20 +129,19 @@ void Worker::handle(proto::Message& m, Clock::time_point now) {
                  [&](proto::Welcome& w) {
                    const bool restarted = !master_.empty() && master_ != w.master;
                    log_info(restarted ? "reconnected to a restarted master " : "connected to master ", w.master, " at ",
-                            config_.socket.endpoint, " with ", pool_.threads(), " slots");
+                            config_.socket.endpoint, " with ", pool_.threads(), " threads");
                    master_ = w.master;
                    heartbeat_ = milliseconds(w.heartbeat_ms);
                    master_timeout_ = milliseconds(w.timeout_ms);
                    state_ = State::Ready;
                    backoff_ = config_.reconnect_min;
                    // Outcomes the master may not have: send them (again); it drops duplicates.
+                   to_send_.clear();
                    for (const auto& [task, r] : unacked_) to_send_.push_back(task);
                  },
                  [&](proto::Tasks& t) {
-                   for (auto& a : t.tasks) {
-                     running_[a.task] = a.attempt;
-                     pool_.submit(std::move(a));
-                   }
+                   for (const auto& a : t.tasks) running_[a.task] = a.attempt;
+                   pool_.submit(std::move(t.tasks));
                  },
                  [&](proto::Ack& a) {
                    for (auto task : a.tasks) unacked_.erase(task);
@@ -165,7 +191,7 @@ WorkerExit Worker::run(int stop_fd) {
     }
     zmq::pollitem_t items[] = {
         {socket_->handle(), 0, ZMQ_POLLIN, 0},
-        {pool_.results().handle(), 0, ZMQ_POLLIN, 0},
+        {pool_.wakeup().handle(), 0, ZMQ_POLLIN, 0},
         {monitor_->socket().handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, stop_fd, ZMQ_POLLIN, 0},
     };
@@ -205,12 +231,13 @@ WorkerExit Worker::run(int stop_fd) {
       }
       handle(*decoded, now);
     }
-    while (auto r = pool_.take()) {
-      running_.erase(r->task);
-      to_send_.push_back(r->task);
-      unacked_[r->task] = std::move(*r);
+    for (auto& r : pool_.take()) {
+      running_.erase(r.task);
+      to_send_.push_back(r.task);
+      unacked_[r.task] = std::move(r);
     }
     send_results(now);
+    resize_credit(now);
     if (state_ == State::Joining && now >= next_hello_) say_hello(now);
     if (state_ == State::Ready && now - last_sent_ >= heartbeat_) send(proto::Heartbeat{}, now);
     if (now - last_heard_ > master_timeout_) {

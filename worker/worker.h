@@ -6,7 +6,8 @@
 
 #include <chrono>
 #include <cstdint>
-#include <map>
+#include <optional>
+#include <unordered_map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,9 @@ struct WorkerConfig {
   protocol::PeerSocketOptions socket;          // the master's endpoint and socket options
   std::string name;                            // "" = host-pid-random
   unsigned threads = 1;                        // attempts run at once
+  // Tasks held beyond those running, so that a thread never waits for the next one: nullopt sizes
+  // it from the measured task durations (about kPrefetchTime of work queued per thread).
+  std::optional<unsigned> prefetch;
   std::vector<std::string> queues{"default"};  // queues served
   std::chrono::milliseconds reconnect_min{100};   // first wait before saying HELLO again
   std::chrono::milliseconds reconnect_max{5000};  // the wait doubles up to this
@@ -31,6 +35,10 @@ struct WorkerConfig {
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds master_timeout{3000};
 };
+
+// How much work an automatic prefetch keeps queued per thread, and its bound per thread.
+inline constexpr std::chrono::milliseconds kPrefetchTime{20};
+inline constexpr unsigned kMaxPrefetchPerThread = 1024;
 
 // How run() ended.
 enum class WorkerExit {
@@ -64,6 +72,10 @@ class Worker {
   void handle(protocol::Message& m, std::chrono::steady_clock::time_point now);
   void send(const protocol::Message& m, std::chrono::steady_clock::time_point now);
   void send_results(std::chrono::steady_clock::time_point now);
+  // The slots to announce: threads plus prefetch (0 while draining). Re-sized from the pool's
+  // measured task durations when the prefetch is automatic.
+  std::uint32_t slots() const;
+  void resize_credit(std::chrono::steady_clock::time_point now);
 
   zmq::context_t& ctx_;
   WorkerConfig config_;
@@ -79,10 +91,14 @@ class Worker {
   bool draining_ = false;
   std::string master_;  // instance id from the last WELCOME
 
-  std::map<protocol::TaskId, std::uint32_t> running_;        // attempts in the pool
-  std::map<protocol::TaskId, protocol::Result> unacked_;     // sent (or to send), not yet ACKed
+  std::unordered_map<protocol::TaskId, std::uint32_t> running_;     // attempts in the pool
+  std::unordered_map<protocol::TaskId, protocol::Result> unacked_;  // sent (or to send), not yet ACKed
   std::vector<protocol::TaskId> to_send_;                    // finished since the last RESULTS
 
+  unsigned prefetch_ = 0;           // current prefetch (all threads together)
+  std::uint32_t announced_ = 0;     // slots last announced to the master
+  Pool::Usage last_usage_{};
+  std::chrono::steady_clock::time_point next_resize_{};
   std::chrono::milliseconds heartbeat_;
   std::chrono::milliseconds master_timeout_;
   std::chrono::milliseconds backoff_;

@@ -137,7 +137,7 @@ TEST_CASE("higher priority runs first - equal priorities run in submission order
   };
   auto job = run_job(client, source, JobOptions{}, nullptr, nullptr);
   REQUIRE(job);
-  c.start_worker({"-j", "1"});  // one slot: tasks run one at a time, in dispatch order
+  c.start_worker({"-j", "1", "--prefetch", "0"});  // one slot: tasks run one at a time, in dispatch order
   std::vector<int> order;
   OutcomeSink sink = [&](protocol::JobId, const std::vector<protocol::Outcome>& batch) {
     for (const auto& o : batch) order.push_back(std::stoi(o.args));
@@ -151,7 +151,7 @@ TEST_CASE("higher priority runs first - equal priorities run in submission order
 TEST_CASE("cancel: queued and delayed tasks become cancelled, a running one finishes") {
   Cluster c;
   c.start_master();
-  c.start_worker({"-j", "1"});
+  c.start_worker({"-j", "1", "--prefetch", "0"});  // holds only what it runs
   auto s = c.run({"submit", "sleep", "--each"}, "3\n0.01\n0.01\n0.01\n");
   REQUIRE(s.code == 0);
   const std::string job = s.lines().at(0);

@@ -55,7 +55,7 @@ TEST_CASE("a worker killed with SIGKILL mid-task: its tasks complete on another 
 TEST_CASE("SIGTERM drains a worker: it takes no new tasks, finishes its running one, exits 0") {
   Cluster c;
   c.start_master();
-  auto& w = c.start_worker({"-j", "1"});
+  auto& w = c.start_worker({"-j", "1", "--prefetch", "0"});
   c.wait_for_workers(1);
   auto s = c.run({"submit", "sleep", "1"});
   const std::string job = s.lines().at(0);
@@ -81,8 +81,9 @@ TEST_CASE("SIGTERM drains a worker: it takes no new tasks, finishes its running 
 TEST_CASE("credit: a worker never holds more tasks than its slots, and tasks spread over workers") {
   Cluster c;
   c.start_master();
-  auto& small = c.start_worker({"-j", "1"});
-  auto& big = c.start_worker({"-j", "3"});
+  // Fixed credits (threads + prefetch): 1 and 5.
+  auto& small = c.start_worker({"-j", "1", "--prefetch", "0"});
+  auto& big = c.start_worker({"-j", "3", "--prefetch", "2"});
   c.wait_for_workers(2);
   std::string input;
   for (int i = 0; i < 40; ++i) input += "0.05\n";
@@ -93,9 +94,11 @@ TEST_CASE("credit: a worker never holds more tasks than its slots, and tasks spr
     auto st = c.status();
     auto ws = worker_named(st, small_pid), wb = worker_named(st, big_pid);
     if (ws.is_null() || wb.is_null()) break;
+    CHECK(ws["slots"] == 1);
+    CHECK(wb["slots"] == 5);
     CHECK(ws["in_flight"].get<int>() <= 1);
-    CHECK(wb["in_flight"].get<int>() <= 3);
-    CHECK(st["queues"].value("default", nlohmann::json::object()).value("running", 0) <= 4);
+    CHECK(wb["in_flight"].get<int>() <= 5);
+    CHECK(st["queues"].value("default", nlohmann::json::object()).value("running", 0) <= 6);
     ++samples;
   }
   auto r = finish(*job, 60s);
