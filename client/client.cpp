@@ -223,9 +223,31 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
   m.more = !first.last;
   m.idempotency_key = options.idempotency_key.empty() ? random_key() : options.idempotency_key;
   m.tasks = std::move(first.tasks);
-  auto r = client.call(m);
-  if (!r) return r.error();
-  const auto accepted = std::get<proto::Accepted>(*r);
+  std::uint64_t after = 0;
+  std::optional<std::uint64_t> wait_req;
+  const auto submit_req = client.start(m);
+  // A job in one batch: ask for its outcomes right behind the submission, by its key, saving a
+  // round trip (the master handles the two in order).
+  if (on_outcome && first.last)
+    wait_req = client.start(proto::Wait{0, 0, 0, 10000, static_cast<std::uint32_t>(kWaitPoll.count()), m.idempotency_key}, kWaitPoll);
+  std::optional<proto::Accepted> first_reply;
+  while (!first_reply) {
+    auto got = client.next(Client::Clock::time_point::max());
+    if (!got) return got.error();
+    if (!*got) continue;
+    auto& reply = **got;
+    if (reply.req == submit_req) {
+      if (auto st = as_status(reply.message); !st) return st.error();
+      first_reply = std::get<proto::Accepted>(reply.message);
+    } else if (wait_req && reply.req == *wait_req) {
+      wait_req.reset();
+      if (auto* o = std::get_if<proto::Outcomes>(&reply.message)) {
+        s.job = o->job;
+        after = take_outcomes(*o, s, *on_outcome);
+      }  // an error (the SUBMIT was lost and is being resent): ask again by id below
+    }
+  }
+  const auto accepted = *first_reply;
   s.job = accepted.job;
   std::uint64_t submitted = accepted.count;
   if (on_accepted) on_accepted(s.job);
@@ -233,8 +255,6 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
   bool all_read = first.last, all_accepted = first.last;
   std::uint32_t seq = 1;
   std::map<std::uint64_t, std::uint32_t> in_flight;  // req -> seq
-  std::uint64_t after = 0;
-  std::optional<std::uint64_t> wait_req;
   for (;;) {
     while (!all_read && in_flight.size() < options.window) {
       Batch b = read_batch(source, options);

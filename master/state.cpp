@@ -333,12 +333,15 @@ void MasterState::dispatch(TimePoint now) {
 // ---- clients waiting for outcomes ------------------------------------------------------------
 
 bool MasterState::try_answer(PendingWait& w, TimePoint now, bool timed_out) {
-  const auto& m = w.request;
-  Job* job = jobs_.find(m.job);
+  auto& m = w.request;
+  Job* job = m.job ? jobs_.find(m.job) : jobs_.find_by_key(m.idempotency_key);
   if (!job) {
-    reply_error(w.identity, m.req, ErrorCode::UnknownJob, "WAIT: job " + std::to_string(m.job) + " does not exist (or its results expired)");
+    reply_error(w.identity, m.req, ErrorCode::UnknownJob,
+                m.job ? "WAIT: job " + std::to_string(m.job) + " does not exist (or its results expired)"
+                      : "WAIT: no job has idempotency key '" + m.idempotency_key + "'");
     return true;
   }
+  m.job = job->id;  // from now on, by id
   const bool fresh = job->finished.size() > m.after;
   if (!fresh && !job->ended() && !timed_out && now < w.deadline) return false;
   proto::Outcomes out;

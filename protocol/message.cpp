@@ -309,7 +309,8 @@ Accepted decode_accepted(const Fields& f) {
 Wait decode_wait(const Fields& f) {
   Wait m;
   m.req = f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max());
-  m.job = f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max());
+  m.idempotency_key = f.text_or("idempotency_key", "", kMaxTextBytes);
+  if (m.idempotency_key.empty() || f.has("job")) m.job = f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max());
   m.after = f.integer_or<std::uint64_t>("after", 0, 0, std::numeric_limits<std::int64_t>::max());
   m.max = f.integer_or<std::uint32_t>("max", 10000, 1, kMaxBatch);
   m.timeout_ms = f.integer_or<std::uint32_t>("timeout_ms", 0, 0, 3600000);
@@ -473,8 +474,11 @@ struct BodyWriter {
         .field("count", m.count).field("duplicate", m.duplicate).end_object();
   }
   void operator()(const Wait& m) {
-    Writer(out).begin_object().field("req", m.req).field("job", m.job).field("after", m.after)
-        .field("max", m.max).field("timeout_ms", m.timeout_ms).end_object();
+    Writer w(out);
+    w.begin_object().field("req", m.req);
+    if (m.job || m.idempotency_key.empty()) w.field("job", m.job);
+    if (!m.idempotency_key.empty()) w.field("idempotency_key", m.idempotency_key);
+    w.field("after", m.after).field("max", m.max).field("timeout_ms", m.timeout_ms).end_object();
   }
   void operator()(const Outcomes& m) {
     Writer w(out);

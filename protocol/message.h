@@ -168,10 +168,12 @@ struct Accepted {
 // master holds the request until there is something new, the job ends, or the time is up.
 struct Wait {
   std::uint64_t req = 0;
-  JobId job = 0;
+  JobId job = 0;                 // the job; 0 when idempotency_key names it instead
   std::uint64_t after = 0;
   std::uint32_t max = 10000;
   std::uint32_t timeout_ms = 0;
+  std::string idempotency_key;   // the key the job was submitted with (lets a client send SUBMIT
+                                 // and WAIT back to back, before it knows the job's id)
 };
 
 // A finished task, as reported to clients.

@@ -446,3 +446,32 @@ TEST_CASE("a peer may hold only a bounded number of WAITs") {
 
 }  // TEST_SUITE
 }  // namespace taskmaster
+
+namespace taskmaster {
+TEST_SUITE("state") {
+
+TEST_CASE("WAIT may name the job by its idempotency key, right behind the SUBMIT") {
+  Harness h;
+  h.hello("W", 1);
+  proto::Submit s;
+  s.req = 1;
+  s.idempotency_key = "k-77";
+  s.tasks = {proto::TaskSpec{"square", "3"}};
+  h.state.receive("C", proto::Message(s), h.now);
+  proto::Wait w{2, 0, 0, 10, 1000, "k-77"};
+  h.state.receive("C", proto::Message(w), h.now);  // the same turn, in order
+  h.step();
+  const auto acc = h.take<proto::Accepted>("C").at(0);
+  CHECK(h.take<proto::Outcomes>("C").empty());  // held: nothing finished yet
+  h.result("W", h.tasks_for("W").at(0), true, "9");
+  auto o = h.take<proto::Outcomes>("C");
+  REQUIRE(o.size() == 1);
+  CHECK(o[0].req == 2);
+  CHECK(o[0].job == acc.job);
+  CHECK(o[0].outcomes.at(0).value == "9");
+  h.deliver("C", proto::Wait{3, 0, 0, 10, 0, "no-such-key"});
+  CHECK(h.take<proto::ErrorReply>("C").at(0).code == ErrorCode::UnknownJob);
+}
+
+}  // TEST_SUITE
+}  // namespace taskmaster
