@@ -749,7 +749,9 @@ TEST_CASE("delayed tasks keep their ready time through a replay") {
   CHECK(first[0].task == 1);
   n.result("A", first[0], true, "1");
   // The journal's conversion may move a time earlier by the few ms this test took: 5 s of margin.
-  for (auto [at, task] : {std::pair{25s, TaskId{2}}, std::pair{3505s, TaskId{3}}}) {
+  for (auto step : {std::pair{25s, TaskId{2}}, std::pair{3505s, TaskId{3}}}) {
+    const auto at = step.first;  // named copies: clang 14 cannot capture structured bindings
+    const auto task = step.second;
     CAPTURE(at.count());
     n.now = start + at;
     n.step();

@@ -57,7 +57,9 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
   REQUIRE(r.code == 0);
   const auto rows = result_lines(r.out);
   std::map<std::string, int> seen;
-  for (const auto& [config, f] : rows) {
+  for (const auto& row : rows) {
+    const auto& config = row.first;  // named: clang 14 cannot capture structured bindings
+    const auto& f = row.second;
     CAPTURE(config);
     ++seen[config];
     CHECK(number(f, config == "memory" ? "queued" : "n") > 0);
