@@ -24,8 +24,9 @@ struct MasterSocketOptions {
   // nullopt: no security at all (--insecure).
   std::optional<CurveKeys> curve;
   std::chrono::milliseconds handshake_timeout{5000};  // ZMQ_HANDSHAKE_IVL: stalled connections close
-  std::chrono::milliseconds heartbeat{1000};          // ZMTP ping interval
-  std::chrono::milliseconds heartbeat_timeout{3000};  // ZMTP: connection presumed dead after this
+  // Not used for ZMTP pings (see make_master_socket); the protocol's HEARTBEAT does that job.
+  std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds heartbeat_timeout{3000};
   std::function<void(zmq::socket_t&)> before_bind;    // e.g. to attach a ConnectionMonitor
 };
 
