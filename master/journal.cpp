@@ -152,6 +152,9 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
     put_task_ = prepare(
         "INSERT OR REPLACE INTO tasks(id, job, function, queue, args, priority, timeout_ms, max_attempts, backoff_ms, state,"
         " attempts, ready_at_ms, outcome, worker, finished_seq) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)");
+    // A task's own fields never change after it is added; its state changes touch only these.
+    upd_task_ = prepare(
+        "UPDATE tasks SET state = ?2, attempts = ?3, ready_at_ms = ?4, outcome = ?5, worker = ?6, finished_seq = ?7 WHERE id = ?1");
     del_task_ = prepare("DELETE FROM tasks WHERE id = ?1");
     put_job_ = prepare("INSERT OR REPLACE INTO jobs(id, idempotency_key, total, sealed, cancelled, ended_at_ms) VALUES (?1,?2,?3,?4,?5,?6)");
     put_batch_ = prepare("INSERT OR REPLACE INTO batches(job, seq, first_task, count) VALUES (?1,?2,?3,?4)");
@@ -163,7 +166,7 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
         " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)");
   } catch (const std::runtime_error& e) {
     const std::string msg = e.what();
-    for (auto** s : {&put_task_, &del_task_, &put_job_, &put_batch_, &del_job_, &del_batches_, &put_next_}) {
+    for (auto** s : {&put_task_, &upd_task_, &del_task_, &put_job_, &put_batch_, &del_job_, &del_batches_, &put_next_}) {
       sqlite3_finalize(*s);
       *s = nullptr;
     }
@@ -177,7 +180,7 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
 }
 
 Journal::~Journal() {
-  for (auto* s : {put_task_, del_task_, put_job_, put_batch_, del_job_, del_batches_, put_next_}) sqlite3_finalize(s);
+  for (auto* s : {put_task_, upd_task_, del_task_, put_job_, put_batch_, del_job_, del_batches_, put_next_}) sqlite3_finalize(s);
   if (db_) {
     if (in_transaction_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     sqlite3_close_v2(db_);
@@ -224,8 +227,22 @@ void run(sqlite3* db, sqlite3_stmt* s, std::string& failure) {
 
 }  // namespace
 
-void Journal::task_saved(const Task& t, const Names& names, std::int64_t finished_seq, TimePoint now) {
+void Journal::task_saved(const Task& t, const Names& names, std::int64_t finished_seq, TimePoint now, bool is_new) {
   begin();
+  const auto state = protocol::to_string(t.state);
+  const std::int64_t ready = t.state == TaskState::Delayed ? wall_ms(t.ready_at, now) : 0;
+  if (!is_new) {
+    sqlite3_stmt* s = upd_task_;
+    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(t.id));
+    sqlite3_bind_text(s, 2, state.data(), static_cast<int>(state.size()), SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, t.attempts);
+    sqlite3_bind_int64(s, 4, ready);
+    bind_text(s, 5, t.outcome);
+    bind_text(s, 6, names.name(t.worker));
+    sqlite3_bind_int64(s, 7, finished_seq);
+    run(db_, s, failure_);
+    return;
+  }
   sqlite3_stmt* s = put_task_;
   sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(t.id));
   sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(t.job));
@@ -236,10 +253,9 @@ void Journal::task_saved(const Task& t, const Names& names, std::int64_t finishe
   sqlite3_bind_int64(s, 7, t.timeout_ms);
   sqlite3_bind_int(s, 8, t.max_attempts);
   sqlite3_bind_int64(s, 9, t.backoff_ms);
-  const auto state = protocol::to_string(t.state);
   sqlite3_bind_text(s, 10, state.data(), static_cast<int>(state.size()), SQLITE_STATIC);
   sqlite3_bind_int(s, 11, t.attempts);
-  sqlite3_bind_int64(s, 12, t.state == TaskState::Delayed ? wall_ms(t.ready_at, now) : 0);
+  sqlite3_bind_int64(s, 12, ready);
   bind_text(s, 13, t.outcome);
   bind_text(s, 14, names.name(t.worker));
   sqlite3_bind_int64(s, 15, finished_seq);
@@ -369,7 +385,7 @@ Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
     if (final) finished[job].emplace_back(seq < 0 ? INT64_MAX : seq, id);
     // Queued by replay (it was running, or its time came while the master was down): saved as such,
     // as the dead ones are below, so that the journal says what the tables hold.
-    else if (const Task* tk = tasks.find(id); tk->state != stored) task_saved(*tk, tasks.names(), -1, now);
+    else if (const Task* tk = tasks.find(id); tk->state != stored) task_saved(*tk, tasks.names(), -1, now, false);
     ++loaded.tasks;
   }
   sqlite3_finalize(t);
@@ -388,7 +404,7 @@ Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
       job->finished.push_back(task);
       const Task* tk = tasks.find(task);
       if (tk->state == TaskState::Dead || tk->state == TaskState::Cancelled) ++job->failed;
-      if (seq == INT64_MAX) task_saved(*tk, tasks.names(), static_cast<std::int64_t>(job->finished.size() - 1), now);
+      if (seq == INT64_MAX) task_saved(*tk, tasks.names(), static_cast<std::int64_t>(job->finished.size() - 1), now, false);
     }
   }
   for (auto& [id, at] : ended)

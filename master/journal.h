@@ -39,7 +39,8 @@ class Journal {
   // Changes, collected in the open transaction (begun on the first one). `now` converts steady
   // times to the wall clock times the journal keeps.
   // finished_seq: the task's place in its job's finish order (-1 while it is not finished).
-  void task_saved(const Task& task, const Names& names, std::int64_t finished_seq, TimePoint now);
+  // is_new: the task was just added (its whole row is written); else only its state fields are.
+  void task_saved(const Task& task, const Names& names, std::int64_t finished_seq, TimePoint now, bool is_new);
   void task_erased(TaskId id);
   void job_saved(const Job& job, TimePoint now);
   void batch_added(JobId job, std::uint32_t seq, TaskId first, std::uint32_t count);
@@ -77,6 +78,7 @@ class Journal {
   sqlite3* db_ = nullptr;
   bool in_transaction_ = false;
   sqlite3_stmt* put_task_ = nullptr;
+  sqlite3_stmt* upd_task_ = nullptr;
   sqlite3_stmt* del_task_ = nullptr;
   sqlite3_stmt* put_job_ = nullptr;
   sqlite3_stmt* put_batch_ = nullptr;

@@ -116,15 +116,24 @@ void Master::run(int stop_fd) {
     }
     now = Clock::now();
     state_->turn(now);
-    // Group commit: one fsync covers every change of this turn, and it returns before any reply
-    // of the turn is sent, so an acknowledgement never outlives a crash.
+    auto out = state_->take_outbox();
+    // What acknowledges nothing (TASKS, WELCOME, HEARTBEAT) leaves at once: the workers start while
+    // the journal syncs. Should the master die before the sync, a task whose submission was never
+    // acknowledged may run; its result is then dropped as unknown.
+    std::vector<MasterState::Outgoing> acks;
+    for (auto& o : out) {
+      if (acknowledges(o.message)) acks.push_back(std::move(o));
+      else send(o, now);
+    }
+    // Group commit: one fsync covers every change of this turn, and it returns before any
+    // acknowledgement of the turn is sent, so an acknowledgement never outlives a crash.
     if (journal_) {
       if (auto s = journal_->commit(); !s) {
-        journal_failed(s.error(), now);
+        journal_failed(s.error(), acks, now);
         continue;
       }
     }
-    flush(now);
+    for (auto& o : acks) send(o, now);
   }
   log_info("stopping: ", state_->tasks().size(), " tasks in memory, ", state_->workers(), " workers connected");
 }
@@ -165,10 +174,10 @@ void Master::log_rejection(const std::string& address, const std::string& why, T
   }
 }
 
-void Master::journal_failed(const Error& e, TimePoint now) {
+void Master::journal_failed(const Error& e, std::vector<MasterState::Outgoing>& acks, TimePoint now) {
   if (now - last_journal_error_ >= seconds(1)) log_error(e.message, "; this turn's submissions and results are refused");
   last_journal_error_ = now;
-  for (auto& out : state_->take_outbox()) {
+  for (auto& out : acks) {
     proto::Message* reply = nullptr;
     std::uint64_t req = 0;
     if (auto* a = std::get_if<proto::Accepted>(&out.message)) req = a->req, reply = &out.message;
@@ -188,13 +197,16 @@ void Master::journal_failed(const Error& e, TimePoint now) {
   start_state(now);
 }
 
-void Master::flush(TimePoint now) {
+bool Master::acknowledges(const proto::Message& m) {
+  return !std::holds_alternative<proto::Tasks>(m) && !std::holds_alternative<proto::Welcome>(m) &&
+         !std::holds_alternative<proto::Heartbeat>(m);
+}
+
+void Master::send(const MasterState::Outgoing& out, TimePoint now) {
   // Sends never block: a full queue or a vanished peer comes back as a result the state handles.
-  for (auto& out : state_->take_outbox()) {
-    const auto sent = proto::send_to(socket_, out.identity, out.message);
-    if (sent == proto::SendResult::Sent) state_->sent(out.identity, now);
-    else state_->send_failed(out.identity, out.message, sent, now);
-  }
+  const auto sent = proto::send_to(socket_, out.identity, out.message);
+  if (sent == proto::SendResult::Sent) state_->sent(out.identity, now);
+  else state_->send_failed(out.identity, out.message, sent, now);
 }
 
 }  // namespace taskmaster

@@ -34,11 +34,14 @@ class Master {
   const MasterState& state() const { return *state_; }
 
  private:
-  void flush(TimePoint now);
+  // Whether a message acknowledges something that must be durable first (everything but TASKS,
+  // WELCOME and HEARTBEAT).
+  static bool acknowledges(const protocol::Message& m);
+  void send(const MasterState::Outgoing& out, TimePoint now);
   // The journal could not be written: nothing of this turn may be acknowledged. Replies that
-  // acknowledge become errors, the rest of the outbox is dropped, and the state is read back
+  // acknowledge become errors, the other acknowledgements are dropped, and the state is read back
   // from the journal (which holds exactly what was committed).
-  void journal_failed(const Error& e, TimePoint now);
+  void journal_failed(const Error& e, std::vector<MasterState::Outgoing>& acks, TimePoint now);
   void start_state(TimePoint now);
   void watch_connections(TimePoint now);
   void log_rejection(const std::string& address, const std::string& why, TimePoint now);

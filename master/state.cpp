@@ -264,7 +264,7 @@ void MasterState::on_task_change(const Task& task, std::optional<TaskState> from
   }
   // The one place every state change passes: it goes into the journal's open transaction, which
   // the master commits before anything of this turn is sent.
-  if (journal_) journal_->task_saved(task, tasks_.names(), finished_seq, now_);
+  if (journal_) journal_->task_saved(task, tasks_.names(), finished_seq, now_, !from.has_value());
 }
 
 void MasterState::drop_worker(const std::string& identity, const std::string& why, TimePoint now) {

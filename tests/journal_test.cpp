@@ -1339,7 +1339,7 @@ TEST_CASE("a checkpoint with a transaction open waits for the commit") {
   t.id = 1;
   t.job = 1;
   t.args = "1";
-  j.task_saved(t, tasks.names(), -1, t0);
+  j.task_saved(t, tasks.names(), -1, t0, true);
   CHECK(j.dirty());
   j.checkpoint();  // does nothing: the change is neither committed nor lost
   CHECK(j.dirty());
