@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "master/journal.h"
 #include "master/state.h"
+#include "support/sent_messages.h"
 
 namespace taskmaster {
 namespace {
@@ -197,13 +198,12 @@ MasterConfig patient_config() {
   return c;
 }
 
-struct Node {
+struct Node : test::SentMessages {
   MasterConfig config;
   TimePoint now;
   std::unique_ptr<Journal> journal;
   std::unique_ptr<MasterState> state;
   Journal::Loaded loaded;
-  std::vector<MasterState::Outgoing> sent;
   int commit_failures = 0;
   std::string commit_error;
   // Called before (false) and after (true) every commit that has something to write.
@@ -254,28 +254,12 @@ struct Node {
     step();
   }
   template <class T>
-  std::vector<T> take(const std::string& to) {
-    std::vector<T> out;
-    std::vector<MasterState::Outgoing> rest;
-    for (auto& o : sent) {
-      if (o.identity == to && std::holds_alternative<T>(o.message)) out.push_back(std::get<T>(o.message));
-      else rest.push_back(std::move(o));
-    }
-    sent = std::move(rest);
-    return out;
-  }
-  template <class T>
   T ask(const std::string& from, proto::Message m) {
     deliver(from, std::move(m));
     auto r = take<T>(from);
     expect(r.size() == 1, "expected one " + std::string(proto::command_name(proto::Message(T{}))) + " for " + from + ", got " +
                               std::to_string(r.size()));
     return r[0];
-  }
-  std::vector<proto::Assignment> tasks_for(const std::string& w) {
-    std::vector<proto::Assignment> all;
-    for (auto& t : take<proto::Tasks>(w)) all.insert(all.end(), t.tasks.begin(), t.tasks.end());
-    return all;
   }
   void hello(const std::string& id, std::uint32_t slots, std::vector<proto::Lease> running = {}, std::string name = "") {
     proto::Hello h;

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "master/state.h"
+#include "support/sent_messages.h"
 
 namespace taskmaster {
 namespace {
@@ -12,11 +13,10 @@ using namespace std::chrono_literals;
 const TimePoint t0 = TimePoint{} + std::chrono::hours(1000);
 
 // A master state with helpers to talk to it as workers and clients would.
-struct Harness {
+struct Harness : test::SentMessages {
   MasterConfig config;
   MasterState state;
   TimePoint now = t0;
-  std::vector<MasterState::Outgoing> sent;  // everything taken from the outbox, in order
 
   Harness() : Harness(MasterConfig{}) {}
   explicit Harness(MasterConfig c) : config(c), state(c, "test-instance", t0) {}
@@ -37,23 +37,6 @@ struct Harness {
   void advance(std::chrono::milliseconds d) {
     now += d;
     step();
-  }
-  // Messages of type T sent to `to` since the last call of take (they are removed).
-  template <class T>
-  std::vector<T> take(const std::string& to) {
-    std::vector<T> out;
-    std::vector<MasterState::Outgoing> rest;
-    for (auto& o : sent) {
-      if (o.identity == to && std::holds_alternative<T>(o.message)) out.push_back(std::get<T>(o.message));
-      else rest.push_back(std::move(o));
-    }
-    sent = std::move(rest);
-    return out;
-  }
-  std::vector<proto::Assignment> tasks_for(const std::string& w) {
-    std::vector<proto::Assignment> all;
-    for (auto& t : take<proto::Tasks>(w)) all.insert(all.end(), t.tasks.begin(), t.tasks.end());
-    return all;
   }
   void hello(const std::string& id, std::uint32_t slots, std::vector<std::string> functions = {"square", "echo"},
              std::vector<std::string> queues = {"default"}) {

@@ -1,0 +1,36 @@
+// What a MasterState under test sent, and helpers to take messages of one type to one peer.
+// Shared by the in-process harnesses of state_test.cpp and journal_test.cpp.
+#pragma once
+
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "master/state.h"
+
+namespace taskmaster::test {
+
+struct SentMessages {
+  std::vector<MasterState::Outgoing> sent;  // everything taken from the outbox, in order
+
+  // Messages of type T sent to `to` since the last take (they are removed).
+  template <class T>
+  std::vector<T> take(const std::string& to) {
+    std::vector<T> out;
+    std::vector<MasterState::Outgoing> rest;
+    for (auto& o : sent) {
+      if (o.identity == to && std::holds_alternative<T>(o.message)) out.push_back(std::get<T>(o.message));
+      else rest.push_back(std::move(o));
+    }
+    sent = std::move(rest);
+    return out;
+  }
+  // Every task assigned to worker `w` since the last take, across TASKS messages.
+  std::vector<protocol::Assignment> tasks_for(const std::string& w) {
+    std::vector<protocol::Assignment> all;
+    for (auto& t : take<protocol::Tasks>(w)) all.insert(all.end(), t.tasks.begin(), t.tasks.end());
+    return all;
+  }
+};
+
+}  // namespace taskmaster::test
