@@ -278,6 +278,22 @@ Expected<Row> latency(Run& r, std::uint64_t seed) {
   return row;
 }
 
+// Submission to acknowledgement: the time a client waits for "accepted" (durable: "on disk").
+Expected<Row> ack(Run& r, std::uint64_t seed) {
+  Setup s(r, "ack");
+  if (auto ok = prepare(s, r, 0, seed); !ok) return ok.error();
+  auto warm = acks(s.client(), r.o.quick ? 20 : 100, RunOptions{r.queue, 1000 + seed});
+  if (!warm) return s.failed(warm.error());
+  auto us = acks(s.client(), r.o.latency_trips, RunOptions{r.queue, seed});
+  if (!us) return s.failed(us.error());
+  Row row = head(r, "ack");
+  row.num("n", static_cast<double>(r.o.latency_trips))
+      .num("p50_us", percentile(*us, 50))
+      .num("p99_us", percentile(*us, 99))
+      .num("master_peak_rss_mib", mib(s.master_stats()), 1);
+  return row;
+}
+
 Expected<Row> cli(Run& r, unsigned workers, std::uint64_t n, std::uint64_t seed) {
   Setup s(r, "cli-w" + std::to_string(workers) + "-n" + std::to_string(n));
   if (auto ok = prepare(s, r, workers, seed); !ok) return ok.error();
@@ -455,6 +471,8 @@ Status run_all(Run& r) {
           return row.error();
   if (selected(o, "latency"))
     if (auto row = repeated(r, "latency", [&](std::uint64_t seed) { return latency(r, seed); }); !row) return row.error();
+  if (selected(o, "ack"))
+    if (auto row = repeated(r, "ack", [&](std::uint64_t seed) { return ack(r, seed); }); !row) return row.error();
   if (selected(o, "cli"))
     for (unsigned w : o.workers)
       for (auto n : o.n)

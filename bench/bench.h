@@ -8,6 +8,8 @@
 //   throughput   W worker processes (-j 1 each); N tasks submitted as fast as the client takes them,
 //                then every result collected and verified; tasks/s, master peak RSS and CPU
 //   latency      one worker; 100 warm-up then 2,000 sequential submit-and-wait round trips; p50/p99
+//   ack          2,000 sequential one-task submissions (no worker): SUBMIT to ACCEPTED, p50/p99;
+//                with --durable this is the submission-to-durable latency
 //   cli          `taskmaster submit square --each --wait --json` with N lines on stdin, timed as a
 //                whole process, its output verified
 //   memory       N tasks queued and no worker: the master's RSS growth per queued task
@@ -29,7 +31,7 @@
 
 namespace taskmaster::bench {
 
-inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "throughput", "latency", "cli",
+inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "throughput", "latency", "ack", "cli",
                                                   "memory",      "backlog",    "workers2000"};
 
 // Every list or count left empty (or 0) takes the default of the mode: the full benchmark, or the

@@ -134,6 +134,23 @@ Expected<std::vector<double>> round_trips(Client& client, std::uint64_t count, c
   return us;
 }
 
+Expected<std::vector<double>> acks(Client& client, std::uint64_t count, const RunOptions& o) {
+  std::vector<double> us;
+  us.reserve(count);
+  Numbers numbers(o.seed);
+  for (std::uint64_t i = 0; i < count; ++i) {
+    proto::Submit m;
+    m.idempotency_key = "ack-" + std::to_string(o.seed) + "-" + std::to_string(i);
+    m.tasks = {square_task(numbers.next(), o.queue)};
+    const auto t0 = steady_clock::now();
+    auto r = client.call(m);
+    if (!r) return r.error();
+    if (std::get<proto::Accepted>(*r).count != 1) return make_error(ErrorCode::Internal, "verification failed: ACCEPTED without the task");
+    us.push_back(duration<double, std::micro>(steady_clock::now() - t0).count());
+  }
+  return us;
+}
+
 std::string cli_input(std::uint64_t n, std::uint64_t seed, Ledger& ledger) {
   Numbers numbers(seed);
   std::string in;

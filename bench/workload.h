@@ -74,6 +74,10 @@ Expected<double> submit_only(Client& client, std::uint64_t n, const RunOptions& 
 // round trip's time in microseconds.
 Expected<std::vector<double>> round_trips(Client& client, std::uint64_t count, const RunOptions& o);
 
+// `count` sequential one-task submissions, each timed from its SUBMIT to its ACCEPTED (with a
+// durable master: to the acknowledgement that it is on disk). Returns microseconds.
+Expected<std::vector<double>> acks(Client& client, std::uint64_t count, const RunOptions& o);
+
 // The standard input of `taskmaster submit square --each` (one n per line), recorded in `ledger`.
 std::string cli_input(std::uint64_t n, std::uint64_t seed, Ledger& ledger);
 // Checks the stdout of `taskmaster submit square --each --wait --json` against the ledger.

@@ -74,7 +74,7 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
       CHECK(number(f, "tasks_per_s") > 0);
       CHECK(number(f, "ratio_to_zmq") > 0);
       CHECK(number(f, "master_cpu_s_per_1000") >= 0);
-    } else if (config == "latency") {
+    } else if (config == "latency" || config == "ack") {
       CHECK(number(f, "p50_us") > 0);
       CHECK(number(f, "p99_us") >= number(f, "p50_us"));
     } else if (config == "memory") {
@@ -90,6 +90,7 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
   CHECK(seen["zmq_ceiling"] == 1);
   CHECK(seen["throughput"] == 1);
   CHECK(seen["latency"] == 1);
+  CHECK(seen["ack"] == 1);
   CHECK(seen["cli"] == 1);
   CHECK(seen["memory"] == 1);
   CHECK(seen["backlog"] == 2);  // 1,000 and 20,000 tasks already queued
