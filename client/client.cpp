@@ -270,7 +270,7 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
     if (all_read && in_flight.empty()) all_accepted = true;
     if (all_accepted && (!on_outcome || s.ended)) break;
     if (on_outcome && !wait_req && !s.ended)
-      wait_req = client.start(proto::Wait{0, s.job, after, 10000, static_cast<std::uint32_t>(kWaitPoll.count())}, kWaitPoll);
+      wait_req = client.start(proto::Wait{0, s.job, after, 10000, static_cast<std::uint32_t>(kWaitPoll.count()), {}}, kWaitPoll);
     auto got = client.next(Client::Clock::time_point::max());
     if (!got) return got.error();
     if (!*got) continue;
@@ -294,7 +294,7 @@ Expected<JobSummary> follow_job(Client& client, proto::JobId job, bool until_end
   std::uint64_t after = 0;
   for (;;) {
     const auto timeout = until_end ? static_cast<std::uint32_t>(kWaitPoll.count()) : 0u;
-    auto r = client.call(proto::Wait{0, job, after, 10000, timeout}, milliseconds(timeout));
+    auto r = client.call(proto::Wait{0, job, after, 10000, timeout, {}}, milliseconds(timeout));
     if (!r) return r.error();
     auto& o = std::get<proto::Outcomes>(*r);
     after = take_outcomes(o, s, on_outcome);

@@ -3,8 +3,11 @@
 
 #include <array>
 #include <charconv>
+#include <cstring>
 #include <limits>
 #include <type_traits>
+
+#include "protocol/json_doc.h"
 
 namespace taskmaster::protocol {
 
@@ -30,37 +33,75 @@ class Writer {
  public:
   explicit Writer(std::string& out) : out_(out) {}
 
+  // Keys are string literals (our own ASCII constants): their length is known at compile time.
   Writer& begin_object() { comma(); out_ += '{'; first_ = true; return *this; }
   Writer& end_object() { out_ += '}'; first_ = false; return *this; }
-  Writer& begin_array(std::string_view k) { key(k); out_ += '['; first_ = true; return *this; }
+  template <std::size_t K> Writer& begin_array(const char (&k)[K]) { key_then(k, "["); first_ = true; return *this; }
   Writer& end_array() { out_ += ']'; first_ = false; return *this; }
-  Writer& begin_object(std::string_view k) { key(k); out_ += '{'; first_ = true; return *this; }
+  template <std::size_t K> Writer& begin_object(const char (&k)[K]) { key_then(k, "{"); first_ = true; return *this; }
 
-  Writer& field(std::string_view k, std::string_view v) { key(k); append_json_string(out_, v); return *this; }
-  Writer& field(std::string_view k, const char* v) { return field(k, std::string_view(v)); }
-  Writer& field(std::string_view k, bool v) { key(k); out_ += v ? "true" : "false"; return *this; }
-  template <class N, std::enable_if_t<std::is_integral_v<N> && !std::is_same_v<N, bool>, int> = 0>
-  Writer& field(std::string_view k, N v) { key(k); number(v); return *this; }
-  Writer& raw(std::string_view k, std::string_view json_text) { key(k); out_ += json_text; return *this; }
+  template <std::size_t K>
+  Writer& field(const char (&k)[K], std::string_view v) { key_then(k, ""); append_json_string(out_, v); return *this; }
+  template <std::size_t K>
+  Writer& field(const char (&k)[K], const char* v) { return field(k, std::string_view(v)); }
+  template <std::size_t K>
+  Writer& field(const char (&k)[K], bool v) { key_then(k, v ? "true" : "false"); return *this; }
+  template <std::size_t K, class N, std::enable_if_t<std::is_integral_v<N> && !std::is_same_v<N, bool>, int> = 0>
+  Writer& field(const char (&k)[K], N v) {
+    char buf[K + 3 + kMaxDigits];
+    char* p = key(buf, k);
+    p = std::to_chars(p, buf + sizeof buf, v).ptr;
+    out_.append(buf, p);
+    return *this;
+  }
+  template <std::size_t K>
+  Writer& raw(const char (&k)[K], std::string_view json_text) { key_then(k, ""); out_ += json_text; return *this; }
 
-  template <class N> Writer& element(N v) { comma(); number(v); return *this; }
+  template <class N> Writer& element(N v) {
+    char buf[1 + kMaxDigits];
+    char* p = buf;
+    if (!first_) *p++ = ',';
+    first_ = false;
+    p = std::to_chars(p, buf + sizeof buf, v).ptr;
+    out_.append(buf, p);
+    return *this;
+  }
   Writer& element_string(std::string_view v) { comma(); append_json_string(out_, v); return *this; }
 
  private:
+  static constexpr std::size_t kMaxDigits = 20;  // of a 64-bit integer, with its sign
+
   void comma() {
     if (!first_) out_ += ',';
     first_ = false;
   }
-  void key(std::string_view k) {
-    comma();
-    out_ += '"';
-    out_ += k;  // keys are our own ASCII constants
-    out_ += "\":";
+  // Writes ',"k":' at p (no comma before the first member) and returns its end. Pieces are
+  // composed on the stack and appended at once: std::string's append is an out-of-line call, and
+  // made per piece it was most of the cost of encoding.
+  template <std::size_t K>  // K counts the literal's terminating NUL
+  char* key(char* p, const char (&k)[K]) {
+    if (!first_) *p++ = ',';
+    first_ = false;
+    *p++ = '"';
+    std::memcpy(p, k, K - 1);
+    p += K - 1;
+    *p++ = '"';
+    *p++ = ':';
+    return p;
   }
-  template <class N> void number(N v) {
-    char buf[32];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-    out_.append(buf, end);
+  template <std::size_t K, std::size_t T>
+  void key_then(const char (&k)[K], const char (&tail)[T]) {
+    char buf[K + 3 + T];
+    char* p = key(buf, k);
+    std::memcpy(p, tail, T - 1);
+    out_.append(buf, p + T - 1);
+  }
+  template <std::size_t K>
+  void key_then(const char (&k)[K], std::string_view tail) {  // "true" or "false"
+    char buf[K + 3 + 5];
+    char* p = key(buf, k);
+    std::memcpy(p, tail.data(), tail.size());
+    out_.append(buf, p + tail.size());
   }
 
   std::string& out_;
@@ -68,7 +109,9 @@ class Writer {
 };
 
 // ---- JSON reader with validation ---------------------------------------------------------------
-// Decoding throws Bad internally; decode() catches it, so nothing escapes the decoder.
+// Bodies are read into a JsonDoc (json_doc.h); Fields checks an object's fields against the rules
+// of PROTOCOL.md §4 and §6. Decoding throws Bad internally; decode() catches it, so nothing escapes
+// the decoder.
 
 struct Bad {
   Error error;
@@ -76,126 +119,156 @@ struct Bad {
 
 [[noreturn]] void fail(ErrorCode code, std::string message) { throw Bad{Error{code, std::move(message)}}; }
 
+// Where a value sits in the body, for error messages: "SUBMIT.tasks[3].function". A chain of these
+// lives on the stack while decoding; the text is built only when there is an error to report.
+// A Where refers to its parent: keep the parent alive (name it) while the child is in use.
+struct Where {
+  std::string_view root;         // the command, at the top of the chain
+  const Where* parent = nullptr;
+  const char* key = nullptr;     // ".key" below the parent, or else
+  std::size_t index = 0;         // "[index]" below the parent
+
+  Where operator/(const char* k) const { return Where{{}, this, k, 0}; }
+  Where operator[](std::size_t i) const { return Where{{}, this, nullptr, i}; }
+
+  std::string str() const {
+    if (!parent) return std::string(root);
+    std::string s = parent->str();
+    if (key) {
+      s += '.';
+      s += key;
+    } else {
+      s += '[';
+      s += std::to_string(index);
+      s += ']';
+    }
+    return s;
+  }
+};
+
 class Fields {
  public:
-  Fields(const json& obj, std::string where) : obj_(obj), where_(std::move(where)) {
-    if (!obj_.is_object()) fail(ErrorCode::BadField, where_ + " must be a JSON object");
-  }
+  Fields(JsonValue obj, const Where& where) : obj_(checked_object(obj, where)), where_(where) {}
 
-  bool has(const char* k) const { return obj_.contains(k); }
-  const std::string& where() const { return where_; }
-  std::string path(const char* k) const { return where_ + "." + k; }
+  bool has(const char* k) const { return static_cast<bool>(obj_.find(k)); }
+  const Where& where() const { return where_; }
+  Where path(const char* k) const { return where_ / k; }
 
-  const json* find(const char* k) const {
-    auto it = obj_.find(k);
-    return it == obj_.end() ? nullptr : &*it;
-  }
-  const json& need(const char* k) const {
-    auto* v = find(k);
-    if (!v) fail(ErrorCode::BadField, where_ + ": field '" + k + "' is missing");
-    return *v;
+  JsonValue find(const char* k) const { return obj_.find(k); }
+  JsonValue need(const char* k) const {
+    const JsonValue v = find(k);
+    if (!v) fail(ErrorCode::BadField, where_.str() + ": field '" + k + "' is missing");
+    return v;
   }
 
   template <class N>
   N integer(const char* k, N lo, N hi) const { return to_int<N>(need(k), path(k), lo, hi); }
   template <class N>
   N integer_or(const char* k, N dflt, N lo, N hi) const {
-    auto* v = find(k);
-    return v ? to_int<N>(*v, path(k), lo, hi) : dflt;
+    const JsonValue v = find(k);
+    return v ? to_int<N>(v, path(k), lo, hi) : dflt;
   }
   bool boolean_or(const char* k, bool dflt) const {
-    auto* v = find(k);
+    const JsonValue v = find(k);
     if (!v) return dflt;
-    if (!v->is_boolean()) fail(ErrorCode::BadField, path(k) + " must be true or false");
-    return v->get<bool>();
+    if (!v.is_boolean()) fail(ErrorCode::BadField, path(k).str() + " must be true or false");
+    return v.as_bool();
   }
   std::string text(const char* k, std::size_t max) const { return to_text(need(k), path(k), max); }
   std::string text_or(const char* k, std::string dflt, std::size_t max) const {
-    auto* v = find(k);
-    return v ? to_text(*v, path(k), max) : std::move(dflt);
+    const JsonValue v = find(k);
+    return v ? to_text(v, path(k), max) : std::move(dflt);
   }
   std::string name(const char* k) const { return to_name(need(k), path(k)); }
-  const json& array(const char* k, std::size_t max) const {
-    const json& v = need(k);
-    if (!v.is_array()) fail(ErrorCode::BadField, path(k) + " must be an array");
+  JsonValue array(const char* k, std::size_t max) const {
+    const JsonValue v = need(k);
+    if (!v.is_array()) fail(ErrorCode::BadField, path(k).str() + " must be an array");
     if (v.size() > max)
-      fail(ErrorCode::TooLarge, path(k) + " has " + std::to_string(v.size()) + " items; the limit is " +
+      fail(ErrorCode::TooLarge, path(k).str() + " has " + std::to_string(v.size()) + " items; the limit is " +
                                     std::to_string(max));
     return v;
   }
 
   template <class N>
-  static N to_int(const json& v, const std::string& where, N lo, N hi) {
-    if (!v.is_number_integer())
-      fail(ErrorCode::BadField, where + " must be an integer");
+  static N to_int(JsonValue v, const Where& where, N lo, N hi) {
+    if (!v.is_integer())
+      fail(ErrorCode::BadField, where.str() + " must be an integer");
     if constexpr (std::is_unsigned_v<N>) {
-      if (v.is_number_unsigned()) {
-        auto x = v.get<std::uint64_t>();
+      if (v.is_unsigned()) {
+        const std::uint64_t x = v.as_unsigned();
         if (x >= lo && x <= hi) return static_cast<N>(x);
       }
     } else {
-      if (v.is_number_unsigned()) {
-        auto x = v.get<std::uint64_t>();
+      if (v.is_unsigned()) {
+        const std::uint64_t x = v.as_unsigned();
         if (x <= static_cast<std::uint64_t>(hi) && static_cast<std::int64_t>(x) >= lo) return static_cast<N>(x);
       } else {
-        auto x = v.get<std::int64_t>();
+        const std::int64_t x = v.as_signed();
         if (x >= lo && x <= hi) return static_cast<N>(x);
       }
     }
-    fail(ErrorCode::BadField, where + " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+    fail(ErrorCode::BadField, where.str() + " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
   }
-  static std::string to_text(const json& v, const std::string& where, std::size_t max) {
-    if (!v.is_string()) fail(ErrorCode::BadField, where + " must be a string");
-    const auto& s = v.get_ref<const std::string&>();
+  static std::string to_text(JsonValue v, const Where& where, std::size_t max) {
+    if (!v.is_string()) fail(ErrorCode::BadField, where.str() + " must be a string");
+    const std::string_view s = v.as_string();
     if (s.size() > max)
-      fail(ErrorCode::TooLarge, where + " is " + std::to_string(s.size()) + " bytes; the limit is " + std::to_string(max));
-    return s;
+      fail(ErrorCode::TooLarge, where.str() + " is " + std::to_string(s.size()) + " bytes; the limit is " + std::to_string(max));
+    return std::string(s);
   }
-  static std::string to_name(const json& v, const std::string& where) {
+  static std::string to_name(JsonValue v, const Where& where) {
     std::string s = to_text(v, where, kMaxNameBytes);
     if (!is_valid_name(s))
-      fail(ErrorCode::BadField, where + " must be 1 to 128 characters of A-Z a-z 0-9 _ . : -");
+      fail(ErrorCode::BadField, where.str() + " must be 1 to 128 characters of A-Z a-z 0-9 _ . : -");
     return s;
   }
 
  private:
-  const json& obj_;
-  std::string where_;
+  static JsonValue checked_object(JsonValue v, const Where& where) {
+    if (!v.is_object()) fail(ErrorCode::BadField, where.str() + " must be a JSON object");
+    return v;
+  }
+
+  JsonObject obj_;
+  Where where_;
 };
 
-std::string compact(const json& v, const std::string& where, std::size_t max) {
-  std::string s = v.dump();
+// An args or result value as compact JSON (PROTOCOL.md §4.4: its size is measured so).
+std::string compact(JsonValue v, const Where& where, std::size_t max) {
+  std::string s;
+  v.dump(s);
   if (s.size() > max)
-    fail(ErrorCode::TooLarge, where + " is " + std::to_string(s.size()) + " bytes as JSON; the limit is " + std::to_string(max));
+    fail(ErrorCode::TooLarge, where.str() + " is " + std::to_string(s.size()) + " bytes as JSON; the limit is " + std::to_string(max));
   return s;
 }
 
 std::vector<std::string> names(const Fields& f, const char* k) {
-  const json& arr = f.array(k, kMaxListItems);
-  if (arr.empty()) fail(ErrorCode::BadField, f.path(k) + " must not be empty");
+  const JsonValue arr = f.array(k, kMaxListItems);
+  const Where list = f.path(k);
+  if (arr.size() == 0) fail(ErrorCode::BadField, list.str() + " must not be empty");
   std::vector<std::string> out;
   out.reserve(arr.size());
-  for (std::size_t i = 0; i < arr.size(); ++i) out.push_back(Fields::to_name(arr[i], f.path(k) + "[" + std::to_string(i) + "]"));
+  for (JsonValue e : arr.elements()) out.push_back(Fields::to_name(e, list[out.size()]));
   return out;
 }
-
-std::string at(const std::string& where, std::size_t i) { return where + "[" + std::to_string(i) + "]"; }
 
 // ---- per-message decoding -------------------------------------------------------------------
 
 Hello decode_hello(const Fields& f) {
   Hello m;
   m.worker = f.text("worker", kMaxTextBytes);
-  if (m.worker.empty()) fail(ErrorCode::BadField, f.path("worker") + " must not be empty");
+  if (m.worker.empty()) fail(ErrorCode::BadField, f.path("worker").str() + " must not be empty");
   m.host = f.text_or("host", "", kMaxTextBytes);
   m.pid = f.integer_or<std::int64_t>("pid", 0, 0, std::numeric_limits<std::int32_t>::max());
   m.functions = names(f, "functions");
   m.queues = names(f, "queues");
   m.slots = f.integer<std::uint32_t>("slots", 0, kMaxSlots);
   if (f.has("running")) {
-    const json& arr = f.array("running", kMaxSlots);
-    for (std::size_t i = 0; i < arr.size(); ++i) {
-      Fields r(arr[i], at(f.path("running"), i));
+    const JsonValue arr = f.array("running", kMaxSlots);
+    const Where list = f.path("running");
+    for (JsonValue e : arr.elements()) {
+      const Where at = list[m.running.size()];
+      Fields r(e, at);
       m.running.push_back({r.integer<TaskId>("task", 1, std::numeric_limits<std::int64_t>::max()),
                            r.integer<std::uint32_t>("attempt", 1, kMaxAttempts)});
     }
@@ -205,19 +278,21 @@ Hello decode_hello(const Fields& f) {
 
 Results decode_results(const Fields& f) {
   Results m;
-  const json& arr = f.array("results", kMaxBatch);
+  const JsonValue arr = f.array("results", kMaxBatch);
+  const Where list = f.path("results");
   m.results.reserve(arr.size());
-  for (std::size_t i = 0; i < arr.size(); ++i) {
-    Fields r(arr[i], at(f.path("results"), i));
+  for (JsonValue e : arr.elements()) {
+    const Where at = list[m.results.size()];
+    Fields r(e, at);
     Result x;
     x.task = r.integer<TaskId>("task", 1, std::numeric_limits<std::int64_t>::max());
     x.attempt = r.integer<std::uint32_t>("attempt", 1, kMaxAttempts);
-    const bool has_result = r.has("result"), has_error = r.has("error");
-    if (has_result == has_error)
-      fail(ErrorCode::BadField, r.where() + " must have exactly one of 'result' and 'error'");
-    x.ok = has_result;
-    x.value = has_result ? compact(r.need("result"), r.path("result"), kMaxResultBytes)
-                         : r.text("error", kMaxErrorBytes);
+    const JsonValue result = r.find("result"), error = r.find("error");
+    if (static_cast<bool>(result) == static_cast<bool>(error))
+      fail(ErrorCode::BadField, at.str() + " must have exactly one of 'result' and 'error'");
+    x.ok = static_cast<bool>(result);
+    x.value = result ? compact(result, r.path("result"), kMaxResultBytes)
+                     : Fields::to_text(error, r.path("error"), kMaxErrorBytes);
     m.results.push_back(std::move(x));
   }
   return m;
@@ -233,10 +308,12 @@ Welcome decode_welcome(const Fields& f) {
 
 Tasks decode_tasks(const Fields& f) {
   Tasks m;
-  const json& arr = f.array("tasks", kMaxBatch);
+  const JsonValue arr = f.array("tasks", kMaxBatch);
+  const Where list = f.path("tasks");
   m.tasks.reserve(arr.size());
-  for (std::size_t i = 0; i < arr.size(); ++i) {
-    Fields t(arr[i], at(f.path("tasks"), i));
+  for (JsonValue e : arr.elements()) {
+    const Where at = list[m.tasks.size()];
+    Fields t(e, at);
     Assignment a;
     a.task = t.integer<TaskId>("task", 1, std::numeric_limits<std::int64_t>::max());
     a.job = t.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max());
@@ -251,18 +328,19 @@ Tasks decode_tasks(const Fields& f) {
 
 Ack decode_ack(const Fields& f) {
   Ack m;
-  const json& arr = f.array("tasks", kMaxBatch);
+  const JsonValue arr = f.array("tasks", kMaxBatch);
+  const Where list = f.path("tasks");
   m.tasks.reserve(arr.size());
-  for (std::size_t i = 0; i < arr.size(); ++i)
-    m.tasks.push_back(Fields::to_int<TaskId>(arr[i], at(f.path("tasks"), i), 1, std::numeric_limits<std::int64_t>::max()));
+  for (JsonValue e : arr.elements())
+    m.tasks.push_back(Fields::to_int<TaskId>(e, list[m.tasks.size()], 1, std::numeric_limits<std::int64_t>::max()));
   return m;
 }
 
-// Reads the optional task fields of `f` over `base` (the batch defaults, or the protocol's).
+// Reads the optional task fields of `f` over `t` (the batch defaults, or the protocol's).
 void read_task_fields(const Fields& f, TaskSpec& t) {
-  if (f.has("function")) t.function = f.name("function");
-  if (f.has("args")) t.args = compact(f.need("args"), f.path("args"), kMaxArgsBytes);
-  if (f.has("queue")) t.queue = f.name("queue");
+  if (const JsonValue v = f.find("function")) t.function = Fields::to_name(v, f.path("function"));
+  if (const JsonValue v = f.find("args")) t.args = compact(v, f.path("args"), kMaxArgsBytes);
+  if (const JsonValue v = f.find("queue")) t.queue = Fields::to_name(v, f.path("queue"));
   t.priority = f.integer_or<std::int32_t>("priority", t.priority, -1000000, 1000000);
   t.delay_ms = f.integer_or<std::uint64_t>("delay_ms", t.delay_ms, 0, kMaxDelayMs);
   t.timeout_ms = f.integer_or<std::uint32_t>("timeout_ms", t.timeout_ms, 1, kMaxTimeoutMs);
@@ -279,18 +357,20 @@ Submit decode_submit(const Fields& f) {
   m.idempotency_key = f.text_or("idempotency_key", "", kMaxTextBytes);
   TaskSpec defaults;
   defaults.args = "null";
-  if (f.has("defaults")) {
-    Fields d(f.need("defaults"), f.path("defaults"));
-    read_task_fields(d, defaults);
+  if (const JsonValue d = f.find("defaults")) {
+    const Where at = f.path("defaults");
+    read_task_fields(Fields(d, at), defaults);
   }
-  const json& arr = f.array("tasks", kMaxBatch);
-  if (arr.empty() && m.job == 0) fail(ErrorCode::BadField, f.path("tasks") + " must not be empty for a new job");
+  const JsonValue arr = f.array("tasks", kMaxBatch);
+  const Where list = f.path("tasks");
+  if (arr.size() == 0 && m.job == 0) fail(ErrorCode::BadField, list.str() + " must not be empty for a new job");
   m.tasks.reserve(arr.size());
-  for (std::size_t i = 0; i < arr.size(); ++i) {
-    Fields t(arr[i], at(f.path("tasks"), i));
+  for (JsonValue e : arr.elements()) {
+    const Where at = list[m.tasks.size()];
+    Fields t(e, at);
     TaskSpec spec = defaults;
     read_task_fields(t, spec);
-    if (spec.function.empty()) fail(ErrorCode::BadField, t.where() + ": field 'function' is missing (and has no default)");
+    if (spec.function.empty()) fail(ErrorCode::BadField, at.str() + ": field 'function' is missing (and has no default)");
     m.tasks.push_back(std::move(spec));
   }
   return m;
@@ -325,15 +405,17 @@ Outcomes decode_outcomes(const Fields& f) {
   m.finished = f.integer<std::uint64_t>("finished", 0, std::numeric_limits<std::int64_t>::max());
   m.total = f.integer<std::uint64_t>("total", 0, std::numeric_limits<std::int64_t>::max());
   m.sealed = f.boolean_or("sealed", false);
-  const json& arr = f.array("outcomes", kMaxBatch);
+  const JsonValue arr = f.array("outcomes", kMaxBatch);
+  const Where list = f.path("outcomes");
   m.outcomes.reserve(arr.size());
-  for (std::size_t i = 0; i < arr.size(); ++i) {
-    Fields o(arr[i], at(f.path("outcomes"), i));
+  for (JsonValue e : arr.elements()) {
+    const Where at = list[m.outcomes.size()];
+    Fields o(e, at);
     Outcome x;
     x.task = o.integer<TaskId>("task", 1, std::numeric_limits<std::int64_t>::max());
     x.args = compact(o.need("args"), o.path("args"), kMaxArgsBytes);
     auto st = task_state_from_string(o.text("status", 16));
-    if (!st || !is_final(*st)) fail(ErrorCode::BadField, o.path("status") + " must be done, dead or cancelled");
+    if (!st || !is_final(*st)) fail(ErrorCode::BadField, o.path("status").str() + " must be done, dead or cancelled");
     x.status = *st;
     if (x.status == TaskState::Done) x.value = compact(o.need("result"), o.path("result"), kMaxResultBytes);
     if (x.status == TaskState::Dead) x.value = o.text("error", kMaxErrorBytes);
@@ -348,8 +430,8 @@ std::uint64_t req_of(const Fields& f) {
   return f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max());
 }
 
-Message decode_body(std::size_t index, const json& body) {
-  const std::string where(kCommands[index]);
+Message decode_body(std::size_t index, JsonValue body) {
+  const Where where{kCommands[index]};
   Fields f(body, where);
   switch (index) {
     case 0: return decode_hello(f);
@@ -369,9 +451,12 @@ Message decode_body(std::size_t index, const json& body) {
                               f.integer<std::uint64_t>("cancelled", 0, std::numeric_limits<std::int64_t>::max())};
     case 14: return Status{req_of(f)};
     case 15: {
-      const json& s = f.need("status");
-      if (!s.is_object()) fail(ErrorCode::BadField, f.path("status") + " must be a JSON object");
-      return Report{req_of(f), s};
+      const JsonValue s = f.need("status");
+      if (!s.is_object()) fail(ErrorCode::BadField, f.path("status").str() + " must be a JSON object");
+      // REPORT is the one message kept as a DOM (it is for people and tools, and rare).
+      std::string text;
+      s.dump(text);
+      return Report{req_of(f), json::parse(text)};
     }
     case 16: {
       ErrorReply e;
@@ -381,7 +466,7 @@ Message decode_body(std::size_t index, const json& body) {
       return e;
     }
   }
-  fail(ErrorCode::Internal, "no decoder for command " + where);
+  fail(ErrorCode::Internal, "no decoder for command " + where.str());
 }
 
 // ---- per-message encoding -------------------------------------------------------------------
@@ -508,27 +593,34 @@ struct BodyWriter {
   }
 };
 
-// Length of the UTF-8 sequence starting at s[i], or 0 if it is not valid UTF-8.
-std::size_t utf8_sequence(std::string_view s, std::size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  if (c < 0x80) return 1;
-  std::size_t n;
-  std::uint32_t cp;
-  if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; }
-  else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; }
-  else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; }
-  else return 0;
-  if (i + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k) {
-    const auto d = static_cast<unsigned char>(s[i + k]);
-    if ((d & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (d & 0x3F);
+// About the size of a body (a little more, unless texts need escapes), so that a big one is written
+// into one allocation rather than grown and copied a dozen times. An entry's own fields take under
+// 128 bytes; its texts and JSON values add their size.
+struct SizeHint {
+  std::size_t operator()(const Results& m) const {
+    std::size_t n = 32;
+    for (auto& r : m.results) n += 64 + r.value.size();
+    return n;
   }
-  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;  // overlong, out of range, or a surrogate
-  return n;
-}
+  std::size_t operator()(const Tasks& m) const {
+    std::size_t n = 32;
+    for (auto& a : m.tasks) n += 128 + a.function.size() + a.args.size();
+    return n;
+  }
+  std::size_t operator()(const Ack& m) const { return 32 + 21 * m.tasks.size(); }
+  std::size_t operator()(const Submit& m) const {
+    std::size_t n = 512 + m.idempotency_key.size();
+    for (auto& t : m.tasks) n += 16 + t.args.size();  // the rest is usually in "defaults"
+    return n;
+  }
+  std::size_t operator()(const Outcomes& m) const {
+    std::size_t n = 256;
+    for (auto& o : m.outcomes) n += 128 + o.args.size() + o.value.size() + o.worker.size();
+    return n;
+  }
+  template <class Small>
+  std::size_t operator()(const Small&) const { return 256; }
+};
 
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
@@ -546,6 +638,7 @@ std::string_view command_name(const Message& m) { return kCommands[m.index()]; }
 
 std::string encode_body(const Message& m) {
   std::string out;
+  out.reserve(std::visit(SizeHint{}, m));
   std::visit(BodyWriter{out}, m);
   return out;
 }
@@ -567,26 +660,31 @@ Expected<Message> decode(std::string_view signature, std::string_view command, s
     std::string shown = sanitize_text(command, 32);
     return make_error(ErrorCode::UnknownCommand, "unknown command \"" + shown + "\"");
   }
-  const std::string where(kCommands[index]);
+  const std::string_view where = kCommands[index];
   if (body.size() > kMaxMessageBytes)
-    return make_error(ErrorCode::TooLarge, where + ": body is " + std::to_string(body.size()) +
+    return make_error(ErrorCode::TooLarge, std::string(where) + ": body is " + std::to_string(body.size()) +
                                                " bytes; the limit is " + std::to_string(kMaxMessageBytes));
-  // nlohmann's parser copes with any depth, but dump() and the destructor recurse; refuse deep
-  // input before building anything.
-  if (json_depth(body) > kMaxJsonDepth)
-    return make_error(ErrorCode::BadJson, where + ": body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-  // nlohmann's lexer takes a NUL byte for the end of the input, so "{}\0anything" would pass. A raw
-  // NUL is never valid JSON text (inside strings it must be escaped as \u0000).
-  if (body.find('\0') != std::string_view::npos)
-    return make_error(ErrorCode::BadJson, where + ": body contains a NUL byte");
-  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) return make_error(ErrorCode::BadJson, where + ": body is not valid JSON");
+  // One document per thread, reused, so that its node array is allocated once, not per message.
+  thread_local JsonDoc doc;
+  struct Trim {
+    JsonDoc& doc;
+    ~Trim() { doc.trim(); }
+  } trim{doc};
+  if (!doc.parse(body, kMaxJsonDepth)) {
+    // Checks 5 and 6 of PROTOCOL.md §3.1 say why, in their order.
+    if (json_depth(body) > kMaxJsonDepth)
+      return make_error(ErrorCode::BadJson, std::string(where) + ": body nests deeper than " +
+                                                std::to_string(kMaxJsonDepth) + " levels");
+    if (body.find('\0') != std::string_view::npos)
+      return make_error(ErrorCode::BadJson, std::string(where) + ": body contains a NUL byte");
+    return make_error(ErrorCode::BadJson, std::string(where) + ": body is not valid JSON");
+  }
   try {
-    return decode_body(index, parsed);
+    return decode_body(index, doc.root());
   } catch (const Bad& bad) {
     return bad.error;
-  } catch (const std::exception& e) {  // nlohmann type errors, allocation failures
-    return make_error(ErrorCode::BadField, where + ": " + e.what());
+  } catch (const std::exception& e) {  // allocation failures
+    return make_error(ErrorCode::BadField, std::string(where) + ": " + e.what());
   }
 }
 

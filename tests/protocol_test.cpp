@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "protocol/json_doc.h"
 #include "protocol/message.h"
 
 namespace taskmaster::protocol {
@@ -212,6 +213,60 @@ std::vector<SpecExample> spec_examples(std::vector<std::string>& problems) {
 }
 
 TEST_SUITE("protocol") {
+
+// The decoder reads bodies into a JsonDoc (nlohmann's SAX parser filling a flat tape): it must take
+// what nlohmann's DOM takes, give the same types, and dump the same text.
+TEST_CASE("JsonDoc takes what nlohmann::json::parse takes and dumps what it dumps") {
+  const std::vector<std::string> bodies = {
+      "0", "-0", "1", "-1", "18446744073709551615", "18446744073709551616", "-9223372036854775808",
+      "-9223372036854775809", "1.5", "100.0", "1e100", "1E-7", "-0.0", "123456789012345678901234567890",
+      "1e999", "-1e999", "01", "1.", ".5", "+1", "NaN", "true", "false", "null", "nul", "\"\"",
+      "\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"", "\"\\u0000\\u001f\\u007f\\u00e9\\ud83d\\ude00\"",
+      "\"\\ud800\"", "\"\\udc00\\ud800\"", "\"\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\"", "\"\xC0\xAF\"",
+      "\"\xED\xA0\x80\"", "\"\xF4\x90\x80\x80\"", "\"\x01\"", "\"\\x\"", "[]", "{}", "[1,2,[3,[4]],{}]",
+      "[1,]", "[,1]", "{\"b\":1,\"a\":2}", "{\"a\":1,\"a\":2}", "{\"a\":{\"y\":[1,{\"q\":null}],\"x\":\"s\"},\"a\":3,\"0\":[]}",
+      "{\"a\" 1}", "{\"a\":1,}", "{1:2}", " \t\r\n[ 1 , 2 ] \n", "\xEF\xBB\xBF{}", "[1] [2]", "[1]x",
+      "/*c*/[1]", "", " ", "[\"\xFF\"]", "{\"\xC3\xA9\":\"k\",\"e\":[true,false,null]}"};
+  for (const std::string& body : bodies) {
+    CAPTURE(body);
+    JsonDoc doc;
+    const bool taken = doc.parse(body, kMaxJsonDepth);
+    std::string expected;
+    bool nlohmann_takes = true;
+    try {
+      expected = nlohmann::json::parse(body).dump();
+    } catch (const nlohmann::json::exception&) {
+      nlohmann_takes = false;
+    }
+    CHECK(taken == nlohmann_takes);
+    if (!taken || !nlohmann_takes) continue;
+    std::string dumped;
+    doc.root().dump(dumped);
+    CHECK(dumped == expected);
+    const auto dom = nlohmann::json::parse(body);
+    CHECK(doc.root().is_unsigned() == dom.is_number_unsigned());
+    CHECK(doc.root().is_integer() == dom.is_number_integer());
+    CHECK(doc.root().is_string() == dom.is_string());
+  }
+}
+
+TEST_CASE("JsonDoc stops at its depth limit and refuses a NUL byte, which nlohmann's lexer would not") {
+  JsonDoc doc;
+  CHECK(doc.parse(std::string(3, '[') + std::string(3, ']'), 3));
+  CHECK_FALSE(doc.parse(std::string(4, '[') + std::string(4, ']'), 3));
+  CHECK_FALSE(doc.parse(std::string(100000, '['), 64));  // stops at once rather than reading on
+  CHECK_FALSE(doc.parse(std::string("{}\0x", 4), 64));
+  CHECK(doc.parse("{\"k\":[1,2,3],\"k2\":{\"a\":-4}}", 64));
+  const JsonValue root = doc.root();
+  REQUIRE(root.is_object());
+  CHECK(root.size() == 2);
+  CHECK(root.find("k").size() == 3);
+  CHECK(root.find("k2").find("a").as_signed() == -4);
+  CHECK_FALSE(root.find("missing"));
+  std::uint64_t sum = 0;
+  for (JsonValue e : root.find("k").elements()) sum += e.as_unsigned();
+  CHECK(sum == 6);
+}
 
 TEST_CASE("the command table has the 17 commands of the spec, in the order of the Message variant") {
   const std::vector<std::string> expected = {"HELLO",    "CREDIT", "RESULTS",  "HEARTBEAT", "BYE",       "WELCOME",

@@ -72,7 +72,7 @@ struct Harness : test::SentMessages {
     deliver(w, proto::Results{{proto::Result{a.task, a.attempt, ok, std::move(value)}}});
   }
   proto::Outcomes wait(const std::string& client, proto::JobId job, std::uint64_t after = 0, std::uint32_t timeout_ms = 0) {
-    deliver(client, proto::Wait{9, job, after, 10000, timeout_ms});
+    deliver(client, proto::Wait{9, job, after, 10000, timeout_ms, {}});
     auto o = take<proto::Outcomes>(client);
     REQUIRE(o.size() == 1);
     return o[0];
@@ -235,7 +235,7 @@ TEST_CASE("WAIT is answered at once when something finished, else held until the
   h.hello("W", 1);
   auto acc = h.submit("C", 2);
   auto a = h.tasks_for("W").at(0);
-  h.deliver("C", proto::Wait{1, acc.job, 0, 100, 1000});
+  h.deliver("C", proto::Wait{1, acc.job, 0, 100, 1000, {}});
   CHECK(h.take<proto::Outcomes>("C").empty());  // held
   h.result("W", a, true, "0");
   auto o = h.take<proto::Outcomes>("C");
@@ -248,7 +248,7 @@ TEST_CASE("WAIT is answered at once when something finished, else held until the
   CHECK(o[0].total == 2);
   CHECK(o[0].sealed);
   // Nothing new after the cursor: held until the timeout, then answered empty.
-  h.deliver("C", proto::Wait{2, acc.job, 1, 100, 1000});
+  h.deliver("C", proto::Wait{2, acc.job, 1, 100, 1000, {}});
   h.advance(900ms);
   CHECK(h.take<proto::Outcomes>("C").empty());
   h.advance(200ms);
@@ -322,7 +322,7 @@ TEST_CASE("cancel, then the results expire after their TTL") {
   h.advance(9000ms);
   CHECK(h.wait("C", acc.job).outcomes.size() == 3);  // reading does not remove them
   h.advance(1100ms);
-  h.deliver("C", proto::Wait{1, acc.job, 0, 10, 0});
+  h.deliver("C", proto::Wait{1, acc.job, 0, 10, 0, {}});
   CHECK(h.take<proto::ErrorReply>("C").at(0).code == ErrorCode::UnknownJob);
   CHECK(h.state.tasks().size() == 0);
   CHECK(h.state.counters().expired_jobs == 1);
@@ -416,14 +416,14 @@ TEST_CASE("a running task of a cancelled job finishes, and is not retried if it 
 TEST_CASE("a peer may hold only a bounded number of WAITs") {
   Harness h;
   auto acc = h.submit("C", 1);
-  for (std::size_t i = 0; i < proto::kMaxWaitsPerPeer; ++i) h.deliver("C", proto::Wait{i + 1, acc.job, 0, 10, 60000});
+  for (std::size_t i = 0; i < proto::kMaxWaitsPerPeer; ++i) h.deliver("C", proto::Wait{i + 1, acc.job, 0, 10, 60000, {}});
   CHECK(h.take<proto::ErrorReply>("C").empty());
-  h.deliver("C", proto::Wait{999, acc.job, 0, 10, 60000});
+  h.deliver("C", proto::Wait{999, acc.job, 0, 10, 60000, {}});
   auto e = h.take<proto::ErrorReply>("C");
   REQUIRE(e.size() == 1);
   CHECK(e[0].req == 999);
   CHECK(e[0].code == ErrorCode::TooLarge);
-  h.deliver("D", proto::Wait{1, acc.job, 0, 10, 60000});  // another peer is not affected
+  h.deliver("D", proto::Wait{1, acc.job, 0, 10, 60000, {}});  // another peer is not affected
   CHECK(h.take<proto::ErrorReply>("D").empty());
 }
 
