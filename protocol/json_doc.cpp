@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <utility>
 
@@ -108,7 +107,7 @@ bool JsonDoc::parse(std::string_view text, int max_depth) {
   nodes_.clear();
   arena_.clear();
   // nlohmann's lexer takes a NUL byte for the end of the input, so "{}\0anything" would pass.
-  if (std::memchr(text.data(), '\0', text.size()) != nullptr) return false;
+  if (text.find('\0') != std::string_view::npos) return false;
   // Offsets are 32-bit; bodies are limited to 16 MiB long before that matters.
   if (text.size() > std::numeric_limits<std::uint32_t>::max() / 2) return false;
   TapeBuilder builder(*this, max_depth);

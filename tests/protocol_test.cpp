@@ -256,6 +256,8 @@ TEST_CASE("JsonDoc stops at its depth limit and refuses a NUL byte, which nlohma
   CHECK_FALSE(doc.parse(std::string(4, '[') + std::string(4, ']'), 3));
   CHECK_FALSE(doc.parse(std::string(100000, '['), 64));  // stops at once rather than reading on
   CHECK_FALSE(doc.parse(std::string("{}\0x", 4), 64));
+  CHECK_FALSE(doc.parse(std::string_view(), 64));  // no body at all: a null pointer, found by the fuzzer
+  CHECK_FALSE(decode(std::string(kSignature), "HEARTBEAT", std::string_view()));
   CHECK(doc.parse("{\"k\":[1,2,3],\"k2\":{\"a\":-4}}", 64));
   const JsonValue root = doc.root();
   REQUIRE(root.is_object());
@@ -559,13 +561,13 @@ TEST_CASE("every message type survives encode then decode with its fields intact
     CHECK_FALSE(round_trip(Accepted{1, 2, 3, 4, false}).duplicate);
   }
   SUBCASE("WAIT") {
-    const Wait w = round_trip(Wait{kMaxId, kMaxId, kMaxId, static_cast<std::uint32_t>(kMaxBatch), 3600000});
+    const Wait w = round_trip(Wait{kMaxId, kMaxId, kMaxId, static_cast<std::uint32_t>(kMaxBatch), 3600000, {}});
     CHECK(w.req == kMaxId);
     CHECK(w.job == kMaxId);
     CHECK(w.after == kMaxId);
     CHECK(w.max == kMaxBatch);
     CHECK(w.timeout_ms == 3600000);
-    const Wait d = round_trip(Wait{0, 1, 0, 1, 0});
+    const Wait d = round_trip(Wait{0, 1, 0, 1, 0, {}});
     CHECK(d.max == 1);
     CHECK(d.timeout_ms == 0);
   }
@@ -860,7 +862,7 @@ TEST_CASE("nesting deeper than kMaxJsonDepth is bad_json, and is refused fast at
   const std::vector<std::string> hostile = {
       std::string(n, '[') + std::string(n, ']'),
       "{\"a\":" + std::string(n, '[') + std::string(n, ']') + "}",
-      [n] {
+      [] {
         std::string s;
         for (std::size_t i = 0; i < n; ++i) s += "{\"a\":";
         return s + "1" + std::string(n, '}');
