@@ -108,6 +108,7 @@ void Master::run(int stop_fd) {
     // Authentication first: a connection waits in its handshake until the handler answers.
     if (zap_) zap_->handle_requests();
     watch_connections(now);
+    const TaskId first_new = state_->tasks().last_id() + 1;
     // Receive what is waiting, a bounded number per turn so that timers are never starved.
     for (std::size_t i = 0; i < config_.max_messages_per_turn; ++i) {
       auto in = proto::receive(socket_, /*router=*/true);
@@ -117,12 +118,13 @@ void Master::run(int stop_fd) {
     now = Clock::now();
     state_->turn(now);
     auto out = state_->take_outbox();
-    // What acknowledges nothing (TASKS, WELCOME, HEARTBEAT) leaves at once: the workers start while
-    // the journal syncs. Should the master die before the sync, a task whose submission was never
-    // acknowledged may run; its result is then dropped as unknown.
+    // What acknowledges nothing (TASKS of tasks already durable, WELCOME, HEARTBEAT) leaves at
+    // once: the workers start while the journal syncs. Should the master die before the sync, a
+    // lease it sent is forgotten: the task runs again with the same attempt number, and the first
+    // result recorded is its one outcome.
     std::vector<MasterState::Outgoing> acks;
     for (auto& o : out) {
-      if (acknowledges(o.message)) acks.push_back(std::move(o));
+      if (journal_ && waits_for_commit(o.message, first_new)) acks.push_back(std::move(o));
       else send(o, now);
     }
     // Group commit: one fsync covers every change of this turn, and it returns before any
@@ -197,9 +199,10 @@ void Master::journal_failed(const Error& e, std::vector<MasterState::Outgoing>& 
   start_state(now);
 }
 
-bool Master::acknowledges(const proto::Message& m) {
-  return !std::holds_alternative<proto::Tasks>(m) && !std::holds_alternative<proto::Welcome>(m) &&
-         !std::holds_alternative<proto::Heartbeat>(m);
+bool Master::waits_for_commit(const proto::Message& m, TaskId first_new) {
+  if (const auto* t = std::get_if<proto::Tasks>(&m))
+    return std::any_of(t->tasks.begin(), t->tasks.end(), [&](const proto::Assignment& a) { return a.task >= first_new; });
+  return !std::holds_alternative<proto::Welcome>(m) && !std::holds_alternative<proto::Heartbeat>(m);
 }
 
 void Master::send(const MasterState::Outgoing& out, TimePoint now) {

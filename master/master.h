@@ -34,9 +34,12 @@ class Master {
   const MasterState& state() const { return *state_; }
 
  private:
-  // Whether a message acknowledges something that must be durable first (everything but TASKS,
-  // WELCOME and HEARTBEAT).
-  static bool acknowledges(const protocol::Message& m);
+  // Whether a message must wait for this turn's commit: everything that acknowledges (all but
+  // TASKS, WELCOME and HEARTBEAT), and TASKS that hand out a task created in this turn (ids from
+  // `first_new` on). A task id goes to a worker only once the task's creation is durable: after a
+  // crash or a failed commit the id is given again, and an attempt of a task that never existed
+  // must not finish the new task that has its id.
+  static bool waits_for_commit(const protocol::Message& m, TaskId first_new);
   void send(const MasterState::Outgoing& out, TimePoint now);
   // The journal could not be written: nothing of this turn may be acknowledged. Replies that
   // acknowledge become errors, the other acknowledgements are dropped, and the state is read back

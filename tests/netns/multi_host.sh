@@ -34,6 +34,9 @@ wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
 
 ip netns add "${id}br" || { echo "skipped: cannot make network namespaces here"; exit 77; }
 made+=("${id}br")
+# Entering a namespace remounts / as a slave mount: a chroot or container without its own mount
+# namespace refuses ("mount --make-rslave /" failed).
+ip -n "${id}br" link set lo up || { echo "skipped: cannot enter network namespaces here"; exit 77; }
 ip -n "${id}br" link add br0 type bridge
 ip -n "${id}br" link set br0 up
 n=1
