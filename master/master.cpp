@@ -23,6 +23,18 @@ std::string random_instance() {
   return buf;
 }
 
+// Where an in-memory master's task ids start. Such a master forgets its tasks when it restarts,
+// while workers may still run attempts of them and report those later; ids counted from 1 again
+// would let such an attempt finish the new task that got its id. 4096 ids per millisecond since
+// 2026-01-01: an instance would have to create more than 4 million tasks per second it ran for the
+// next one's ids to meet its own; and ids stay below 2^53 (exact in a JSON double) until 2095.
+TaskId first_in_memory_task_id() {
+  constexpr std::int64_t kEpochMs = 1767225600000;  // 2026-01-01T00:00:00Z
+  const std::int64_t ms =
+      duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count() - kEpochMs;
+  return static_cast<TaskId>(std::max<std::int64_t>(ms, 0)) * 4096 + 1;
+}
+
 // The address of the peer on the other end of a socket fd, e.g. "10.200.0.2:41234".
 std::string peer_address(int fd) {
   sockaddr_storage sa{};
@@ -66,7 +78,7 @@ Master::Master(zmq::context_t& ctx, MasterConfig config)
 
 void Master::start_state(TimePoint now) {
   state_ = std::make_unique<MasterState>(config_, instance_, now);
-  if (!journal_) return;
+  if (!journal_) return state_->start_task_ids_at(first_in_memory_task_id());
   const auto t0 = Clock::now();
   const auto loaded = state_->recover(*journal_, now);
   log_info("journal ", journal_->path(), ": ", loaded.jobs, " jobs and ", loaded.tasks, " tasks replayed (", loaded.requeued,

@@ -52,6 +52,8 @@ class MasterState : private TaskListener {
   // Replays the journal into this (new, empty) state, then records every change in it. Without a
   // call to recover() the state lives in memory only.
   Journal::Loaded recover(Journal& journal, TimePoint now);
+  // Task ids start at `first` (or past it); for a master without a journal (Master does this).
+  void start_task_ids_at(TaskId first) { tasks_.set_next_id(first); }
 
   // Handles one message from the peer `identity` (its ROUTER routing id); a decoding error is
   // counted, logged and answered. Never throws for anything a peer can send.

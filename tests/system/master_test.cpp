@@ -50,6 +50,31 @@ TEST_CASE("a master restarted while workers keep running: they reconnect and ser
   CHECK(sum == 1 + 4 + 9 + 16 + 25 + 36);
 }
 
+TEST_CASE("an in-memory master gives new task ids after a restart: an attempt from before cannot finish a new task") {
+  Cluster c;
+  c.start_master({"--in-memory"});
+  c.start_worker({"-j", "1"});
+  c.wait_for_workers(1);
+  auto first = c.run({"submit", "square", "5", "--wait", "--json"});
+  REQUIRE(first.code == 0);
+  const auto old_id = first.json_lines().at(0)["task"].get<std::uint64_t>();
+  // An attempt that outlives the master (task old_id + 1): the worker reports it after the restart.
+  REQUIRE(c.run({"submit", "sleep", "2"}).code == 0);
+  wait_until([&] { return c.status()["workers"].at(0)["in_flight"] == 1; }, 20s, "the sleep task to run");
+  const std::string bind = c.endpoint();
+  c.stop_master(SIGKILL);
+  c.start_master({"--in-memory"}, bind);
+  c.wait_for_workers(1, 30s);
+  auto r = c.run({"submit", "echo", "--each", "--wait", "--json"}, "\"a\"\n\"b\"\n\"c\"\n");
+  REQUIRE(r.code == 0);
+  const auto lines = r.json_lines();
+  REQUIRE(lines.size() == 3);
+  for (const auto& j : lines) {
+    CHECK(j["result"] == j["args"]);  // not the sleep's null
+    CHECK(j["task"].get<std::uint64_t>() > old_id + 1);
+  }
+}
+
 TEST_CASE("every client command exits 3 within the connect timeout when no master answers") {
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(closed_port());
   TestKey key;
