@@ -670,16 +670,16 @@ Expected<Message> decode(std::string_view signature, std::string_view command, s
     JsonDoc& doc;
     ~Trim() { doc.trim(); }
   } trim{doc};
-  if (!doc.parse(body, kMaxJsonDepth)) {
-    // Checks 5 and 6 of PROTOCOL.md §3.1 say why, in their order.
-    if (json_depth(body) > kMaxJsonDepth)
-      return make_error(ErrorCode::BadJson, std::string(where) + ": body nests deeper than " +
-                                                std::to_string(kMaxJsonDepth) + " levels");
-    if (body.find('\0') != std::string_view::npos)
-      return make_error(ErrorCode::BadJson, std::string(where) + ": body contains a NUL byte");
-    return make_error(ErrorCode::BadJson, std::string(where) + ": body is not valid JSON");
-  }
-  try {
+  try {  // allocation failures included: nothing escapes the decoder
+    if (!doc.parse(body, kMaxJsonDepth)) {
+      // Checks 5 and 6 of PROTOCOL.md §3.1 say why, in their order.
+      if (json_depth(body) > kMaxJsonDepth)
+        return make_error(ErrorCode::BadJson, std::string(where) + ": body nests deeper than " +
+                                                  std::to_string(kMaxJsonDepth) + " levels");
+      if (body.find('\0') != std::string_view::npos)
+        return make_error(ErrorCode::BadJson, std::string(where) + ": body contains a NUL byte");
+      return make_error(ErrorCode::BadJson, std::string(where) + ": body is not valid JSON");
+    }
     return decode_body(index, doc.root());
   } catch (const Bad& bad) {
     return bad.error;
