@@ -83,7 +83,7 @@ TEST_CASE("a worker started long before its master serves once the master is up"
   check_job(c, 10);
 }
 
-TEST_CASE("a worker repeatedly cut off serves again every time; nothing grows per reconnect") {
+TEST_CASE("a worker repeatedly cut off serves again every time, with nothing growing per reconnect") {
   Cluster c;
   c.start_master({"--in-memory"});
   auto& w = c.start_worker({"-j", "1", "--name", "again"});
