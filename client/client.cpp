@@ -152,6 +152,7 @@ Expected<std::optional<Reply>> Client::next(Clock::time_point deadline) {
         Pending& p = it->second;
         p.backoff = std::clamp(p.backoff * 2, milliseconds(250), milliseconds(2000));
         p.resend_at = now + p.backoff;
+        if (!p.refused_since) p.refused_since = now;
         if (unavailable_.empty()) log_info("the master cannot take a request now (", e->message, "); retrying");
         unavailable_ = e->message;
         continue;
@@ -161,6 +162,11 @@ Expected<std::optional<Reply>> Client::next(Clock::time_point deadline) {
       if (pending_.empty()) unavailable_.clear();
       return std::optional<Reply>(Reply{*req, std::move(*decoded)});
     }
+    // A request refused for retry_timeout fails, whatever other requests get meanwhile.
+    for (const auto& [req, p] : pending_)
+      if (p.refused_since && now - *p.refused_since > options_.retry_timeout)
+        return make_error(ErrorCode::Unavailable, "the master at " + options_.endpoint + " still refuses after " +
+                                                      seconds_of(options_.retry_timeout) + " s of retrying: " + unavailable_);
     if (!pending_.empty() && now - last_progress_ > options_.retry_timeout) {
       if (!unavailable_.empty())
         return make_error(ErrorCode::Unavailable, "the master at " + options_.endpoint + " still refuses after " +

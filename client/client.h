@@ -71,6 +71,7 @@ class Client {
     std::chrono::milliseconds patience;
     Clock::time_point resend_at;
     std::chrono::milliseconds backoff{0};  // after an `unavailable` answer
+    std::optional<Clock::time_point> refused_since;  // the first `unavailable` answer of a run of them
   };
   void send_pending(Pending& p, Clock::time_point now);
   // Reads monitor events; returns an error if the handshake failed.

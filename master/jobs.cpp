@@ -63,17 +63,12 @@ void JobTable::drop_last_batch(Job& job, bool was_sealed, TimePoint now) {
   // of theirs ran): each counted as failed.
   const auto dropped = std::erase_if(job.finished, [&](TaskId t) { return t >= b.first && t < b.first + b.count; });
   job.failed -= std::min<std::uint64_t>(job.failed, dropped);
-  job.sealed = was_sealed;
+  job.sealed = was_sealed || job.cancelled;  // a cancelled job takes no more tasks
   if (job.ended_at && !job.ended()) {
     job.ended_at.reset();
     std::erase_if(ended_, [&](const auto& e) { return e.second == job.id; });
   }
   mark_ended(job, now);
-}
-
-void JobTable::forget_created(JobId id) {
-  erase(id);
-  if (next_id_ == id + 1) next_id_ = id;
 }
 
 std::vector<JobId> JobTable::expired(TimePoint now, std::chrono::milliseconds ttl) const {

@@ -56,8 +56,6 @@ class JobTable {
   // Undoes the job's last batch (its commit failed): the batch, its tasks' count and any of them
   // that finished are forgotten, and the job is sealed again only if it was before.
   void drop_last_batch(Job& job, bool was_sealed, TimePoint now);
-  // Forgets a job whose creation was undone; its id is given again if no later job was created.
-  void forget_created(JobId id);
 
   // Marks a job read from the journal as ended at `at`.
   void restore_ended(Job& job, TimePoint at);

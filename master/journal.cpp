@@ -127,6 +127,11 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
       log_warn("journal ", path_, " could be read by others; it is now 0600");
     ::close(fd);
   }
+  for (const char* suffix : {"-wal", "-shm"}) {  // left by an older version after a crash
+    struct stat st{};
+    const std::string f = path_ + suffix;
+    if (::stat(f.c_str(), &st) == 0 && (st.st_mode & 077) != 0) (void)::chmod(f.c_str(), 0600);
+  }
   if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
     const std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
     sqlite3_close_v2(db_);  // a failed constructor runs no destructor: give back the lock here
@@ -432,7 +437,10 @@ Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
     if (final) finished[job].emplace_back(seq < 0 ? INT64_MAX : seq, id);
     // Queued by replay (it was running, or its time came while the master was down): saved as such,
     // as the dead ones are below, so that the journal says what the tables hold.
-    else if (const Task* tk = tasks.find(id); tk->state != stored) task_saved(*tk, tasks.names(), -1, now, false);
+    else if (const Task* tk = tasks.find(id); tk->state != stored) {
+      task_saved(*tk, tasks.names(), -1, now, false);
+      loaded.saved_tasks.push_back(id);
+    }
     ++loaded.tasks;
   }
   sqlite3_finalize(t);
@@ -451,7 +459,10 @@ Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
       job->finished.push_back(task);
       const Task* tk = tasks.find(task);
       if (tk->state == TaskState::Dead || tk->state == TaskState::Cancelled) ++job->failed;
-      if (seq == INT64_MAX) task_saved(*tk, tasks.names(), static_cast<std::int64_t>(job->finished.size() - 1), now, false);
+      if (seq == INT64_MAX) {
+        task_saved(*tk, tasks.names(), static_cast<std::int64_t>(job->finished.size() - 1), now, false);
+        loaded.saved_tasks.push_back(task);
+      }
     }
   }
   for (auto& [id, at] : ended)
@@ -461,15 +472,17 @@ Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
   // handed out. A journal that ends before the block the last reservation was made for lost some.
   next_job_ = jobs.next_id();
   next_task_ = tasks.last_id() + 1;
-  if (reserved_.task && !reserved_.clean) {
-    if (next_task_ + kReservedTasks < reserved_.task || next_job_ + kReservedJobs < reserved_.job)
+  if (reserved_.task) {
+    // After a clean stop the file holds the exact next ids (at least the journal's own); after a
+    // crash, the end of the reservation.
+    if (!reserved_.clean && (next_task_ + kReservedTasks < reserved_.task || next_job_ + kReservedJobs < reserved_.job))
       log_warn("journal ", path_, " ends at task id ", next_task_, " and job id ", next_job_, ", before ids the last master reserved (",
                reserved_.task, ", ", reserved_.job, "): its last transactions may be lost (a WAL cut short?); ids continue past the"
                " reservation, so none is given twice");
     jobs.set_next_id(reserved_.job);
     tasks.set_next_id(reserved_.task);
-    next_job_ = reserved_.job;
-    next_task_ = reserved_.task;
+    next_job_ = jobs.next_id();
+    next_task_ = tasks.last_id() + 1;
   }
   // Jobs that end only now (their last task came back dead) get their end time.
   for (TaskId id : changed) {
@@ -477,6 +490,7 @@ Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
     if (Job* job = jobs.find(tk->job); job && job->ended() && !job->ended_at) {
       jobs.restore_ended(*job, now);
       job_saved(*job, now);
+      loaded.saved_jobs.push_back(job->id);
     }
   }
   return loaded;

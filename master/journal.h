@@ -67,6 +67,9 @@ class Journal {
   // same result.
   struct Loaded {
     std::uint64_t jobs = 0, tasks = 0, requeued = 0;
+    // Rows the replay changed and saved again (in the open transaction).
+    std::vector<TaskId> saved_tasks;
+    std::vector<JobId> saved_jobs;
   };
   Loaded load(TaskTable& tasks, JobTable& jobs, TimePoint now);
 

@@ -69,7 +69,9 @@ void MasterState::turn(TimePoint now) {
   dispatch(now);
   answer_waits(now, false);
   for (auto& [id, tasks] : out_acks_)
-    if (!tasks.empty()) push(id, proto::Ack{std::move(tasks)});
+    for (std::size_t i = 0; i < tasks.size(); i += proto::kMaxBatch)
+      push(id, proto::Ack{std::vector<TaskId>(tasks.begin() + static_cast<std::ptrdiff_t>(i),
+                                               tasks.begin() + static_cast<std::ptrdiff_t>(std::min(tasks.size(), i + proto::kMaxBatch)))});
   out_acks_.clear();
 }
 
@@ -77,6 +79,9 @@ Journal::Loaded MasterState::recover(Journal& journal, TimePoint now) {
   now_ = now;
   const auto loaded = journal.load(tasks_, jobs_, now);
   journal_ = &journal;
+  // What replay changed is written again by the next commit if the first one fails.
+  dirty_tasks_ = loaded.saved_tasks;
+  dirty_jobs_ = loaded.saved_jobs;
   journal_bytes_ = journal.bytes();
   durable_tasks_ = tasks_.last_id() + 1;
   dispatch_needed_ = true;
@@ -369,11 +374,11 @@ std::vector<MasterState::Outgoing> MasterState::commit(TimePoint now) {
     // fails as that one did.
     if (now < next_commit_retry_ && dirty_tasks_.size() + dirty_jobs_.size() > kResaveAtOnce) {
       journal_->abandon();
-      return commit_failed(Error{ErrorCode::Unavailable, last_journal_failure_}, std::move(held), now);
+      return commit_failed(Error{ErrorCode::Unavailable, last_journal_failure_}, std::move(held), now, /*attempted=*/false);
     }
     resave();
   }
-  if (auto s = journal_->commit(); !s) return commit_failed(s.error(), std::move(held), now);
+  if (auto s = journal_->commit(); !s) return commit_failed(s.error(), std::move(held), now, /*attempted=*/true);
   if (resave_needed_) log_info("journal ", journal_->path(), " is writable again; ", dirty_tasks_.size(), " task changes written");
   resave_needed_ = false;
   dirty_tasks_.clear();
@@ -417,8 +422,12 @@ void MasterState::resave() {
   journal_->next_ids_saved(jobs_.next_id(), tasks_.last_id() + 1);
 }
 
-std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, std::vector<Outgoing> held, TimePoint now) {
-  ++counters_.journal_failures;
+std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, std::vector<Outgoing> held, TimePoint now,
+                                                             bool attempted) {
+  if (attempted) {
+    ++counters_.journal_failures;
+    next_commit_retry_ = now + kCommitRetry;
+  }
   last_journal_failure_ = e.message;
   if (!resave_needed_ || now - last_journal_error_ >= seconds(10)) {
     log_error(e.message, "; requests that need the journal are refused (unavailable) until it can be written; workers, leases"
@@ -426,20 +435,34 @@ std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, st
     last_journal_error_ = now;
   }
   resave_needed_ = true;
-  next_commit_retry_ = now + kCommitRetry;
   // Undo this turn's submissions, newest first: none of them was acknowledged, and none will be.
+  // Their ids are not given again: a peer may have seen one (a WAIT by key resolved to the job).
   std::vector<Job::Batch> undone;
+  std::vector<JobId> forgotten;
   for (auto it = batches_.rbegin(); it != batches_.rend(); ++it) {
     for (TaskId t = it->batch.first; t < it->batch.first + it->batch.count; ++t) tasks_.discard(t);
-    if (tasks_.last_id() + 1 == it->batch.first + it->batch.count) tasks_.rewind_ids(it->batch.first);
     counters_.submitted -= std::min<std::uint64_t>(counters_.submitted, it->batch.count);
     if (Job* job = jobs_.find(it->job)) {
-      if (it->created) jobs_.forget_created(it->job);
-      else jobs_.drop_last_batch(*job, it->was_sealed, now);
+      if (it->created) {
+        jobs_.erase(it->job);
+        forgotten.push_back(it->job);
+      } else {
+        jobs_.drop_last_batch(*job, it->was_sealed, now);
+      }
     }
     undone.push_back(it->batch);
   }
   batches_.clear();
+  // WAITs held for a job that is gone: by key, they look it up again; by id, they are answered.
+  std::erase_if(waits_, [&](PendingWait& w) {
+    if (std::find(forgotten.begin(), forgotten.end(), w.request.job) == forgotten.end()) return false;
+    if (!w.request.idempotency_key.empty()) {
+      w.request.job = 0;
+      return false;
+    }
+    held.push_back({w.identity, proto::ErrorReply{w.request.req, ErrorCode::Unavailable, "the job's submission was not kept; ask again"}});
+    return true;
+  });
   const auto discarded = [&](TaskId t) {
     return std::any_of(undone.begin(), undone.end(), [t](const Job::Batch& b) { return t >= b.first && t < b.first + b.count; });
   };
@@ -450,7 +473,8 @@ std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, st
   for (auto& o : held) {
     std::visit(Overloaded{
                    [&](proto::Accepted& a) {
-                     const bool mine = !a.duplicate && std::any_of(undone.begin(), undone.end(), [&](const Job::Batch& b) {
+                     // A batch undone here, whether this reply was the first or a repeat's.
+                     const bool mine = std::any_of(undone.begin(), undone.end(), [&](const Job::Batch& b) {
                        return b.first == a.first_task && b.count == a.count;
                      });
                      if (!mine) return now_out.push_back(std::move(o));  // a batch made durable earlier
@@ -498,6 +522,9 @@ void MasterState::lose_worker(const std::string& identity, const std::string& wh
 }
 
 void MasterState::dispatch(TimePoint now) {
+  // While the journal cannot be written no lease could be recorded and no result acknowledged:
+  // hand out nothing new (the workers keep what they hold) until it can.
+  if (resave_needed_) return;
   if (!dispatch_needed_) return;
   dispatch_needed_ = false;
   if (tasks_.queued() == 0) return;

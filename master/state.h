@@ -132,7 +132,8 @@ class MasterState : private TaskListener {
   void erase_job_row(JobId id);
   // Writes again every row changed since the last successful commit (after a failed one).
   void resave();
-  std::vector<Outgoing> commit_failed(const Error& e, std::vector<Outgoing> held, TimePoint now);
+  // attempted: the disk was really tried (else the turn fails as the last attempt did).
+  std::vector<Outgoing> commit_failed(const Error& e, std::vector<Outgoing> held, TimePoint now, bool attempted);
   // Puts a message in the outbox; held for commit() unless it leaves now (take_outbox).
   void push(std::string identity, protocol::Message m);
 

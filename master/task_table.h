@@ -132,11 +132,9 @@ class TaskTable {
   // or cancelled.
   void erase(TaskId id);
   // Forgets a task in whatever state, without telling the listener: its creation was never made
-  // durable (the commit failed) and it is undone. Its timers and queue entries are skipped later.
+  // durable (the commit failed) and it is undone. Its timers and queue entries are skipped later
+  // (its id is never given again, so no entry can come to name another task).
   void discard(TaskId id);
-  // After discarding the newest tasks: ids from `first` on are given again. REQUIRES: no task with
-  // an id >= first exists.
-  void rewind_ids(TaskId first) { next_id_ = std::min(next_id_, first); }
 
   // Delayed tasks whose time has come become queued; running attempts past their deadline fail.
   void expire(TimePoint now);

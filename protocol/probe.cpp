@@ -178,7 +178,7 @@ ProbeVerdict probe_master(const std::string& endpoint, const CurveKeys& keys, mi
   hello.insert(hello.end(), cn_public.begin(), cn_public.end());
   hello.insert(hello.end(), short_nonce.begin(), short_nonce.end());
   hello.insert(hello.end(), box.begin(), box.end());
-  if (!write_all(s.fd, hello.data(), hello.size(), deadline)) return ProbeVerdict::KeyRefused;
+  if (!write_all(s.fd, hello.data(), hello.size(), deadline)) return ProbeVerdict::NoAnswer;  // it never read our HELLO
 
   // The answer: WELCOME if the master could open our box; else it closes the connection (or says
   // ERROR). A master that answered the greeting and then hangs up on our HELLO refused the key.
@@ -210,9 +210,15 @@ std::optional<std::string> HandshakeJudge::failed(const ConnectionEvent& e, stea
   const bool secure = curve_.has_value();
   if (is_definite_auth_failure(e)) return describe_handshake_failure(e, secure, endpoint_);
   if (!curve_ || now < next_probe_) return std::nullopt;
-  next_probe_ = now + kProbeInterval;
-  switch (probe_master(endpoint_, *curve_, kProbeTimeout)) {
-    case ProbeVerdict::KeyRefused: return describe_handshake_failure(e, secure, endpoint_);
+  const auto verdict = probe_master(endpoint_, *curve_, kProbeTimeout);
+  // A refusal is believed when a second probe, a moment later, says the same: a master that dies
+  // between its greeting and our HELLO looks like one refusal, not two.
+  refusals_ = verdict == ProbeVerdict::KeyRefused ? refusals_ + 1 : 0;
+  next_probe_ = now + (refusals_ == 1 ? kConfirmInterval : kProbeInterval);
+  switch (verdict) {
+    case ProbeVerdict::KeyRefused:
+      if (refusals_ < 2) return std::nullopt;
+      return describe_handshake_failure(e, secure, endpoint_);
     case ProbeVerdict::NoKeyRequired: {
       ConnectionEvent mismatch = e;
       mismatch.event = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;

@@ -37,17 +37,20 @@ class HandshakeJudge {
   // curve: the peer's keys; nullopt for an --insecure peer (only libzmq's own verdicts count).
   HandshakeJudge(std::string endpoint, std::optional<CurveKeys> curve) : endpoint_(std::move(endpoint)), curve_(std::move(curve)) {}
   // A failed handshake: the sentence to stop with when the failure is definite (libzmq's verdict
-  // for a mechanism or key mismatch, or a probe that found the key refused); nullopt to retry.
-  // Probes at most once per `kProbeInterval`; a probe blocks for at most `kProbeTimeout`.
+  // for a mechanism or key mismatch, or two probes in a row, kConfirmInterval apart, that found the
+  // key refused); nullopt to retry. Probes at most once per `kProbeInterval` otherwise; a probe
+  // blocks for at most `kProbeTimeout` (plus a name lookup, which the failed handshake just made).
   std::optional<std::string> failed(const ConnectionEvent& e, std::chrono::steady_clock::time_point now);
 
   static constexpr std::chrono::milliseconds kProbeInterval{2000};
+  static constexpr std::chrono::milliseconds kConfirmInterval{500};
   static constexpr std::chrono::milliseconds kProbeTimeout{1000};
 
  private:
   std::string endpoint_;
   std::optional<CurveKeys> curve_;
   std::chrono::steady_clock::time_point next_probe_{};
+  int refusals_ = 0;  // probes in a row that found the key refused
 };
 
 }  // namespace taskmaster::protocol

@@ -912,7 +912,11 @@ TEST_CASE("HandshakeJudge: a failure without detail is final only when a probe f
   }
   MiniMaster m(keys);
   HandshakeJudge wrong(m.endpoint, derive_keys(generate_key()));
-  const auto why = wrong.failed(no_detail, t0);
+  // One refusal is not enough (a master dying between greeting and HELLO looks the same); nor is
+  // a second failure before the confirming probe is due. The confirming probe decides.
+  CHECK(!wrong.failed(no_detail, t0));
+  CHECK(!wrong.failed(no_detail, t0 + HandshakeJudge::kConfirmInterval / 2));
+  const auto why = wrong.failed(no_detail, t0 + HandshakeJudge::kConfirmInterval);
   REQUIRE(why);
   CHECK(contains(*why, "authentication failed"));
   HandshakeJudge right(m.endpoint, keys);

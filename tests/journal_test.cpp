@@ -964,13 +964,14 @@ TEST_CASE("a commit the disk refuses is reported, leaves nothing behind, and lat
   // Each refused turn answers its SUBMIT with `unavailable`, and keeps nothing of it in memory.
   CHECK(said.find("small: failures 1 unavailable 1 of 1 jobs 1 error cannot write the journal " + dir.db() + ": ") != std::string::npos);
   CHECK(said.find("big: failures 2 unavailable 1 of 1 jobs 1 error cannot write the journal") != std::string::npos);
-  // The job refused twice was never acknowledged: the key is free and the id is the next one.
-  CHECK(said.find("after: failures 2 job 2 duplicate 0") != std::string::npos);
+  // The job refused twice was never acknowledged: the key is free. Ids of refused submissions are
+  // not given again (jobs 2 and 3, tasks 2 to 62 were undone).
+  CHECK(said.find("after: failures 2 job 4 duplicate 0") != std::string::npos);
   check_consistent(dir.path, "after refused commits");
   Sql sql(dir.db());
   CHECK(sql.number("SELECT count(*) FROM tasks WHERE args LIKE '%lost%'") == 0);
-  CHECK(sql.rows("SELECT id, idempotency_key, total FROM jobs ORDER BY id") == std::vector<std::string>{"1|kept-key|1", "2|lost-key|1"});
-  CHECK(sql.rows("SELECT id, job, args FROM tasks ORDER BY id") == std::vector<std::string>{"1|1|\"kept\"", "2|2|\"after\""});
+  CHECK(sql.rows("SELECT id, idempotency_key, total FROM jobs ORDER BY id") == std::vector<std::string>{"1|kept-key|1", "4|lost-key|1"});
+  CHECK(sql.rows("SELECT id, job, args FROM tasks ORDER BY id") == std::vector<std::string>{"1|1|\"kept\"", "63|4|\"after\""});
 }
 
 TEST_CASE("a full disk costs only what it could not write: workers, leases and running attempts stay") {
@@ -1047,6 +1048,39 @@ TEST_CASE("commit rules: a task reaches a worker only once its creation is commi
   after = n.state->commit(n.now);
   CHECK(count(now_out, is_tasks) == 1);
   CHECK(count(after, is_tasks) == 0);
+}
+
+TEST_CASE("a refused turn: a repeated SUBMIT gets no acknowledgement either, a cancelled job stays closed") {
+  QuietLogs quiet;
+  TempDir dir;
+  const auto end = in_child([&](auto& say) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    Node n(dir.path);
+    const auto open_job = n.submit({spec("echo", "1")}, "open", 0, 0, /*more=*/true).job;
+    limit_file_size(1);
+    // One turn: a SUBMIT and its resend (same key), a batch for the open job, and its CANCEL.
+    const auto again = n.submit_message({spec("echo", "2")}, "twice");
+    n.state->receive("C", Expected<proto::Message>(again), n.now);
+    n.state->receive("C", Expected<proto::Message>(again), n.now);
+    n.state->receive("C", Expected<proto::Message>(n.submit_message({spec("echo", "3")}, "", open_job, 1, true)), n.now);
+    n.state->receive("C", Expected<proto::Message>(proto::Cancel{8, open_job}), n.now);
+    n.step();
+    int unavailable = 0;
+    for (const auto& e : n.take<proto::ErrorReply>("C")) unavailable += e.code == ErrorCode::Unavailable ? 1 : 0;
+    const auto accepted = n.take<proto::Accepted>("C").size();
+    limit_file_size(RLIM_INFINITY);
+    n.now += 1s;
+    // Space again: the cancelled job takes no more batches; the refused job can be submitted anew.
+    const auto more = n.ask<proto::ErrorReply>("C", n.submit_message({spec("echo", "4")}, "", open_job, 1, true));
+    const auto fresh = n.submit({spec("echo", "2")}, "twice");
+    say("unavailable " + std::to_string(unavailable) + " accepted " + std::to_string(accepted) + " more " +
+        std::string(error_code_name(more.code)) + " fresh duplicate " + std::to_string(fresh.duplicate));
+    return 0;
+  });
+  REQUIRE_MESSAGE(end.exited(0), end.how());
+  INFO(end.said);
+  CHECK(end.said.find("unavailable 4 accepted 0 more not_allowed fresh duplicate 0") != std::string::npos);
+  check_consistent(dir.path, "after a refused turn");
 }
 
 TEST_CASE("the journal and its directory are private whatever the umask") {

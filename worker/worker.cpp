@@ -62,7 +62,9 @@ Worker::Worker(zmq::context_t& ctx, WorkerConfig config, const HandlerRegistry& 
   prefetch_ = config_.prefetch ? *config_.prefetch : pool_.threads();
 }
 
-std::uint32_t Worker::slots() const { return draining_ ? 0 : pool_.threads() + prefetch_; }
+std::uint32_t Worker::slots() const {
+  return draining_ ? 0 : std::min<std::uint32_t>(pool_.threads() + prefetch_, proto::kMaxSlots);
+}
 
 void Worker::resize_credit(Clock::time_point now) {
   if (config_.prefetch || draining_ || now < next_resize_) return;
@@ -124,7 +126,7 @@ void Worker::send_results(Clock::time_point now) {
   for (auto task : to_send_) {
     auto it = unacked_.find(task);
     if (it == unacked_.end()) continue;
-    if (!msg.results.empty() && bytes + it->second.value.size() > proto::kMaxMessageBytes / 2) {
+    if (!msg.results.empty() && (bytes + it->second.value.size() > proto::kMaxMessageBytes / 2 || msg.results.size() >= proto::kMaxBatch)) {
       send(msg, now);
       msg.results.clear();
       bytes = 0;
@@ -209,7 +211,7 @@ WorkerExit Worker::run(int stop_fd) {
     // take our results (silent for its timeout: then they are lost and the master runs those tasks
     // again: at least once).
     if (draining_ && running_.empty() &&
-        (unacked_.empty() || (state_ != State::Ready && Clock::now() - last_heard_ > master_timeout_))) {
+        (unacked_.empty() || (state_ != State::Ready && Clock::now() - last_heard_ > kDrainPatience * master_timeout_))) {
       if (state_ == State::Ready) send(proto::Bye{}, Clock::now());
       log_info("drained: ", unacked_.empty() ? "every result delivered" : "master unreachable; undelivered results dropped");
       return WorkerExit::Drained;
@@ -222,7 +224,7 @@ WorkerExit Worker::run(int stop_fd) {
     };
     now = Clock::now();
     auto wake = state_ == State::Ready ? std::min(last_sent_ + heartbeat_, last_heard_ + master_timeout_) : next_hello_;
-    if (draining_) wake = std::min(wake, last_heard_ + master_timeout_);
+    if (draining_) wake = std::min(wake, last_heard_ + kDrainPatience * master_timeout_);
     const auto timeout = std::clamp(duration_cast<milliseconds>(wake - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
     try {
       zmq::poll(items, stop_fd >= 0 ? 4 : 3, timeout);

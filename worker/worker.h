@@ -46,6 +46,10 @@ struct WorkerConfig {
 inline constexpr std::chrono::milliseconds kPrefetchTime{20};
 inline constexpr unsigned kMaxPrefetchPerThread = 1024;
 
+// A draining worker whose master is silent this many master timeouts gives up on delivering its
+// last results (the master then runs those tasks again: at least once).
+inline constexpr int kDrainPatience = 10;
+
 // How run() ended.
 enum class WorkerExit {
   Drained,  // stop requested, every attempt finished and reported
