@@ -93,6 +93,11 @@ TEST_CASE("bad command lines are usage errors (exit 2)") {
       {"worker", "-j", "0"},
       {"worker", "--threads", "4097"},
       {"worker", "-q", "bad/queue"},
+      {"--check-args"},                              // still needs a subcommand
+      {"--check-args", "master", "--bogus"},
+      {"--check-args", "worker", "-j", "0"},
+      {"--check-args", "master", "--data-dir", "d", "--in-memory"},
+      {"master", "--check-args"},                    // it goes before the subcommand
   };
   for (const auto& args : cases) {
     CAPTURE(joined(args));
@@ -111,6 +116,25 @@ TEST_CASE("--help and --version succeed (exit 0)") {
     CAPTURE(joined(args));
     CHECK(cli::run(args) == cli::kExitOk);
   }
+}
+
+TEST_CASE("--check-args parses a whole command line and exits 0 without running it") {
+  // Run, each would fail: no master at tcp://127.0.0.1:1 (exit 3), or no key here (exit 4).
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           offline({"--check-args", "submit", "square", "7", "--wait", "--json", "--timeout", "5"}),
+           offline({"--check-args", "status", "--json"})}) {
+    CAPTURE(joined(args));
+    CHECK(cli::run(args) == cli::kExitOk);
+    std::vector<std::string> plain(args.begin() + 1, args.end());
+    CHECK(cli::run(plain) != cli::kExitOk);
+  }
+  CHECK(cli::run({"--check-args", "master", "--bind", "tcp://0.0.0.0:5555", "--data-dir", "/data"}) == cli::kExitOk);
+  CHECK(cli::run({"--check-args", "worker", "--connect", "tcp://master:5555", "-j", "2", "-q", "a", "-q", "b"}) == cli::kExitOk);
+  // Hidden from --help.
+  CLI::App app{"taskmaster", "taskmaster"};
+  cli::Runners runners;
+  cli::add_commands(app, runners);
+  CHECK(app.help().find("check-args") == std::string::npos);
 }
 
 TEST_CASE("text outcomes read ARGS -> RESULT, ARGS -> error: MESSAGE, ARGS -> cancelled") {
