@@ -17,7 +17,7 @@ void add_commands(CLI::App& app, Runners& runners) {
   // Hidden (group ""): parse the whole command line, with every check of every option, then exit 0
   // without running anything. It must come before the subcommand (`taskmaster --check-args master
   // --bind ...`). For checking command lines written in files (compose, units) without starting
-  // anything; --help would not do: it stops parsing where it stands.
+  // anything (tests/deploy_check.py); --help would not do: it stops parsing where it stands.
   app.add_flag("--check-args")->description("Parse the command line, then exit 0 without running it")->group("");
   app.footer(kExitCodesHelp);
 }

@@ -52,7 +52,7 @@ void add_health_command(CLI::App& app, Runners& runners) {
   cmd->footer(
       "Sends one STATUS request. Exit codes: 0 the master answered; 3 no connection or no answer within --timeout;\n"
       "4 authentication failed (wrong key, no usable key); 2 usage error; 5 the master refused the request.\n"
-      "For compose healthchecks, systemd units and timers, and load balancers.");
+      "For compose healthchecks, systemd units and timers, and load balancers; see docs/DEPLOY.md.");
   runners[cmd] = [o] { return run_health(*o); };
 }
 
