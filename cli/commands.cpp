@@ -13,12 +13,19 @@ void add_commands(CLI::App& app, Runners& runners) {
   add_status_command(app, runners);
   add_keygen_command(app, runners);
   add_bench_command(app, runners);
+  add_health_command(app, runners);
+  // Hidden (group ""): parse the whole command line, with every check of every option, then exit 0
+  // without running anything. It must come before the subcommand (`taskmaster --check-args master
+  // --bind ...`). For checking command lines written in files (compose, units) without starting
+  // anything (tests/deploy_check.py); --help would not do: it stops parsing where it stands.
+  app.add_flag("--check-args")->description("Parse the command line, then exit 0 without running it")->group("");
   app.footer(kExitCodesHelp);
 }
 
 namespace {
 
 int dispatch(CLI::App& app, Runners& runners) {
+  if (app.count("--check-args") > 0) return kExitOk;
   for (const auto* sub : app.get_subcommands())
     if (auto it = runners.find(sub); it != runners.end()) return it->second();
   return kExitUsage;

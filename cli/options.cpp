@@ -39,15 +39,32 @@ Expected<ClientOptions> ConnectionOptions::client() const {
   return c;
 }
 
-void add_connection_options(CLI::App* cmd, ConnectionOptions& o) {
+namespace {
+
+void add_endpoint_option(CLI::App* cmd, ConnectionOptions& o) {
   cmd->add_option("-c,--connect", o.endpoint, "The master's endpoint (env TASKMASTER_ADDRESS)")
       ->envname("TASKMASTER_ADDRESS")
       ->capture_default_str();
+}
+
+}  // namespace
+
+void add_connection_options(CLI::App* cmd, ConnectionOptions& o) {
+  add_endpoint_option(cmd, o);
   cmd->add_option("--connect-timeout", o.connect_timeout_s, "Seconds to wait for the first connection; then exit 3")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--retry-timeout", o.retry_timeout_s,
                   "Seconds to keep retrying when the master stops answering (e.g. while it restarts); then exit 3")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  add_key_options(cmd, o.key);
+}
+
+void add_check_connection_options(CLI::App* cmd, ConnectionOptions& o) {
+  add_endpoint_option(cmd, o);
+  cmd->add_option("-t,--timeout,--connect-timeout", o.connect_timeout_s,
+                  "Seconds the whole check may take (connecting and the answer); then exit 3")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   add_key_options(cmd, o.key);

@@ -30,6 +30,9 @@ struct ConnectionOptions {
   Expected<ClientOptions> client() const;
 };
 void add_connection_options(CLI::App* cmd, ConnectionOptions& o);
+// The same for a one-shot check (health): no retries, so no --retry-timeout, and one timeout named
+// --timeout (also --connect-timeout) that bounds the whole exchange. Its default is o's value.
+void add_check_connection_options(CLI::App* cmd, ConnectionOptions& o);
 
 // Blocks SIGINT and SIGTERM in this thread and in every thread started after it, and delivers them
 // on a file descriptor instead, which the master's and worker's loops poll. Create it before any

@@ -129,4 +129,10 @@ std::string format_status(const nlohmann::json& st) {
   return s.str();
 }
 
+std::string format_health(const nlohmann::json& st) {
+  return "master=" + cell(st.value("master", "")) + " uptime_s=" + cell(st.value("uptime_s", 0.0)) +
+         " workers=" + std::to_string(st.value("workers", nlohmann::json::array()).size()) + " tasks=" + count_cell(st, "tasks") +
+         "\n";
+}
+
 }  // namespace taskmaster::cli

@@ -39,5 +39,7 @@ void print_outcomes(protocol::JobId job, const std::vector<protocol::Outcome>& o
 
 // The master's status report as an aligned text table.
 std::string format_status(const nlohmann::json& status);
+// The one line of `health --verbose`: "master=ID uptime_s=S workers=N tasks=N\n".
+std::string format_health(const nlohmann::json& status);
 
 }  // namespace taskmaster::cli

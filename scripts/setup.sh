@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Installs everything taskmaster needs to build and test, from Debian 12's packages.
+#   scripts/setup.sh            what the build and every test need
+#   scripts/setup.sh --build    only what building the taskmaster binary needs (the Dockerfile's build stage)
 # Idempotent: packages already present are not touched, so a second run is quick.
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
-packages=(
-  # build
+build=(
   cmake ninja-build g++ pkg-config
   # libraries
-  libzmq3-dev cppzmq-dev nlohmann-json3-dev libcli11-dev doctest-dev libsodium-dev libsqlite3-dev
-  # tests and tools: fuzzing and sanitizers (clang), wire capture, syscall traces, network namespaces
+  libzmq3-dev cppzmq-dev nlohmann-json3-dev libcli11-dev libsodium-dev libsqlite3-dev
+)
+tests=(
+  doctest-dev
+  # fuzzing and sanitizers (clang), wire capture, syscall traces, network namespaces, deploy checks
   clang libclang-rt-14-dev tcpdump strace iproute2 procps sqlite3 util-linux python3 python3-yaml
 )
+case "${1:-}" in
+  "") packages=("${build[@]}" "${tests[@]}") ;;
+  --build) packages=("${build[@]}") ;;
+  *) echo "usage: $0 [--build]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

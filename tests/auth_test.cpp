@@ -324,7 +324,7 @@ TEST_CASE("derive_keys gives the test vectors of PROTOCOL.md section 9") {
   CHECK_MESSAGE(zero_key, "the vectors include the key of 64 '0' characters");
 }
 
-TEST_CASE("derivation is deterministic; different keys give different pairs; the server and client pairs differ") {
+TEST_CASE("derivation is deterministic, different keys give different pairs, and the server and client pairs differ") {
   const std::string a = generate_key(), b = generate_key();
   const auto ka = derive_keys(a), ka2 = derive_keys(a), kb = derive_keys(b);
   CHECK(ka.server_public == ka2.server_public);

@@ -93,6 +93,15 @@ TEST_CASE("bad command lines are usage errors (exit 2)") {
       {"worker", "-j", "0"},
       {"worker", "--threads", "4097"},
       {"worker", "-q", "bad/queue"},
+      offline({"health", "--timeout", "0"}),
+      offline({"health", "--timeout", "-1"}),
+      offline({"health", "--retry-timeout", "5"}),  // a probe does not retry
+      offline({"health", "extra"}),
+      {"--check-args"},                              // still needs a subcommand
+      {"--check-args", "master", "--bogus"},
+      {"--check-args", "worker", "-j", "0"},
+      {"--check-args", "master", "--data-dir", "d", "--in-memory"},
+      {"master", "--check-args"},                    // it goes before the subcommand
   };
   for (const auto& args : cases) {
     CAPTURE(joined(args));
@@ -111,6 +120,34 @@ TEST_CASE("--help and --version succeed (exit 0)") {
     CAPTURE(joined(args));
     CHECK(cli::run(args) == cli::kExitOk);
   }
+}
+
+TEST_CASE("--check-args parses a whole command line and exits 0 without running it") {
+  // Run, each would fail: no master at tcp://127.0.0.1:1 (exit 3), or no key here (exit 4).
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           offline({"--check-args", "submit", "square", "7", "--wait", "--json", "--timeout", "5"}),
+           offline({"--check-args", "health", "--verbose"}),
+           offline({"--check-args", "status", "--json"})}) {
+    CAPTURE(joined(args));
+    CHECK(cli::run(args) == cli::kExitOk);
+    std::vector<std::string> plain(args.begin() + 1, args.end());
+    CHECK(cli::run(plain) != cli::kExitOk);
+  }
+  CHECK(cli::run({"--check-args", "master", "--bind", "tcp://0.0.0.0:5555", "--data-dir", "/data"}) == cli::kExitOk);
+  CHECK(cli::run({"--check-args", "worker", "--connect", "tcp://master:5555", "-j", "2", "-q", "a", "-q", "b"}) == cli::kExitOk);
+  // Hidden from --help.
+  CLI::App app{"taskmaster", "taskmaster"};
+  cli::Runners runners;
+  cli::add_commands(app, runners);
+  CHECK(app.help().find("check-args") == std::string::npos);
+  CHECK(app.help().find("health") != std::string::npos);
+}
+
+TEST_CASE("format_health is one line: master=ID uptime_s=S workers=N tasks=N") {
+  const json report = json::parse(R"({"master": "4f2a", "uptime_s": 12.34, "workers": [{"id": "w1"}, {"id": "w2"}],
+                                      "jobs": 2, "tasks": 5000000000})");
+  CHECK(cli::format_health(report) == "master=4f2a uptime_s=12.3 workers=2 tasks=5000000000\n");
+  CHECK(cli::format_health(json::object()) == "master= uptime_s=0.0 workers=0 tasks=0\n");
 }
 
 TEST_CASE("text outcomes read ARGS -> RESULT, ARGS -> error: MESSAGE, ARGS -> cancelled") {

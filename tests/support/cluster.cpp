@@ -1,6 +1,9 @@
 #include "support/cluster.h"
 
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <sstream>
@@ -44,6 +47,18 @@ CommandResult finish(ChildProcess& p, std::chrono::milliseconds timeout) {
   r.err = p.err();
   r.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
   return r;
+}
+
+int closed_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
 }
 
 TestKey::TestKey() : path_(dir_.path() + "/key") {

@@ -91,4 +91,7 @@ class Cluster {
 // The exit code and output of a finished process.
 CommandResult finish(ChildProcess& p, std::chrono::milliseconds timeout);
 
+// A loopback TCP port with nothing listening on it (bound, then closed).
+int closed_loopback_port();
+
 }  // namespace taskmaster::test

@@ -1,31 +1,11 @@
 // The master's process life: restarts under running workers, and clients facing no master.
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <doctest/doctest.h>
 
 #include "support/cluster.h"
 
 namespace taskmaster::test {
-
-namespace {
-
-// A loopback port with nothing listening on it.
-int closed_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-}  // namespace
 
 TEST_SUITE("system") {
 
@@ -76,7 +56,7 @@ TEST_CASE("an in-memory master gives new task ids after a restart: an attempt fr
 }
 
 TEST_CASE("every client command exits 3 within the connect timeout when no master answers") {
-  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(closed_port());
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(closed_loopback_port());
   TestKey key;
   const std::vector<std::vector<std::string>> commands{
       {"submit", "square", "1"}, {"submit", "square", "1", "--wait"}, {"wait", "1"},
