@@ -5,6 +5,8 @@
 namespace taskmaster::cli {
 
 void add_commands(CLI::App& app, Runners& runners) {
+  // Every usage error is one line, "taskmaster: MESSAGE" (subcommands copy this when added).
+  app.failure_message([](const CLI::App*, const CLI::Error& e) { return "taskmaster: " + std::string(e.what()) + "\n"; });
   app.require_subcommand(1);
   app.set_version_flag("--version", "taskmaster 0.1.0");
   add_master_command(app, runners);

@@ -64,7 +64,10 @@ int run_master(const MasterOptions& o) {
 void add_master_command(CLI::App& app, Runners& runners) {
   auto o = std::make_shared<MasterOptions>();
   auto* cmd = app.add_subcommand("master", "Run a master: it holds the queues and hands tasks to workers");
-  cmd->add_option("-b,--bind", o->bind, "Endpoint to listen on; port 0 picks a free port")->capture_default_str();
+  add_endpoint_option(cmd, "-b,--bind", o->bind, protocol::EndpointUse::Bind,
+                      "Endpoint to listen on: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH; "
+                      "HOST * (or 0.0.0.0) is every interface; port 0 picks a free port")
+      ->capture_default_str();
   cmd->add_option("--heartbeat-interval", o->heartbeat_s, "Seconds between heartbeats to each worker")
       ->check(CLI::Range(0.01, 3600.0))
       ->capture_default_str();
@@ -84,7 +87,7 @@ void add_master_command(CLI::App& app, Runners& runners) {
   add_key_options(cmd, o->key);
   cmd->footer(std::string("By default every accepted submission and every result is durable before it is acknowledged.\n"
                           "Without a key it refuses to start, unless --insecure (then nothing is authenticated or encrypted).\n"
-                          "Prints the bound endpoint (tcp://HOST:PORT) as the first line of stdout; logs go to stderr.\n"
+                          "Prints the bound endpoint (e.g. tcp://0.0.0.0:41234) as the first line of stdout; logs go to stderr.\n"
                           "Stops cleanly on SIGINT or SIGTERM.\n") + kExitCodesHelp);
   runners[cmd] = [o] { return run_master(*o); };
 }

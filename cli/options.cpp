@@ -4,11 +4,41 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 namespace taskmaster::cli {
+
+UsageError::UsageError(std::string message) : CLI::ParseError("UsageError", std::move(message), CLI::ExitCodes::ValidationError) {}
+
+CLI::Option* add_endpoint_option(CLI::App* cmd, const std::string& names, std::string& endpoint, protocol::EndpointUse use,
+                                 const std::string& help, const char* env) {
+  auto self = std::make_shared<CLI::Option*>(nullptr);
+  auto* opt = cmd->add_option(names, endpoint, help);
+  *self = opt;
+  opt->transform(CLI::Validator(
+      [cmd, self, use, env](std::string& value) -> std::string {
+        // CLI11 gives every subcommand the variable's value and runs their checks, also of those not
+        // on the command line: only the one that runs matters.
+        if (!cmd->parsed()) return {};
+        auto parsed = protocol::parse_endpoint(value, use);
+        if (!parsed) {
+          // A value that did not come from the command line came from the variable (CLI11 lists
+          // only the command line's options in parse_order).
+          const auto& given = cmd->parse_order();
+          const bool from_env = env && std::find(given.begin(), given.end(), *self) == given.end();
+          throw UsageError((from_env ? std::string(env) : (*self)->get_name()) + " '" + value + "': " + parsed.error().message);
+        }
+        value = *parsed;
+        return {};
+      },
+      "ENDPOINT"));
+  if (env) opt->envname(env);
+  return opt;
+}
 
 Expected<std::optional<protocol::CurveKeys>> KeyOptions::resolve() const {
   if (insecure) return std::optional<protocol::CurveKeys>();
@@ -40,8 +70,9 @@ Expected<ClientOptions> ConnectionOptions::client() const {
 }
 
 void add_connection_options(CLI::App* cmd, ConnectionOptions& o) {
-  cmd->add_option("-c,--connect", o.endpoint, "The master's endpoint (env TASKMASTER_ADDRESS)")
-      ->envname("TASKMASTER_ADDRESS")
+  add_endpoint_option(cmd, "-c,--connect", o.endpoint, protocol::EndpointUse::Connect,
+                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH",
+                      kAddressEnv)
       ->capture_default_str();
   cmd->add_option("--connect-timeout", o.connect_timeout_s, "Seconds to wait for the first connection; then exit 3")
       ->check(CLI::PositiveNumber)

@@ -6,10 +6,27 @@
 #include <CLI/CLI.hpp>
 
 #include "client/client.h"
+#include "protocol/endpoint.h"
 
 namespace taskmaster::cli {
 
 inline constexpr const char* kDefaultConnect = "tcp://127.0.0.1:5555";
+inline constexpr const char* kAddressEnv = "TASKMASTER_ADDRESS";
+
+// A command line that cannot work: printed as the one line `taskmaster: MESSAGE`, exit 2. Thrown by
+// the checks below while CLI11 parses (their messages already name the option and the value).
+class UsageError : public CLI::ParseError {
+ public:
+  explicit UsageError(std::string message);
+};
+
+// An option that takes an endpoint as people type it (HOST:PORT, tcp://..., ipc://...; see
+// protocol::parse_endpoint) and stores it normalised (tcp://HOST:PORT). A bad value is a usage error:
+//   --connect 'tcp://127.0.0.1:99999': port 99999 is out of range (1-65535); expected HOST:PORT or ...
+// `env`: a variable whose value is the default when the option is not given; it gets the same check,
+// and a bad value is named by the variable.
+CLI::Option* add_endpoint_option(CLI::App* cmd, const std::string& names, std::string& endpoint, protocol::EndpointUse use,
+                                 const std::string& help, const char* env = nullptr);
 
 // --key-file and --insecure: where the shared key comes from, or that there is none.
 struct KeyOptions {

@@ -57,8 +57,9 @@ int run_worker(const WorkerOptions& o) {
 void add_worker_command(CLI::App& app, Runners& runners) {
   auto o = std::make_shared<WorkerOptions>();
   auto* cmd = app.add_subcommand("worker", "Run a worker: it connects to a master and runs the tasks it is given");
-  cmd->add_option("-c,--connect", o->endpoint, "The master's endpoint (env TASKMASTER_ADDRESS)")
-      ->envname("TASKMASTER_ADDRESS")
+  add_endpoint_option(cmd, "-c,--connect", o->endpoint, protocol::EndpointUse::Connect,
+                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH",
+                      kAddressEnv)
       ->capture_default_str();
   cmd->add_option("-j,--threads", o->threads, "Tasks run at once (default: the number of cores)")
       ->check(CLI::Range(1u, 4096u))

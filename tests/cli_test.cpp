@@ -1,12 +1,18 @@
 // The command line in-process: argument vectors through cli::run (exit codes of cli/output.h), and
 // the output formats. Nothing here needs a master: every command line tested fails before it
-// would connect.
+// would connect, or connects to a closed port (exit 3).
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "cli/output.h"
+
+#include <unistd.h>
 
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +34,69 @@ std::vector<std::string> offline(std::vector<std::string> args) {
   args.insert(args.end(), {"--connect", "tcp://127.0.0.1:1", "--connect-timeout", "0.1"});
   return args;
 }
+
+// The same, past the parser: no key needed, so an accepted command line ends in exit 3.
+std::vector<std::string> offline_insecure(std::vector<std::string> args) {
+  args = offline(std::move(args));
+  args.push_back("--insecure");
+  return args;
+}
+
+// What cli::run returned and wrote to stderr.
+struct Ran {
+  int code = -1;
+  std::string err;
+};
+
+Ran run_capturing(std::vector<std::string> args) {
+  std::fflush(stderr);
+  std::cerr.flush();
+  FILE* capture = std::tmpfile();
+  REQUIRE(capture != nullptr);
+  const int saved = ::dup(2);
+  ::dup2(::fileno(capture), 2);
+  Ran r;
+  r.code = cli::run(std::move(args));
+  std::fflush(stderr);
+  std::cerr.flush();
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::rewind(capture);
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, capture)) > 0;) r.err.append(buf, n);
+  std::fclose(capture);
+  return r;
+}
+
+// A usage error: exit 2 and exactly one line on stderr, "taskmaster: " and the message.
+std::string usage_error(const std::vector<std::string>& args) {
+  CAPTURE(joined(args));
+  const Ran r = run_capturing(args);
+  CHECK(r.code == cli::kExitUsage);
+  CHECK_MESSAGE(r.err.rfind("taskmaster: ", 0) == 0, r.err);
+  CHECK_MESSAGE(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+  CHECK(r.err.back() == '\n');
+  return r.err;
+}
+
+// TASKMASTER_ADDRESS as given (nullptr: unset) for one scope; the old value comes back after.
+class AddressVariable {
+ public:
+  explicit AddressVariable(const char* value) {
+    if (const char* old = std::getenv(cli::kAddressEnv)) old_ = old;
+    assign(value);
+  }
+  ~AddressVariable() { assign(old_ ? old_->c_str() : nullptr); }
+  AddressVariable(const AddressVariable&) = delete;
+  AddressVariable& operator=(const AddressVariable&) = delete;
+
+ private:
+  static void assign(const char* value) {
+    if (value) ::setenv(cli::kAddressEnv, value, 1);
+    else ::unsetenv(cli::kAddressEnv);
+  }
+  std::optional<std::string> old_;
+};
 
 std::vector<std::string> keys(const json& object) {
   std::vector<std::string> k;
@@ -110,6 +179,85 @@ TEST_CASE("--help and --version succeed (exit 0)") {
            {"--help"}, {"-h"}, {"--version"}, {"submit", "--help"}, {"worker", "--help"}, {"wait", "--help"}}) {
     CAPTURE(joined(args));
     CHECK(cli::run(args) == cli::kExitOk);
+  }
+}
+
+// A key file that does not exist: a master or worker whose command line is wrongly accepted
+// stops at once (exit 4) instead of running.
+const std::string kMissingKey = "/nonexistent/taskmaster-test-key";
+
+const std::vector<std::vector<std::string>> kClientCommands{
+    {"submit", "square", "1"}, {"wait", "1"}, {"results", "1"}, {"status"}, {"cancel", "1"}};
+
+TEST_CASE("HOST:PORT is tcp://HOST:PORT for every client command") {
+  const AddressVariable unset(nullptr);
+  for (const auto& command : kClientCommands) {
+    for (const std::string endpoint : {"127.0.0.1:1", "-c127.0.0.1:1", "TCP://127.0.0.1:01"}) {
+      auto args = command;
+      if (endpoint.rfind("-c", 0) == 0) args.push_back(endpoint);
+      else args.insert(args.end(), {"--connect", endpoint});
+      args.insert(args.end(), {"--connect-timeout", "0.1", "--insecure"});
+      CAPTURE(joined(args));
+      const Ran r = run_capturing(args);
+      CHECK(r.code == cli::kExitUnreachable);  // parsed, normalised and tried: nothing listens on port 1
+      CHECK_MESSAGE(r.err.find("the master at tcp://127.0.0.1:1: ") != std::string::npos, r.err);
+    }
+  }
+}
+
+TEST_CASE("a bad endpoint is a usage error that names the option and shows the form expected") {
+  const AddressVariable unset(nullptr);
+  CHECK(usage_error({"status", "--connect", "tcp://127.0.0.1:99999"}) ==
+        "taskmaster: --connect 'tcp://127.0.0.1:99999': port 99999 is out of range (1-65535); expected HOST:PORT or "
+        "tcp://HOST:PORT, e.g. tcp://10.0.0.5:5555\n");
+  CHECK(usage_error({"status", "-c", "tcp://127.0.0.1:99999"}).rfind("taskmaster: --connect 'tcp://127.0.0.1:99999': ", 0) == 0);
+  CHECK(usage_error({"master", "--bind", "tcp://127.0.0.1:99999", "--key-file", kMissingKey}) ==
+        "taskmaster: --bind 'tcp://127.0.0.1:99999': port 99999 is out of range (0-65535); expected HOST:PORT or "
+        "tcp://HOST:PORT, e.g. tcp://0.0.0.0:5555 (port 0 picks a free port)\n");
+  CHECK(usage_error({"master", "-b", "tcp://localhost:5555", "--key-file", kMissingKey})
+            .rfind("taskmaster: --bind 'tcp://localhost:5555': 'localhost' is neither an IP address nor a network interface", 0) == 0);
+  CHECK(usage_error({"worker", "--connect", "http://master:5555", "--key-file", kMissingKey})
+            .rfind("taskmaster: --connect 'http://master:5555': unknown scheme 'http://'", 0) == 0);
+  CHECK(usage_error({"bench", "--connect", "127.0.0.1:0"}).rfind("taskmaster: --connect '127.0.0.1:0': port 0 is only for binding", 0) == 0);
+  for (const std::string bad : {"", "127.0.0.1", "127.0.0.1:abc", "127.0.0.1:-1", "tcp://:5555", "tcp://*:5555", "udp://127.0.0.1:5555",
+                                "inproc://master", "127.0.0.1 :5555", "::1:5555", "tcp://[::1]", "tcp://999.1.1.1:5555"}) {
+    for (auto args : kClientCommands) {
+      args.insert(args.end(), {"--connect", bad, "--connect-timeout", "0.1", "--insecure"});
+      usage_error(args);
+    }
+    usage_error({"worker", "--connect", bad, "--key-file", kMissingKey});
+    usage_error({"bench", "--connect", bad});
+  }
+  for (const std::string bad : {"", "tcp://127.0.0.1:65536", "0.0.0.0", "tcp://0.0.0.0:x", "http://0.0.0.0:80", "tcp://[::1:0"})
+    usage_error({"master", "--bind", bad, "--key-file", kMissingKey});
+}
+
+TEST_CASE("TASKMASTER_ADDRESS is an endpoint with the same check as --connect") {
+  SUBCASE("a bad value is a usage error that names the variable") {
+    const AddressVariable bad("tcp://127.0.0.1:99999");
+    const std::string expected = "taskmaster: TASKMASTER_ADDRESS 'tcp://127.0.0.1:99999': port 99999 is out of range (1-65535); "
+                                 "expected HOST:PORT or tcp://HOST:PORT, e.g. tcp://10.0.0.5:5555\n";
+    for (auto args : kClientCommands) {
+      args.insert(args.end(), {"--connect-timeout", "0.1", "--insecure"});
+      CHECK(usage_error(args) == expected);
+    }
+    CHECK(usage_error({"worker", "--key-file", kMissingKey}) == expected);
+  }
+  SUBCASE("HOST:PORT works there too") {
+    const AddressVariable address("127.0.0.1:1");
+    const Ran r = run_capturing({"status", "--connect-timeout", "0.1", "--insecure"});
+    CHECK(r.code == cli::kExitUnreachable);
+    CHECK_MESSAGE(r.err.find("the master at tcp://127.0.0.1:1: ") != std::string::npos, r.err);
+  }
+  SUBCASE("--connect wins over the variable, even a bad one") {
+    const AddressVariable bad("http://nowhere");
+    CHECK(cli::run(offline_insecure({"status"})) == cli::kExitUnreachable);
+    CHECK(cli::run({"worker", "-c", "127.0.0.1:1", "--key-file", kMissingKey}) == cli::kExitAuth);
+  }
+  SUBCASE("commands without --connect do not read it") {
+    const AddressVariable bad("http://nowhere");
+    CHECK(cli::run({"master", "--key-file", kMissingKey}) == cli::kExitAuth);
+    CHECK(cli::run({"keygen", "--help"}) == cli::kExitOk);
   }
 }
 
