@@ -1,6 +1,6 @@
 // The command line in-process: argument vectors through cli::run (exit codes of cli/output.h), and
 // the output formats. Nothing here needs a master: every command line tested fails before it
-// would connect, or connects to a closed port (exit 3).
+// would connect, connects to a closed port (exit 3), or talks to WrongMaster below.
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "cli/output.h"
@@ -10,11 +10,15 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "protocol/sockets.h"
 
 namespace taskmaster {
 namespace {
@@ -96,6 +100,47 @@ class AddressVariable {
     else ::unsetenv(cli::kAddressEnv);
   }
   std::optional<std::string> old_;
+};
+
+// A master that breaks the protocol: it answers CANCEL with REPORT and every other request with
+// CANCELLED (without security: clients say --insecure).
+class WrongMaster {
+ public:
+  WrongMaster() : socket_(proto::make_master_socket(ctx_, options())), endpoint_(proto::bound_endpoint(socket_)) {
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~WrongMaster() {
+    stop_ = true;
+    thread_.join();
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  static proto::MasterSocketOptions options() {
+    proto::MasterSocketOptions o;
+    o.endpoint = "tcp://127.0.0.1:0";
+    return o;
+  }
+  void serve() {
+    while (!stop_) {
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(20));  // then look at stop_ again
+      while (auto in = proto::receive(socket_, true)) {
+        auto m = in->decode();
+        if (!m) continue;
+        if (auto* c = std::get_if<proto::Cancel>(&*m)) proto::send_to(socket_, in->identity, proto::Report{c->req, json::object()});
+        else if (auto* st = std::get_if<proto::Status>(&*m)) proto::send_to(socket_, in->identity, proto::Cancelled{st->req, 1, 0});
+        else if (auto* w = std::get_if<proto::Wait>(&*m)) proto::send_to(socket_, in->identity, proto::Cancelled{w->req, 1, 0});
+        else if (auto* sub = std::get_if<proto::Submit>(&*m)) proto::send_to(socket_, in->identity, proto::Cancelled{sub->req, 1, 0});
+      }
+    }
+  }
+
+  zmq::context_t ctx_;
+  zmq::socket_t socket_;
+  std::string endpoint_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
 };
 
 std::vector<std::string> keys(const json& object) {
@@ -258,6 +303,29 @@ TEST_CASE("TASKMASTER_ADDRESS is an endpoint with the same check as --connect") 
     const AddressVariable bad("http://nowhere");
     CHECK(cli::run({"master", "--key-file", kMissingKey}) == cli::kExitAuth);
     CHECK(cli::run({"keygen", "--help"}) == cli::kExitOk);
+  }
+}
+
+TEST_CASE("a reply of the wrong kind ends the command with exit 5 and one line") {
+  WrongMaster master;
+  const std::vector<std::string> connect{"--connect", master.endpoint(), "--insecure", "--connect-timeout", "5", "--retry-timeout", "5"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), connect.begin(), connect.end());
+    return args;
+  };
+  Ran r = run_capturing(with({"status"}));
+  CHECK(r.code == cli::kExitError);
+  CHECK(r.err == "taskmaster: the master answered STATUS with CANCELLED\n");
+  r = run_capturing(with({"cancel", "1"}));
+  CHECK(r.code == cli::kExitError);
+  CHECK(r.err == "taskmaster: the master answered CANCEL with REPORT\n");
+  // The client library reads these replies with std::get: its exception reaches run()'s handler.
+  for (const auto& args : std::vector<std::vector<std::string>>{{"results", "1"}, {"wait", "1"}, {"submit", "square", "1"}}) {
+    CAPTURE(joined(args));
+    r = run_capturing(with(args));
+    CHECK(r.code == cli::kExitError);
+    CHECK_MESSAGE(r.err.rfind("taskmaster: ", 0) == 0, r.err);
+    CHECK_MESSAGE(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
   }
 }
 
