@@ -100,8 +100,8 @@ void add_bench_command(CLI::App& app, Runners& runners) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--sim-workers", o->bench.sim_workers, "Simulated workers of the workers2000 configuration (default 2000; --quick 50)")
       ->check(CLI::Range(1, 20000));
-  cmd->add_option("--timeout", o->timeout_s, "Seconds each configuration may take before the benchmark stops everything and fails")
-      ->check(CLI::Range(1.0, 86400.0))
+  add_seconds_option(cmd, "--timeout", o->timeout_s, 1, 86400,
+                     "Seconds each configuration may take before the benchmark stops everything and fails")
       ->capture_default_str();
   cmd->footer(std::string(
                   "Prints one line per configuration: RESULT config=NAME key=value ... (with --repeat, also DETAIL lines);\n"

@@ -63,7 +63,7 @@ void add_status_command(CLI::App& app, Runners& runners) {
 
   auto c = std::make_shared<CancelOptions>();
   auto* cancel = app.add_subcommand("cancel", "Cancel a job: its queued and delayed tasks become cancelled; running ones finish");
-  cancel->add_option("JOB", c->job, "The job id")->required()->check(CLI::PositiveNumber);
+  add_job_argument(cancel, c->job, "The job id");
   add_connection_options(cancel, c->connection);
   cancel->footer(std::string("Prints how many tasks were cancelled. ") + kExitCodesHelp);
   runners[cancel] = [c] { return run_cancel(*c); };

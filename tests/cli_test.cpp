@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <string>
 #include <thread>
@@ -304,6 +305,99 @@ TEST_CASE("TASKMASTER_ADDRESS is an endpoint with the same check as --connect") 
     CHECK(cli::run({"master", "--key-file", kMissingKey}) == cli::kExitAuth);
     CHECK(cli::run({"keygen", "--help"}) == cli::kExitOk);
   }
+}
+
+TEST_CASE("seconds are finite numbers within their range") {
+  const AddressVariable unset(nullptr);
+  const std::vector<std::string> not_seconds{"nan", "NaN", "inf", "-inf", "infinity", "1e400", "-1", "", "abc", "1s", "0x10", " 1"};
+  // A closed port, and no --connect-timeout of its own: these options are the ones tested.
+  auto closed = [](std::vector<std::string> args) {
+    args.insert(args.end(), {"--connect", "tcp://127.0.0.1:1", "--insecure"});
+    return args;
+  };
+  CHECK(usage_error(closed({"status", "--connect-timeout", "nan"})) ==
+        "taskmaster: --connect-timeout 'nan': expected a number of seconds from 0.001 to " + cli::seconds_text(cli::kMaxWaitSeconds) + "\n");
+  for (const auto& v : not_seconds) {
+    for (const char* option : {"--connect-timeout", "--retry-timeout"})
+      for (auto args : kClientCommands) {
+        args.insert(args.end(), {option, v});
+        usage_error(closed(args));
+      }
+    for (const char* option : {"--delay", "--timeout", "--backoff"}) usage_error(offline_insecure({"submit", "square", "1", option, v}));
+    for (const char* option : {"--heartbeat-interval", "--worker-timeout", "--result-ttl", "--handshake-timeout"})
+      usage_error({"master", option, v, "--key-file", kMissingKey});
+    usage_error({"bench", "--timeout", v});
+  }
+  usage_error(closed({"status", "--connect-timeout", "0"}));
+  usage_error(closed({"status", "--connect-timeout", "0.0001"}));  // 0 ms
+  usage_error({"master", "--result-ttl", "0", "--key-file", kMissingKey});
+}
+
+TEST_CASE("submit's limits are the protocol's: the largest values pass and one more is refused") {
+  const AddressVariable unset(nullptr);
+  const struct {
+    const char* option;
+    double max_s;
+  } limits[] = {{"--delay", proto::kMaxDelayMs / 1000.0}, {"--timeout", proto::kMaxTimeoutMs / 1000.0}, {"--backoff", proto::kMaxBackoffMs / 1000.0}};
+  for (const auto& l : limits) {
+    CAPTURE(l.option);
+    CHECK(cli::run(offline_insecure({"submit", "square", "1", l.option, cli::seconds_text(l.max_s)})) == cli::kExitUnreachable);
+    CHECK(usage_error(offline_insecure({"submit", "square", "1", l.option, cli::seconds_text(l.max_s + 0.001)}))
+              .find("expected a number of seconds from") != std::string::npos);
+  }
+  CHECK(cli::run(offline_insecure({"submit", "square", "1", "--timeout", "0.001"})) == cli::kExitUnreachable);
+  CHECK(cli::run(offline_insecure({"submit", "square", "1", "--max-attempts", std::to_string(proto::kMaxAttempts)})) == cli::kExitUnreachable);
+  for (const std::string& bad : std::vector<std::string>{std::to_string(proto::kMaxAttempts + 1), "99999999999", "-1", "0"})
+    usage_error(offline_insecure({"submit", "square", "1", "--max-attempts", bad}));
+  CHECK(cli::run(offline_insecure({"submit", "square", "1", "--idempotency-key", std::string(proto::kMaxTextBytes, 'k')})) ==
+        cli::kExitUnreachable);
+  CHECK(usage_error(offline_insecure({"submit", "square", "1", "--idempotency-key", std::string(proto::kMaxTextBytes + 1, 'k')}))
+            .find("the key must be 1 to " + std::to_string(proto::kMaxTextBytes) + " bytes") != std::string::npos);
+}
+
+TEST_CASE("job ids are 1 to 2^63 - 1") {
+  const AddressVariable unset(nullptr);
+  const std::string max = std::to_string(std::numeric_limits<std::int64_t>::max());
+  const std::string over = std::to_string(static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) + 1);
+  for (const char* command : {"wait", "results", "cancel"}) {
+    CHECK(cli::run(offline_insecure({command, max})) == cli::kExitUnreachable);
+    for (const std::string& bad : std::vector<std::string>{over, "18446744073709551616", "0", "-1", "1.5", "abc"})
+      usage_error(offline_insecure({command, bad}));
+  }
+}
+
+TEST_CASE("master: --heartbeat-interval must be shorter than --worker-timeout") {
+  CHECK(usage_error({"master", "--heartbeat-interval", "5", "--worker-timeout", "3", "--key-file", kMissingKey}) ==
+        "taskmaster: --heartbeat-interval (5 s) must be shorter than --worker-timeout (3 s): a worker would be presumed dead "
+        "between two heartbeats\n");
+  CHECK(usage_error({"master", "--heartbeat-interval", "3", "--key-file", kMissingKey}).find("--worker-timeout (3 s)") != std::string::npos);
+  CHECK(usage_error({"master", "--worker-timeout", "0.5", "--key-file", kMissingKey}).find("(1 s) must be shorter") != std::string::npos);
+  // Allowed (past the parser, the missing key stops it).
+  CHECK(cli::run({"master", "--heartbeat-interval", "1", "--worker-timeout", "1.5", "--key-file", kMissingKey}) == cli::kExitAuth);
+}
+
+TEST_CASE("worker: its credit and its queues fit in HELLO") {
+  const AddressVariable unset(nullptr);
+  const auto most = std::to_string(proto::kMaxSlots - 4096);
+  CHECK(cli::run({"worker", "-j", "4096", "--prefetch", most, "--key-file", kMissingKey}) == cli::kExitAuth);
+  CHECK(usage_error({"worker", "-j", "4096", "--prefetch", std::to_string(proto::kMaxSlots - 4095), "--key-file", kMissingKey}) ==
+        "taskmaster: --threads (4096) plus --prefetch (" + std::to_string(proto::kMaxSlots - 4095) + ") is more than the " +
+            std::to_string(proto::kMaxSlots) + " tasks a worker may hold\n");
+  usage_error({"worker", "--prefetch", std::to_string(proto::kMaxSlots + 1), "--key-file", kMissingKey});
+  std::vector<std::string> queues{"worker", "--key-file", kMissingKey};
+  for (std::size_t i = 0; i < proto::kMaxListItems; ++i) queues.insert(queues.end(), {"-q", "q" + std::to_string(i)});
+  CHECK(cli::run(queues) == cli::kExitAuth);
+  queues.insert(queues.end(), {"-q", "one-more"});
+  CHECK(usage_error(queues).find("a worker serves at most " + std::to_string(proto::kMaxListItems) + " queues") != std::string::npos);
+  CHECK(cli::run({"worker", "--name", std::string(proto::kMaxTextBytes, 'n'), "--key-file", kMissingKey}) == cli::kExitAuth);
+  usage_error({"worker", "--name", std::string(proto::kMaxTextBytes + 1, 'n'), "--key-file", kMissingKey});
+  usage_error({"worker", "--name", "", "--key-file", kMissingKey});
+}
+
+TEST_CASE("a file or directory option given as empty is refused") {
+  usage_error(offline({"status", "--key-file", ""}));
+  usage_error({"keygen", "--out", ""});
+  usage_error({"master", "--data-dir", "", "--key-file", kMissingKey});
 }
 
 TEST_CASE("a reply of the wrong kind ends the command with exit 5 and one line") {
