@@ -89,8 +89,9 @@ void add_bench_command(CLI::App& app, Runners& runners) {
   cmd->add_flag("--quick", o->bench.quick, "Small sizes, for a smoke test (well under a minute)");
   auto* durable = cmd->add_flag("--durable", o->bench.durable, "Masters keep a journal in a temporary --data-dir (if this build has one)");
   cmd->add_flag("--in-memory", o->in_memory, "Masters keep everything in memory (the default)")->excludes(durable);
-  cmd->add_option("-c,--connect", o->connect,
-                  "Benchmark an existing master at this endpoint instead of starting one per configuration (its RSS and CPU show as -)");
+  add_endpoint_option(cmd, "-c,--connect", o->connect, protocol::EndpointUse::Connect,
+                      "Benchmark an existing master at this endpoint (HOST:PORT or tcp://HOST:PORT) instead of starting one "
+                      "per configuration (its RSS and CPU show as -)");
   add_key_options(cmd, o->key);
   cmd->add_option("--memory-n", o->bench.memory_n, "Tasks queued by the memory configuration (default 1000000; --quick 20000)")
       ->check(CLI::PositiveNumber);
@@ -99,8 +100,8 @@ void add_bench_command(CLI::App& app, Runners& runners) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--sim-workers", o->bench.sim_workers, "Simulated workers of the workers2000 configuration (default 2000; --quick 50)")
       ->check(CLI::Range(1, 20000));
-  cmd->add_option("--timeout", o->timeout_s, "Seconds each configuration may take before the benchmark stops everything and fails")
-      ->check(CLI::Range(1.0, 86400.0))
+  add_seconds_option(cmd, "--timeout", o->timeout_s, 1, 86400,
+                     "Seconds each configuration may take before the benchmark stops everything and fails")
       ->capture_default_str();
   cmd->footer(std::string(
                   "Prints one line per configuration: RESULT config=NAME key=value ... (with --repeat, also DETAIL lines);\n"

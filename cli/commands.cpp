@@ -1,10 +1,16 @@
 #include "cli/commands.h"
 
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+
 #include "cli/output.h"
 
 namespace taskmaster::cli {
 
 void add_commands(CLI::App& app, Runners& runners) {
+  // Every usage error is one line, "taskmaster: MESSAGE" (subcommands copy this when added).
+  app.failure_message([](const CLI::App*, const CLI::Error& e) { return "taskmaster: " + std::string(e.what()) + "\n"; });
   app.require_subcommand(1);
   app.set_version_flag("--version", "taskmaster 0.1.0");
   add_master_command(app, runners);
@@ -31,33 +37,46 @@ int dispatch(CLI::App& app, Runners& runners) {
   return kExitUsage;
 }
 
+// `what` on one line: line breaks become spaces.
+std::string one_line(std::string what) {
+  for (char& c : what)
+    if (c == '\n' || c == '\r') c = ' ';
+  return what;
+}
+
+// Builds the application, parses with `parse` and runs the subcommand. Whatever escapes a
+// subcommand ends here as one line and exit 5, never in std::terminate.
+int parse_and_run(const std::function<void(CLI::App&)>& parse) {
+  try {
+    CLI::App app{"taskmaster: a distributed task queue (master, workers, and jobs from the command line)", "taskmaster"};
+    Runners runners;
+    add_commands(app, runners);
+    try {
+      parse(app);
+    } catch (const CLI::ParseError& e) {
+      const int code = app.exit(e);  // prints help, the version, or the error
+      return code == 0 ? kExitOk : kExitUsage;
+    }
+    return dispatch(app, runners);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "taskmaster: %s\n", one_line(e.what()).c_str());
+  } catch (...) {
+    std::fprintf(stderr, "taskmaster: an unknown error (an exception that is not a std::exception)\n");
+  }
+  return kExitError;
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
-  CLI::App app{"taskmaster: a distributed task queue (master, workers, and jobs from the command line)", "taskmaster"};
-  Runners runners;
-  add_commands(app, runners);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);  // prints help, the version, or the error
-    return code == 0 ? kExitOk : kExitUsage;
-  }
-  return dispatch(app, runners);
+  return parse_and_run([argc, argv](CLI::App& app) { app.parse(argc, argv); });
 }
 
 int run(std::vector<std::string> args) {
-  CLI::App app{"taskmaster", "taskmaster"};
-  Runners runners;
-  add_commands(app, runners);
-  try {
+  return parse_and_run([&args](CLI::App& app) {
     std::reverse(args.begin(), args.end());  // CLI11 takes the vector in reverse order
     app.parse(args);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? kExitOk : kExitUsage;
-  }
-  return dispatch(app, runners);
+  });
 }
 
 }  // namespace taskmaster::cli

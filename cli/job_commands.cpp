@@ -65,6 +65,7 @@ int run_submit(const SubmitOptions& o) {
   base.function = o.function;
   base.queue = o.queue;
   base.priority = o.priority;
+  // In range: add_seconds_option checked them against the protocol's limits.
   base.delay_ms = static_cast<std::uint64_t>(o.delay_s * 1000);
   base.timeout_ms = static_cast<std::uint32_t>(o.timeout_s * 1000);
   base.max_attempts = o.max_attempts;
@@ -163,7 +164,7 @@ int run_follow(const FollowOptions& o, bool until_end) {
 }
 
 void add_follow_options(CLI::App* cmd, FollowOptions& o) {
-  cmd->add_option("JOB", o.job, "The job id that submit printed")->required()->check(CLI::PositiveNumber);
+  add_job_argument(cmd, o.job, "The job id that submit printed");
   cmd->add_flag("--json", o.json, "One JSON object per line: job, task, args, status, result|error, attempts, worker");
   add_connection_options(cmd, o.connection);
 }
@@ -181,19 +182,22 @@ void add_job_commands(CLI::App& app, Runners& runners) {
       ->check([](const std::string& s) { return proto::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'"; })
       ->capture_default_str();
   submit->add_option("-p,--priority", o->priority, "Higher runs first")->check(CLI::Range(-1000000, 1000000))->capture_default_str();
-  submit->add_option("--delay", o->delay_s, "Seconds before the tasks may start")->check(CLI::Range(0.0, 366 * 86400.0))->capture_default_str();
-  submit->add_option("--timeout", o->timeout_s, "Seconds an attempt may run before it fails")
-      ->check(CLI::Range(0.001, 7 * 86400.0))
+  add_seconds_option(submit, "--delay", o->delay_s, 0, proto::kMaxDelayMs / 1000.0, "Seconds before the tasks may start")
+      ->capture_default_str();
+  add_seconds_option(submit, "--timeout", o->timeout_s, 0.001, proto::kMaxTimeoutMs / 1000.0, "Seconds an attempt may run before it fails")
       ->capture_default_str();
   submit->add_option("--max-attempts", o->max_attempts, "Attempts before a task is dead")->check(CLI::Range(1u, proto::kMaxAttempts))->capture_default_str();
-  submit->add_option("--backoff", o->backoff_s, "Seconds before the first retry; doubled after each further failure")
-      ->check(CLI::Range(0.0, 86400.0))
+  add_seconds_option(submit, "--backoff", o->backoff_s, 0, proto::kMaxBackoffMs / 1000.0,
+                     "Seconds before the first retry; doubled after each further failure")
       ->capture_default_str();
   auto* wait = submit->add_flag("-w,--wait", o->wait, "Wait, printing each task's outcome as it finishes: ARGS -> RESULT");
   submit->add_flag("--json", o->json, "With --wait: one JSON object per line (job, task, args, status, result|error, attempts, worker)")
       ->needs(wait);
   submit->add_option("--idempotency-key", o->idempotency_key, "Submitting the same key again returns the same job instead of a new one")
-      ->check([](const std::string& s) { return !s.empty() && s.size() <= proto::kMaxTextBytes ? std::string() : "the key must be 1 to 256 bytes"; });
+      ->check([](const std::string& s) {
+        return !s.empty() && s.size() <= proto::kMaxTextBytes ? std::string()
+                                                              : "the key must be 1 to " + std::to_string(proto::kMaxTextBytes) + " bytes";
+      });
   add_connection_options(submit, o->connection);
   submit->footer(std::string("Without --wait, prints the job id. ") + kExitCodesHelp);
   submit->callback([o, args] { o->has_args = args->count() > 0; });

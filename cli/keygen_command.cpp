@@ -35,7 +35,8 @@ int run_keygen(const KeygenOptions& o) {
 void add_keygen_command(CLI::App& app, Runners& runners) {
   auto o = std::make_shared<KeygenOptions>();
   auto* cmd = app.add_subcommand("keygen", "Make a new random shared key (the auth key every master, worker and client needs)");
-  cmd->add_option("-o,--out", o->out, "Where to write it (default: " + protocol::default_key_path() + "; '-' prints it)");
+  cmd->add_option("-o,--out", o->out, "Where to write it (default: " + protocol::default_key_path() + "; '-' prints it)")
+      ->check(not_empty("the key file's name"));
   cmd->add_flag("-f,--force", o->force, "Replace an existing file");
   cmd->footer(std::string("Prints the file's path. ") + kExitCodesHelp);
   runners[cmd] = [o] { return run_keygen(*o); };

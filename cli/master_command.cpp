@@ -23,7 +23,12 @@ struct MasterOptions {
   KeyOptions key;
 };
 
-std::chrono::milliseconds ms(double s) { return std::chrono::milliseconds(static_cast<long long>(s * 1000)); }
+// Settings each of which is fine alone but not with the others.
+void check_master(const MasterOptions& o) {
+  if (o.heartbeat_s >= o.worker_timeout_s)
+    throw UsageError("--heartbeat-interval (" + seconds_text(o.heartbeat_s) + " s) must be shorter than --worker-timeout (" +
+                     seconds_text(o.worker_timeout_s) + " s): a worker would be presumed dead between two heartbeats");
+}
 
 int run_master(const MasterOptions& o) {
   set_log_name("master");
@@ -34,12 +39,12 @@ int run_master(const MasterOptions& o) {
   MasterConfig config;
   config.socket.endpoint = o.bind;
   config.socket.curve = *keys;
-  config.socket.handshake_timeout = ms(o.handshake_timeout_s);
-  config.socket.heartbeat = ms(o.heartbeat_s);
-  config.socket.heartbeat_timeout = ms(o.worker_timeout_s);
-  config.heartbeat = ms(o.heartbeat_s);
-  config.worker_timeout = ms(o.worker_timeout_s);
-  config.result_ttl = ms(o.result_ttl_s);
+  config.socket.handshake_timeout = to_ms(o.handshake_timeout_s);
+  config.socket.heartbeat = to_ms(o.heartbeat_s);
+  config.socket.heartbeat_timeout = to_ms(o.worker_timeout_s);
+  config.heartbeat = to_ms(o.heartbeat_s);
+  config.worker_timeout = to_ms(o.worker_timeout_s);
+  config.result_ttl = to_ms(o.result_ttl_s);
   config.max_queued = o.max_queued;
   config.max_task_bytes = o.max_task_bytes;
   config.max_journal_bytes = o.max_journal_bytes;
@@ -68,22 +73,26 @@ int run_master(const MasterOptions& o) {
 void add_master_command(CLI::App& app, Runners& runners) {
   auto o = std::make_shared<MasterOptions>();
   auto* cmd = app.add_subcommand("master", "Run a master: it holds the queues and hands tasks to workers");
-  cmd->add_option("-b,--bind", o->bind, "Endpoint to listen on; port 0 picks a free port")->capture_default_str();
-  cmd->add_option("--heartbeat-interval", o->heartbeat_s, "Seconds between heartbeats to each worker")
-      ->check(CLI::Range(0.01, 3600.0))
+  add_endpoint_option(cmd, "-b,--bind", o->bind, protocol::EndpointUse::Bind,
+                      "Endpoint to listen on: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH; "
+                      "HOST * (or 0.0.0.0) is every interface; port 0 picks a free port")
       ->capture_default_str();
-  cmd->add_option("--worker-timeout", o->worker_timeout_s,
-                  "Seconds of silence after which a worker is presumed dead and its tasks queued again")
-      ->check(CLI::Range(0.05, 86400.0))
+  add_seconds_option(cmd, "--heartbeat-interval", o->heartbeat_s, 0.01, 3600, "Seconds between heartbeats to each worker")
       ->capture_default_str();
-  cmd->add_option("--result-ttl", o->result_ttl_s, "Seconds a job's results are kept after the job ends")
-      ->check(CLI::Range(0.0, 365 * 86400.0))
+  add_seconds_option(cmd, "--worker-timeout", o->worker_timeout_s, 0.05, 86400,
+                     "Seconds of silence after which a worker is presumed dead and its tasks queued again; must be longer "
+                     "than --heartbeat-interval, and 3 times as long or more is recommended (a late heartbeat is no death)")
       ->capture_default_str();
-  cmd->add_option("--handshake-timeout", o->handshake_timeout_s, "Seconds a new connection has to complete its handshake")
-      ->check(CLI::Range(0.1, 600.0))
+  add_seconds_option(cmd, "--result-ttl", o->result_ttl_s, 1, 365 * 86400,
+                     "Seconds a job's results are kept after the job ends (at least 1: clients that wait read the last "
+                     "outcomes after the job ended)")
+      ->capture_default_str();
+  add_seconds_option(cmd, "--handshake-timeout", o->handshake_timeout_s, 0.1, 600,
+                     "Seconds a new connection has to complete its handshake")
       ->capture_default_str();
   auto* dir = cmd->add_option("-d,--data-dir", o->data_dir,
-                              "Directory of the durable journal (default: " + default_data_dir() + "); created if missing");
+                              "Directory of the durable journal (default: " + default_data_dir() + "); created if missing")
+                  ->check(not_empty("the data directory's name"));
   cmd->add_flag("--in-memory", o->in_memory, "Keep everything in memory only: nothing survives a restart")->excludes(dir);
   const auto defaults = with_default_limits({});
   cmd->add_option("--max-queued", o->max_queued,
@@ -100,8 +109,9 @@ void add_master_command(CLI::App& app, Runners& runners) {
   add_key_options(cmd, o->key);
   cmd->footer(std::string("By default every accepted submission and every result is durable before it is acknowledged.\n"
                           "Without a key it refuses to start, unless --insecure (then nothing is authenticated or encrypted).\n"
-                          "Prints the bound endpoint (tcp://HOST:PORT) as the first line of stdout; logs go to stderr.\n"
+                          "Prints the bound endpoint (e.g. tcp://0.0.0.0:41234) as the first line of stdout; logs go to stderr.\n"
                           "Stops cleanly on SIGINT or SIGTERM.\n") + kExitCodesHelp);
+  cmd->callback([o] { check_master(*o); });
   runners[cmd] = [o] { return run_master(*o); };
 }
 

@@ -4,11 +4,77 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <stdexcept>
 
 namespace taskmaster::cli {
+
+UsageError::UsageError(std::string message) : CLI::ParseError("UsageError", std::move(message), CLI::ExitCodes::ValidationError) {}
+
+CLI::Option* add_endpoint_option(CLI::App* cmd, const std::string& names, std::string& endpoint, protocol::EndpointUse use,
+                                 const std::string& help, const char* env) {
+  auto self = std::make_shared<CLI::Option*>(nullptr);
+  auto* opt = cmd->add_option(names, endpoint, help);
+  *self = opt;
+  opt->transform(CLI::Validator(
+      [cmd, self, use, env](std::string& value) -> std::string {
+        // CLI11 gives every subcommand the variable's value and runs their checks, also of those not
+        // on the command line: only the one that runs matters.
+        if (!cmd->parsed()) return {};
+        auto parsed = protocol::parse_endpoint(value, use);
+        if (!parsed) {
+          // A value that did not come from the command line came from the variable (CLI11 lists
+          // only the command line's options in parse_order).
+          const auto& given = cmd->parse_order();
+          const bool from_env = env && std::find(given.begin(), given.end(), *self) == given.end();
+          throw UsageError((from_env ? std::string(env) : (*self)->get_name()) + " '" + value + "': " + parsed.error().message);
+        }
+        value = *parsed;
+        return {};
+      },
+      "ENDPOINT"));
+  if (env) opt->envname(env);
+  return opt;
+}
+
+std::string seconds_text(double seconds) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, seconds);
+  return ec == std::errc() ? std::string(buf, end) : std::to_string(seconds);
+}
+
+CLI::Option* add_seconds_option(CLI::App* cmd, const std::string& names, double& seconds, double min, double max,
+                                const std::string& help) {
+  auto self = std::make_shared<CLI::Option*>(nullptr);
+  auto* opt = cmd->add_option(names, seconds, help);
+  *self = opt;
+  opt->check(CLI::Validator(
+      [self, min, max](std::string& value) -> std::string {
+        double v = 0;
+        const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+        if (ec != std::errc() || end != value.data() + value.size() || !std::isfinite(v) || v < min || v > max)
+          throw UsageError((*self)->get_name() + " '" + value + "': expected a number of seconds from " + seconds_text(min) +
+                           " to " + seconds_text(max));
+        return {};
+      },
+      "SECONDS in [" + seconds_text(min) + " - " + seconds_text(max) + "]"));
+  return opt;
+}
+
+CLI::Validator not_empty(const std::string& what) {
+  return CLI::Validator([what](std::string& value) { return value.empty() ? what + " must not be empty" : std::string(); }, "");
+}
+
+CLI::Option* add_job_argument(CLI::App* cmd, protocol::JobId& job, const std::string& help) {
+  constexpr protocol::JobId kMaxJob = std::numeric_limits<std::int64_t>::max();  // PROTOCOL.md §4.2: ids below 2^63
+  return cmd->add_option("JOB", job, help)->required()->check(CLI::Range(protocol::JobId{1}, kMaxJob));
+}
 
 Expected<std::optional<protocol::CurveKeys>> KeyOptions::resolve() const {
   if (insecure) return std::optional<protocol::CurveKeys>();
@@ -24,7 +90,8 @@ Expected<std::optional<protocol::CurveKeys>> KeyOptions::resolve() const {
 void add_key_options(CLI::App* cmd, KeyOptions& o) {
   auto* file = cmd->add_option("-k,--key-file", o.key_file,
                                "File holding the shared key (else TASKMASTER_KEY_FILE, the key in TASKMASTER_KEY, or " +
-                                   protocol::default_key_path() + ")");
+                                   protocol::default_key_path() + ")")
+                   ->check(not_empty("the key file's name"));
   cmd->add_flag("--insecure", o.insecure, "No key: no authentication and no encryption (both sides must agree)")->excludes(file);
 }
 
@@ -34,38 +101,32 @@ Expected<ClientOptions> ConnectionOptions::client() const {
   ClientOptions c;
   c.curve = *keys;
   c.endpoint = endpoint;
-  c.connect_timeout = std::chrono::milliseconds(static_cast<long long>(connect_timeout_s * 1000));
-  c.retry_timeout = std::chrono::milliseconds(static_cast<long long>(retry_timeout_s * 1000));
+  c.connect_timeout = to_ms(connect_timeout_s);
+  c.retry_timeout = to_ms(retry_timeout_s);
   return c;
 }
 
-namespace {
-
-void add_endpoint_option(CLI::App* cmd, ConnectionOptions& o) {
-  cmd->add_option("-c,--connect", o.endpoint, "The master's endpoint (env TASKMASTER_ADDRESS)")
-      ->envname("TASKMASTER_ADDRESS")
-      ->capture_default_str();
-}
-
-}  // namespace
-
 void add_connection_options(CLI::App* cmd, ConnectionOptions& o) {
-  add_endpoint_option(cmd, o);
-  cmd->add_option("--connect-timeout", o.connect_timeout_s, "Seconds to wait for the first connection; then exit 3")
-      ->check(CLI::PositiveNumber)
+  add_endpoint_option(cmd, "-c,--connect", o.endpoint, protocol::EndpointUse::Connect,
+                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH",
+                      kAddressEnv)
       ->capture_default_str();
-  cmd->add_option("--retry-timeout", o.retry_timeout_s,
-                  "Seconds to keep retrying when the master stops answering (e.g. while it restarts); then exit 3")
-      ->check(CLI::PositiveNumber)
+  add_seconds_option(cmd, "--connect-timeout", o.connect_timeout_s, 0.001, kMaxWaitSeconds,
+                     "Seconds to wait for the first connection; then exit 3")
+      ->capture_default_str();
+  add_seconds_option(cmd, "--retry-timeout", o.retry_timeout_s, 0.001, kMaxWaitSeconds,
+                     "Seconds to keep retrying when the master stops answering (e.g. while it restarts); then exit 3")
       ->capture_default_str();
   add_key_options(cmd, o.key);
 }
 
 void add_check_connection_options(CLI::App* cmd, ConnectionOptions& o) {
-  add_endpoint_option(cmd, o);
-  cmd->add_option("-t,--timeout,--connect-timeout", o.connect_timeout_s,
-                  "Seconds the whole check may take (connecting and the answer); then exit 3")
-      ->check(CLI::PositiveNumber)
+  add_endpoint_option(cmd, "-c,--connect", o.endpoint, protocol::EndpointUse::Connect,
+                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH",
+                      kAddressEnv)
+      ->capture_default_str();
+  add_seconds_option(cmd, "-t,--timeout,--connect-timeout", o.connect_timeout_s, 0.001, kMaxWaitSeconds,
+                     "Seconds the whole check may take (connecting and the answer); then exit 3")
       ->capture_default_str();
   add_key_options(cmd, o.key);
 }

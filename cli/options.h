@@ -6,10 +6,46 @@
 #include <CLI/CLI.hpp>
 
 #include "client/client.h"
+#include "protocol/endpoint.h"
 
 namespace taskmaster::cli {
 
 inline constexpr const char* kDefaultConnect = "tcp://127.0.0.1:5555";
+inline constexpr const char* kAddressEnv = "TASKMASTER_ADDRESS";
+
+// A command line that cannot work: printed as the one line `taskmaster: MESSAGE`, exit 2. Thrown by
+// the checks below while CLI11 parses (their messages already name the option and the value).
+class UsageError : public CLI::ParseError {
+ public:
+  explicit UsageError(std::string message);
+};
+
+// An option that takes an endpoint as people type it (HOST:PORT, tcp://..., ipc://...; see
+// protocol::parse_endpoint) and stores it normalised (tcp://HOST:PORT). A bad value is a usage error:
+//   --connect 'tcp://127.0.0.1:99999': port 99999 is out of range (1-65535); expected HOST:PORT or ...
+// `env`: a variable whose value is the default when the option is not given; it gets the same check,
+// and a bad value is named by the variable.
+CLI::Option* add_endpoint_option(CLI::App* cmd, const std::string& names, std::string& endpoint, protocol::EndpointUse use,
+                                 const std::string& help, const char* env = nullptr);
+
+// An option that takes a number of seconds from `min` to `max`; anything else (NaN and infinities
+// included) is a usage error: --timeout 'nan': expected a number of seconds from 0.001 to 604800.
+CLI::Option* add_seconds_option(CLI::App* cmd, const std::string& names, double& seconds, double min, double max,
+                                const std::string& help);
+
+// Seconds as a short text: 0.001, 1.5, 604800.
+std::string seconds_text(double seconds);
+
+// Milliseconds of a number of seconds that add_seconds_option has checked.
+inline std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
+}
+
+// A check for a string option that must not be empty when given (e.g. --key-file "").
+CLI::Validator not_empty(const std::string& what);
+
+// The required JOB argument of wait, results and cancel: a job id (1 to 2^63 - 1).
+CLI::Option* add_job_argument(CLI::App* cmd, protocol::JobId& job, const std::string& help);
 
 // --key-file and --insecure: where the shared key comes from, or that there is none.
 struct KeyOptions {
@@ -22,6 +58,8 @@ struct KeyOptions {
 void add_key_options(CLI::App* cmd, KeyOptions& o);
 
 // --connect (default from TASKMASTER_ADDRESS), --connect-timeout, --retry-timeout, and the key.
+// The timeouts are at least 1 ms and at most kMaxWaitSeconds.
+inline constexpr double kMaxWaitSeconds = 366 * 86400.0;
 struct ConnectionOptions {
   std::string endpoint = kDefaultConnect;
   double connect_timeout_s = 5;

@@ -17,6 +17,11 @@ int report(const Error& e) {
   }
 }
 
+int unexpected_reply(const char* request, const proto::Message& reply) {
+  std::fprintf(stderr, "taskmaster: the master answered %s with %s\n", request, std::string(proto::command_name(reply)).c_str());
+  return kExitError;
+}
+
 void append_outcome(std::string& out, proto::JobId job, const proto::Outcome& o, bool json) {
   if (!json) {
     out += o.args;

@@ -29,6 +29,9 @@ inline constexpr const char* kExitCodesHelp =
 
 // Prints "taskmaster: MESSAGE" on stderr and returns the exit code for this error.
 int report(const Error& e);
+// For a reply of another kind than the request's (a master that breaks the protocol): prints
+// "taskmaster: the master answered REQUEST with COMMAND" and returns kExitError.
+int unexpected_reply(const char* request, const protocol::Message& reply);
 
 // One finished task, as `submit --wait` prints it: "ARGS -> RESULT", "ARGS -> error: MESSAGE",
 // "ARGS -> cancelled"; with json, one object with job, task, args, status, result|error, attempts,

@@ -29,7 +29,9 @@ int run_status(const StatusOptions& o) {
   if (auto s = client.connect(); !s) return report(s.error());
   auto r = client.call(proto::Status{});
   if (!r) return report(r.error());
-  const auto& status = std::get<proto::Report>(*r).status;
+  const auto* report_message = std::get_if<proto::Report>(&*r);
+  if (!report_message) return unexpected_reply("STATUS", *r);
+  const auto& status = report_message->status;
   const std::string text = o.json ? status.dump() + "\n" : format_status(status);
   std::fwrite(text.data(), 1, text.size(), stdout);
   return kExitOk;
@@ -43,7 +45,9 @@ int run_cancel(const CancelOptions& o) {
   if (auto s = client.connect(); !s) return report(s.error());
   auto r = client.call(proto::Cancel{0, o.job});
   if (!r) return report(r.error());
-  std::printf("%llu\n", static_cast<unsigned long long>(std::get<proto::Cancelled>(*r).cancelled));
+  const auto* cancelled = std::get_if<proto::Cancelled>(&*r);
+  if (!cancelled) return unexpected_reply("CANCEL", *r);
+  std::printf("%llu\n", static_cast<unsigned long long>(cancelled->cancelled));
   return kExitOk;
 }
 
@@ -59,7 +63,7 @@ void add_status_command(CLI::App& app, Runners& runners) {
 
   auto c = std::make_shared<CancelOptions>();
   auto* cancel = app.add_subcommand("cancel", "Cancel a job: its queued and delayed tasks become cancelled; running ones finish");
-  cancel->add_option("JOB", c->job, "The job id")->required()->check(CLI::PositiveNumber);
+  add_job_argument(cancel, c->job, "The job id");
   add_connection_options(cancel, c->connection);
   cancel->footer(std::string("Prints how many tasks were cancelled. ") + kExitCodesHelp);
   runners[cancel] = [c] { return run_cancel(*c); };

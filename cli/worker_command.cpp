@@ -20,6 +20,17 @@ struct WorkerOptions {
   KeyOptions key;
 };
 
+// Settings each of which is fine alone but not with the others.
+void check_worker(const WorkerOptions& o) {
+  // The credit (threads plus prefetch) travels in HELLO, which the master refuses above kMaxSlots.
+  if (o.prefetch >= 0 && std::uint64_t{o.threads} + static_cast<std::uint64_t>(o.prefetch) > protocol::kMaxSlots)
+    throw UsageError("--threads (" + std::to_string(o.threads) + ") plus --prefetch (" + std::to_string(o.prefetch) +
+                     ") is more than the " + std::to_string(protocol::kMaxSlots) + " tasks a worker may hold");
+  if (o.queues.size() > protocol::kMaxListItems)
+    throw UsageError("--queue is given " + std::to_string(o.queues.size()) + " times; a worker serves at most " +
+                     std::to_string(protocol::kMaxListItems) + " queues");
+}
+
 int run_worker(const WorkerOptions& o) {
   set_log_name("worker");
   auto keys = o.key.resolve();
@@ -57,8 +68,9 @@ int run_worker(const WorkerOptions& o) {
 void add_worker_command(CLI::App& app, Runners& runners) {
   auto o = std::make_shared<WorkerOptions>();
   auto* cmd = app.add_subcommand("worker", "Run a worker: it connects to a master and runs the tasks it is given");
-  cmd->add_option("-c,--connect", o->endpoint, "The master's endpoint (env TASKMASTER_ADDRESS)")
-      ->envname("TASKMASTER_ADDRESS")
+  add_endpoint_option(cmd, "-c,--connect", o->endpoint, protocol::EndpointUse::Connect,
+                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH",
+                      kAddressEnv)
       ->capture_default_str();
   cmd->add_option("-j,--threads", o->threads, "Tasks run at once (default: the number of cores)")
       ->check(CLI::Range(1u, 4096u))
@@ -66,15 +78,21 @@ void add_worker_command(CLI::App& app, Runners& runners) {
   cmd->add_option("-q,--queue", o->queues, "A queue to serve; repeat for several (default: default)")
       ->check([](const std::string& s) { return protocol::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'"; });
   cmd->add_option("--prefetch", o->prefetch,
-                  "Tasks held beyond the running ones (default: automatic, about 20 ms of work per thread)")
-      ->check(CLI::Range(0, 1000000));
+                  "Tasks held beyond the running ones (default: automatic, about 20 ms of work per thread); --threads plus "
+                  "--prefetch is at most " + std::to_string(protocol::kMaxSlots))
+      ->check(CLI::Range(0, static_cast<int>(protocol::kMaxSlots)));
   cmd->add_flag("--allow-exec", o->allow_exec, "Also serve 'exec' (runs command lines sent by any client: trusted setups only)");
   cmd->add_option("--name", o->name, "The worker's name in status (default: HOST-PID-RANDOM)")
-      ->check([](const std::string& s) { return !s.empty() && s.size() <= 200 ? std::string() : "the name must be 1 to 200 bytes"; });
+      ->check([](const std::string& s) {
+        return !s.empty() && s.size() <= protocol::kMaxTextBytes
+                   ? std::string()
+                   : "the name must be 1 to " + std::to_string(protocol::kMaxTextBytes) + " bytes";
+      });
   add_key_options(cmd, o->key);
   cmd->footer(std::string("Built-in functions: square, echo, sleep, fail (and exec with --allow-exec).\n"
                           "SIGTERM or SIGINT drains: no new tasks, running ones finish, then exit 0; a second one stops at once.\n") +
               kExitCodesHelp);
+  cmd->callback([o] { check_worker(*o); });
   runners[cmd] = [o] { return run_worker(*o); };
 }
 

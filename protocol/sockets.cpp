@@ -9,6 +9,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "protocol/endpoint.h"
+
 namespace taskmaster::protocol {
 namespace {
 
@@ -72,6 +74,8 @@ zmq::socket_t make_master_socket(zmq::context_t& ctx, const MasterSocketOptions&
   s.set(zmq::sockopt::handshake_ivl, ms(o.handshake_timeout));
   // A send to a peer that is gone is an error we handle, not a silent drop.
   s.set(zmq::sockopt::router_mandatory, 1);
+  // libzmq resolves IPv4 only unless told otherwise; an IPv6 address in brackets needs IPv6.
+  if (is_ipv6_endpoint(o.endpoint)) s.set(zmq::sockopt::ipv6, 1);
   if (o.before_bind) o.before_bind(s);
   try {
     s.bind(o.endpoint);
@@ -96,6 +100,7 @@ zmq::socket_t make_peer_socket(zmq::context_t& ctx, const PeerSocketOptions& o) 
     s.set(zmq::sockopt::curve_publickey, zmq::const_buffer(o.curve->client_public.data(), o.curve->client_public.size()));
     s.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(o.curve->client_secret.data(), o.curve->client_secret.size()));
   }
+  if (is_ipv6_endpoint(o.endpoint)) s.set(zmq::sockopt::ipv6, 1);  // as for the master's socket
   if (o.before_connect) o.before_connect(s);
   try {
     s.connect(o.endpoint);

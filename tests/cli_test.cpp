@@ -1,14 +1,25 @@
 // The command line in-process: argument vectors through cli::run (exit codes of cli/output.h), and
 // the output formats. Nothing here needs a master: every command line tested fails before it
-// would connect.
+// would connect, connects to a closed port (exit 3), or talks to WrongMaster below.
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "cli/output.h"
+
+#include <unistd.h>
 
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <limits>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "protocol/sockets.h"
 
 namespace taskmaster {
 namespace {
@@ -28,6 +39,110 @@ std::vector<std::string> offline(std::vector<std::string> args) {
   args.insert(args.end(), {"--connect", "tcp://127.0.0.1:1", "--connect-timeout", "0.1"});
   return args;
 }
+
+// The same, past the parser: no key needed, so an accepted command line ends in exit 3.
+std::vector<std::string> offline_insecure(std::vector<std::string> args) {
+  args = offline(std::move(args));
+  args.push_back("--insecure");
+  return args;
+}
+
+// What cli::run returned and wrote to stderr.
+struct Ran {
+  int code = -1;
+  std::string err;
+};
+
+Ran run_capturing(std::vector<std::string> args) {
+  std::fflush(stderr);
+  std::cerr.flush();
+  FILE* capture = std::tmpfile();
+  REQUIRE(capture != nullptr);
+  const int saved = ::dup(2);
+  ::dup2(::fileno(capture), 2);
+  Ran r;
+  r.code = cli::run(std::move(args));
+  std::fflush(stderr);
+  std::cerr.flush();
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::rewind(capture);
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, capture)) > 0;) r.err.append(buf, n);
+  std::fclose(capture);
+  return r;
+}
+
+// A usage error: exit 2 and exactly one line on stderr, "taskmaster: " and the message.
+std::string usage_error(const std::vector<std::string>& args) {
+  CAPTURE(joined(args));
+  const Ran r = run_capturing(args);
+  CHECK(r.code == cli::kExitUsage);
+  CHECK_MESSAGE(r.err.rfind("taskmaster: ", 0) == 0, r.err);
+  CHECK_MESSAGE(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+  CHECK(r.err.back() == '\n');
+  return r.err;
+}
+
+// TASKMASTER_ADDRESS as given (nullptr: unset) for one scope; the old value comes back after.
+class AddressVariable {
+ public:
+  explicit AddressVariable(const char* value) {
+    if (const char* old = std::getenv(cli::kAddressEnv)) old_ = old;
+    assign(value);
+  }
+  ~AddressVariable() { assign(old_ ? old_->c_str() : nullptr); }
+  AddressVariable(const AddressVariable&) = delete;
+  AddressVariable& operator=(const AddressVariable&) = delete;
+
+ private:
+  static void assign(const char* value) {
+    if (value) ::setenv(cli::kAddressEnv, value, 1);
+    else ::unsetenv(cli::kAddressEnv);
+  }
+  std::optional<std::string> old_;
+};
+
+// A master that breaks the protocol: it answers CANCEL with REPORT and every other request with
+// CANCELLED (without security: clients say --insecure).
+class WrongMaster {
+ public:
+  WrongMaster() : socket_(proto::make_master_socket(ctx_, options())), endpoint_(proto::bound_endpoint(socket_)) {
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~WrongMaster() {
+    stop_ = true;
+    thread_.join();
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  static proto::MasterSocketOptions options() {
+    proto::MasterSocketOptions o;
+    o.endpoint = "tcp://127.0.0.1:0";
+    return o;
+  }
+  void serve() {
+    while (!stop_) {
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(20));  // then look at stop_ again
+      while (auto in = proto::receive(socket_, true)) {
+        auto m = in->decode();
+        if (!m) continue;
+        if (auto* c = std::get_if<proto::Cancel>(&*m)) proto::send_to(socket_, in->identity, proto::Report{c->req, json::object()});
+        else if (auto* st = std::get_if<proto::Status>(&*m)) proto::send_to(socket_, in->identity, proto::Cancelled{st->req, 1, 0});
+        else if (auto* w = std::get_if<proto::Wait>(&*m)) proto::send_to(socket_, in->identity, proto::Cancelled{w->req, 1, 0});
+        else if (auto* sub = std::get_if<proto::Submit>(&*m)) proto::send_to(socket_, in->identity, proto::Cancelled{sub->req, 1, 0});
+      }
+    }
+  }
+
+  zmq::context_t ctx_;
+  zmq::socket_t socket_;
+  std::string endpoint_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 std::vector<std::string> keys(const json& object) {
   std::vector<std::string> k;
@@ -148,6 +263,201 @@ TEST_CASE("format_health is one line: master=ID uptime_s=S workers=N tasks=N") {
                                       "jobs": 2, "tasks": 5000000000})");
   CHECK(cli::format_health(report) == "master=4f2a uptime_s=12.3 workers=2 tasks=5000000000\n");
   CHECK(cli::format_health(json::object()) == "master= uptime_s=0.0 workers=0 tasks=0\n");
+}
+
+// A key file that does not exist: a master or worker whose command line is wrongly accepted
+// stops at once (exit 4) instead of running.
+const std::string kMissingKey = "/nonexistent/taskmaster-test-key";
+
+const std::vector<std::vector<std::string>> kClientCommands{
+    {"submit", "square", "1"}, {"wait", "1"}, {"results", "1"}, {"status"}, {"cancel", "1"}};
+
+TEST_CASE("HOST:PORT is tcp://HOST:PORT for every client command") {
+  const AddressVariable unset(nullptr);
+  for (const auto& command : kClientCommands) {
+    for (const std::string endpoint : {"127.0.0.1:1", "-c127.0.0.1:1", "TCP://127.0.0.1:01"}) {
+      auto args = command;
+      if (endpoint.rfind("-c", 0) == 0) args.push_back(endpoint);
+      else args.insert(args.end(), {"--connect", endpoint});
+      args.insert(args.end(), {"--connect-timeout", "0.1", "--insecure"});
+      CAPTURE(joined(args));
+      const Ran r = run_capturing(args);
+      CHECK(r.code == cli::kExitUnreachable);  // parsed, normalised and tried: nothing listens on port 1
+      CHECK_MESSAGE(r.err.find("the master at tcp://127.0.0.1:1: ") != std::string::npos, r.err);
+    }
+  }
+}
+
+TEST_CASE("a bad endpoint is a usage error that names the option and shows the form expected") {
+  const AddressVariable unset(nullptr);
+  CHECK(usage_error({"status", "--connect", "tcp://127.0.0.1:99999"}) ==
+        "taskmaster: --connect 'tcp://127.0.0.1:99999': port 99999 is out of range (1-65535); expected HOST:PORT or "
+        "tcp://HOST:PORT, e.g. tcp://10.0.0.5:5555\n");
+  CHECK(usage_error({"status", "-c", "tcp://127.0.0.1:99999"}).rfind("taskmaster: --connect 'tcp://127.0.0.1:99999': ", 0) == 0);
+  CHECK(usage_error({"master", "--bind", "tcp://127.0.0.1:99999", "--key-file", kMissingKey}) ==
+        "taskmaster: --bind 'tcp://127.0.0.1:99999': port 99999 is out of range (0-65535); expected HOST:PORT or "
+        "tcp://HOST:PORT, e.g. tcp://0.0.0.0:5555 (port 0 picks a free port)\n");
+  CHECK(usage_error({"master", "-b", "tcp://localhost:5555", "--key-file", kMissingKey})
+            .rfind("taskmaster: --bind 'tcp://localhost:5555': 'localhost' is neither an IP address nor a network interface", 0) == 0);
+  CHECK(usage_error({"worker", "--connect", "http://master:5555", "--key-file", kMissingKey})
+            .rfind("taskmaster: --connect 'http://master:5555': unknown scheme 'http://'", 0) == 0);
+  CHECK(usage_error({"bench", "--connect", "127.0.0.1:0"}).rfind("taskmaster: --connect '127.0.0.1:0': port 0 is only for binding", 0) == 0);
+  for (const std::string bad : {"", "127.0.0.1", "127.0.0.1:abc", "127.0.0.1:-1", "tcp://:5555", "tcp://*:5555", "udp://127.0.0.1:5555",
+                                "inproc://master", "127.0.0.1 :5555", "::1:5555", "tcp://[::1]", "tcp://999.1.1.1:5555"}) {
+    for (auto args : kClientCommands) {
+      args.insert(args.end(), {"--connect", bad, "--connect-timeout", "0.1", "--insecure"});
+      usage_error(args);
+    }
+    usage_error({"worker", "--connect", bad, "--key-file", kMissingKey});
+    usage_error({"bench", "--connect", bad});
+  }
+  for (const std::string bad : {"", "tcp://127.0.0.1:65536", "0.0.0.0", "tcp://0.0.0.0:x", "http://0.0.0.0:80", "tcp://[::1:0"})
+    usage_error({"master", "--bind", bad, "--key-file", kMissingKey});
+}
+
+TEST_CASE("TASKMASTER_ADDRESS is an endpoint with the same check as --connect") {
+  SUBCASE("a bad value is a usage error that names the variable") {
+    const AddressVariable bad("tcp://127.0.0.1:99999");
+    const std::string expected = "taskmaster: TASKMASTER_ADDRESS 'tcp://127.0.0.1:99999': port 99999 is out of range (1-65535); "
+                                 "expected HOST:PORT or tcp://HOST:PORT, e.g. tcp://10.0.0.5:5555\n";
+    for (auto args : kClientCommands) {
+      args.insert(args.end(), {"--connect-timeout", "0.1", "--insecure"});
+      CHECK(usage_error(args) == expected);
+    }
+    CHECK(usage_error({"worker", "--key-file", kMissingKey}) == expected);
+  }
+  SUBCASE("HOST:PORT works there too") {
+    const AddressVariable address("127.0.0.1:1");
+    const Ran r = run_capturing({"status", "--connect-timeout", "0.1", "--insecure"});
+    CHECK(r.code == cli::kExitUnreachable);
+    CHECK_MESSAGE(r.err.find("the master at tcp://127.0.0.1:1: ") != std::string::npos, r.err);
+  }
+  SUBCASE("--connect wins over the variable, even a bad one") {
+    const AddressVariable bad("http://nowhere");
+    CHECK(cli::run(offline_insecure({"status"})) == cli::kExitUnreachable);
+    CHECK(cli::run({"worker", "-c", "127.0.0.1:1", "--key-file", kMissingKey}) == cli::kExitAuth);
+  }
+  SUBCASE("commands without --connect do not read it") {
+    const AddressVariable bad("http://nowhere");
+    CHECK(cli::run({"master", "--key-file", kMissingKey}) == cli::kExitAuth);
+    CHECK(cli::run({"keygen", "--help"}) == cli::kExitOk);
+  }
+}
+
+TEST_CASE("seconds are finite numbers within their range") {
+  const AddressVariable unset(nullptr);
+  const std::vector<std::string> not_seconds{"nan", "NaN", "inf", "-inf", "infinity", "1e400", "-1", "", "abc", "1s", "0x10", " 1"};
+  // A closed port, and no --connect-timeout of its own: these options are the ones tested.
+  auto closed = [](std::vector<std::string> args) {
+    args.insert(args.end(), {"--connect", "tcp://127.0.0.1:1", "--insecure"});
+    return args;
+  };
+  CHECK(usage_error(closed({"status", "--connect-timeout", "nan"})) ==
+        "taskmaster: --connect-timeout 'nan': expected a number of seconds from 0.001 to " + cli::seconds_text(cli::kMaxWaitSeconds) + "\n");
+  for (const auto& v : not_seconds) {
+    for (const char* option : {"--connect-timeout", "--retry-timeout"})
+      for (auto args : kClientCommands) {
+        args.insert(args.end(), {option, v});
+        usage_error(closed(args));
+      }
+    for (const char* option : {"--delay", "--timeout", "--backoff"}) usage_error(offline_insecure({"submit", "square", "1", option, v}));
+    for (const char* option : {"--heartbeat-interval", "--worker-timeout", "--result-ttl", "--handshake-timeout"})
+      usage_error({"master", option, v, "--key-file", kMissingKey});
+    usage_error({"bench", "--timeout", v});
+  }
+  usage_error(closed({"status", "--connect-timeout", "0"}));
+  usage_error(closed({"status", "--connect-timeout", "0.0001"}));  // 0 ms
+  usage_error({"master", "--result-ttl", "0", "--key-file", kMissingKey});
+}
+
+TEST_CASE("submit's limits are the protocol's: the largest values pass and one more is refused") {
+  const AddressVariable unset(nullptr);
+  const struct {
+    const char* option;
+    double max_s;
+  } limits[] = {{"--delay", proto::kMaxDelayMs / 1000.0}, {"--timeout", proto::kMaxTimeoutMs / 1000.0}, {"--backoff", proto::kMaxBackoffMs / 1000.0}};
+  for (const auto& l : limits) {
+    CAPTURE(l.option);
+    CHECK(cli::run(offline_insecure({"submit", "square", "1", l.option, cli::seconds_text(l.max_s)})) == cli::kExitUnreachable);
+    CHECK(usage_error(offline_insecure({"submit", "square", "1", l.option, cli::seconds_text(l.max_s + 0.001)}))
+              .find("expected a number of seconds from") != std::string::npos);
+  }
+  CHECK(cli::run(offline_insecure({"submit", "square", "1", "--timeout", "0.001"})) == cli::kExitUnreachable);
+  CHECK(cli::run(offline_insecure({"submit", "square", "1", "--max-attempts", std::to_string(proto::kMaxAttempts)})) == cli::kExitUnreachable);
+  for (const std::string& bad : std::vector<std::string>{std::to_string(proto::kMaxAttempts + 1), "99999999999", "-1", "0"})
+    usage_error(offline_insecure({"submit", "square", "1", "--max-attempts", bad}));
+  CHECK(cli::run(offline_insecure({"submit", "square", "1", "--idempotency-key", std::string(proto::kMaxTextBytes, 'k')})) ==
+        cli::kExitUnreachable);
+  CHECK(usage_error(offline_insecure({"submit", "square", "1", "--idempotency-key", std::string(proto::kMaxTextBytes + 1, 'k')}))
+            .find("the key must be 1 to " + std::to_string(proto::kMaxTextBytes) + " bytes") != std::string::npos);
+}
+
+TEST_CASE("job ids are 1 to 2^63 - 1") {
+  const AddressVariable unset(nullptr);
+  const std::string max = std::to_string(std::numeric_limits<std::int64_t>::max());
+  const std::string over = std::to_string(static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) + 1);
+  for (const char* command : {"wait", "results", "cancel"}) {
+    CHECK(cli::run(offline_insecure({command, max})) == cli::kExitUnreachable);
+    for (const std::string& bad : std::vector<std::string>{over, "18446744073709551616", "0", "-1", "1.5", "abc"})
+      usage_error(offline_insecure({command, bad}));
+  }
+}
+
+TEST_CASE("master: --heartbeat-interval must be shorter than --worker-timeout") {
+  CHECK(usage_error({"master", "--heartbeat-interval", "5", "--worker-timeout", "3", "--key-file", kMissingKey}) ==
+        "taskmaster: --heartbeat-interval (5 s) must be shorter than --worker-timeout (3 s): a worker would be presumed dead "
+        "between two heartbeats\n");
+  CHECK(usage_error({"master", "--heartbeat-interval", "3", "--key-file", kMissingKey}).find("--worker-timeout (3 s)") != std::string::npos);
+  CHECK(usage_error({"master", "--worker-timeout", "0.5", "--key-file", kMissingKey}).find("(1 s) must be shorter") != std::string::npos);
+  // Allowed (past the parser, the missing key stops it).
+  CHECK(cli::run({"master", "--heartbeat-interval", "1", "--worker-timeout", "1.5", "--key-file", kMissingKey}) == cli::kExitAuth);
+}
+
+TEST_CASE("worker: its credit and its queues fit in HELLO") {
+  const AddressVariable unset(nullptr);
+  const auto most = std::to_string(proto::kMaxSlots - 4096);
+  CHECK(cli::run({"worker", "-j", "4096", "--prefetch", most, "--key-file", kMissingKey}) == cli::kExitAuth);
+  CHECK(usage_error({"worker", "-j", "4096", "--prefetch", std::to_string(proto::kMaxSlots - 4095), "--key-file", kMissingKey}) ==
+        "taskmaster: --threads (4096) plus --prefetch (" + std::to_string(proto::kMaxSlots - 4095) + ") is more than the " +
+            std::to_string(proto::kMaxSlots) + " tasks a worker may hold\n");
+  usage_error({"worker", "--prefetch", std::to_string(proto::kMaxSlots + 1), "--key-file", kMissingKey});
+  std::vector<std::string> queues{"worker", "--key-file", kMissingKey};
+  for (std::size_t i = 0; i < proto::kMaxListItems; ++i) queues.insert(queues.end(), {"-q", "q" + std::to_string(i)});
+  CHECK(cli::run(queues) == cli::kExitAuth);
+  queues.insert(queues.end(), {"-q", "one-more"});
+  CHECK(usage_error(queues).find("a worker serves at most " + std::to_string(proto::kMaxListItems) + " queues") != std::string::npos);
+  CHECK(cli::run({"worker", "--name", std::string(proto::kMaxTextBytes, 'n'), "--key-file", kMissingKey}) == cli::kExitAuth);
+  usage_error({"worker", "--name", std::string(proto::kMaxTextBytes + 1, 'n'), "--key-file", kMissingKey});
+  usage_error({"worker", "--name", "", "--key-file", kMissingKey});
+}
+
+TEST_CASE("a file or directory option given as empty is refused") {
+  usage_error(offline({"status", "--key-file", ""}));
+  usage_error({"keygen", "--out", ""});
+  usage_error({"master", "--data-dir", "", "--key-file", kMissingKey});
+}
+
+TEST_CASE("a reply of the wrong kind ends the command with exit 5 and one line") {
+  WrongMaster master;
+  const std::vector<std::string> connect{"--connect", master.endpoint(), "--insecure", "--connect-timeout", "5", "--retry-timeout", "5"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), connect.begin(), connect.end());
+    return args;
+  };
+  Ran r = run_capturing(with({"status"}));
+  CHECK(r.code == cli::kExitError);
+  CHECK(r.err == "taskmaster: the master answered STATUS with CANCELLED\n");
+  r = run_capturing(with({"cancel", "1"}));
+  CHECK(r.code == cli::kExitError);
+  CHECK(r.err == "taskmaster: the master answered CANCEL with REPORT\n");
+  // The client library reads these replies with std::get: its exception reaches run()'s handler.
+  for (const auto& args : std::vector<std::vector<std::string>>{{"results", "1"}, {"wait", "1"}, {"submit", "square", "1"}}) {
+    CAPTURE(joined(args));
+    r = run_capturing(with(args));
+    CHECK(r.code == cli::kExitError);
+    CHECK_MESSAGE(r.err.rfind("taskmaster: ", 0) == 0, r.err);
+    CHECK_MESSAGE(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+  }
 }
 
 TEST_CASE("text outcomes read ARGS -> RESULT, ARGS -> error: MESSAGE, ARGS -> cancelled") {
