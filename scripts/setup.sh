@@ -10,7 +10,7 @@ packages=(
   # libraries
   libzmq3-dev cppzmq-dev nlohmann-json3-dev libcli11-dev doctest-dev libsodium-dev libsqlite3-dev
   # tests and tools: fuzzing and sanitizers (clang), wire capture, syscall traces, network namespaces
-  clang libclang-rt-14-dev tcpdump strace iproute2 procps sqlite3 util-linux python3 python3-yaml
+  clang libclang-rt-14-dev tcpdump strace iproute2 nftables procps sqlite3 util-linux python3 python3-yaml
 )
 
 missing=()
