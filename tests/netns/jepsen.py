@@ -242,11 +242,14 @@ class Nemesis:
         self.heal()
 
     def run(self, until):
+        order = []
         while time.monotonic() < until:
             time.sleep(self.rng.uniform(1, 3))  # calm between faults
             if time.monotonic() >= until:
                 break
-            kind = self.rng.choice(self.kinds)
+            if not order:  # every kind once in each round, in a random order
+                order = self.rng.sample(self.kinds, len(self.kinds))
+            kind = order.pop()
             hold = self.rng.uniform(1, 5)
             self.faults[kind] += 1
             print(f"  {time.monotonic() - T0:6.1f} s  nemesis: {kind} ({hold:.1f} s)", flush=True)
@@ -400,6 +403,19 @@ def main():
         drained = time.monotonic()
 
         # The checker.
+        # The master's own record, read afresh for a sample of jobs, must be what the waiters saw.
+        changed = 0
+        sample = random.Random(a.seed).sample(sorted(load.outcomes), min(20, len(load.outcomes)))
+        for job in sample:
+            code, out, err = c.run("c", ["results", str(job), "--json"], timeout=30)
+            now = {o["task"]: (o["status"], o.get("result")) for o in map(json.loads, out.splitlines())}
+            seen = {o["task"]: (o["status"], o.get("result")) for o in load.outcomes[job]}
+            if code not in (0, 1) or now != seen:
+                changed += 1
+                print(f"jepsen: job {job}: results (exit {code}) differ from what wait printed", flush=True)
+        code, out, err = c.run("c", ["status", "--json"], timeout=30)
+        counters = json.loads(out)["counters"] if code == 0 else f"status failed: {err.strip()}"
+
         # Job by job (an outcome in the wrong job is unexpected there, and lost in its own), then
         # over all jobs at once (args are unique across jobs: no task may have outcomes in two).
         counts, outcomes, expected, unwaited = Counter(), [], [], 0
@@ -423,8 +439,10 @@ def main():
         print(f"jepsen: lost {counts['lost']}, duplicated {counts['duplicated']}, unexpected {counts['unexpected']}, "
               f"wrong {counts['wrong']} (timed out {counts['timed_out']}); jobs not followed to their end {unwaited}; "
               f"one key, two jobs: {len(load.double_jobs)}; self-exits: {c.self_exits or 0}")
+        print(f"jepsen: results re-read for {len(sample)} jobs, {changed} differ; the last master's counters: {counters}")
         print(f"jepsen: wall time {drained - T0:.0f} s, of which {drained - healed:.0f} s after healing")
-        good = check_outcomes.ok(counts) and not load.double_jobs and not c.self_exits and unwaited == 0
+        good = (check_outcomes.ok(counts) and not load.double_jobs and not c.self_exits and unwaited == 0
+                and changed == 0)
         print("jepsen: ok" if good else "jepsen: FAIL")
         return 0 if good else 1
     except Stop:
