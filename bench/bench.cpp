@@ -80,7 +80,9 @@ std::optional<double> ratio(const Run& r, unsigned workers, double tasks_per_s) 
 Expected<nlohmann::json> master_status(Client& client) {
   auto r = client.call(proto::Status{});
   if (!r) return r.error();
-  return std::get<proto::Report>(*r).status;
+  const auto* report = std::get_if<proto::Report>(&*r);
+  if (!report) return unexpected_reply("STATUS", *r);
+  return report->status;
 }
 
 // The processes and the client of one configuration.

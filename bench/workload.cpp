@@ -145,7 +145,9 @@ Expected<std::vector<double>> acks(Client& client, std::uint64_t count, const Ru
     const auto t0 = steady_clock::now();
     auto r = client.call(m);
     if (!r) return r.error();
-    if (std::get<proto::Accepted>(*r).count != 1) return make_error(ErrorCode::Internal, "verification failed: ACCEPTED without the task");
+    const auto* a = std::get_if<proto::Accepted>(&*r);
+    if (!a) return unexpected_reply("SUBMIT", *r);
+    if (a->count != 1) return make_error(ErrorCode::Internal, "verification failed: ACCEPTED without the task");
     us.push_back(duration<double, std::micro>(steady_clock::now() - t0).count());
   }
   return us;

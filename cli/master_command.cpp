@@ -19,6 +19,7 @@ struct MasterOptions {
   double handshake_timeout_s = 5;
   std::string data_dir;
   bool in_memory = false;
+  std::uint64_t max_queued = 0, max_task_bytes = 0, max_journal_bytes = 0;
   KeyOptions key;
 };
 
@@ -39,6 +40,9 @@ int run_master(const MasterOptions& o) {
   config.heartbeat = ms(o.heartbeat_s);
   config.worker_timeout = ms(o.worker_timeout_s);
   config.result_ttl = ms(o.result_ttl_s);
+  config.max_queued = o.max_queued;
+  config.max_task_bytes = o.max_task_bytes;
+  config.max_journal_bytes = o.max_journal_bytes;
   if (!o.in_memory) config.data_dir = o.data_dir.empty() ? default_data_dir() : o.data_dir;
   std::unique_ptr<Master> master;
   try {
@@ -81,6 +85,18 @@ void add_master_command(CLI::App& app, Runners& runners) {
   auto* dir = cmd->add_option("-d,--data-dir", o->data_dir,
                               "Directory of the durable journal (default: " + default_data_dir() + "); created if missing");
   cmd->add_flag("--in-memory", o->in_memory, "Keep everything in memory only: nothing survives a restart")->excludes(dir);
+  const auto defaults = with_default_limits({});
+  cmd->add_option("--max-queued", o->max_queued,
+                  "Unfinished tasks the master holds at most; a SUBMIT past it is refused (unavailable) and retried by the "
+                  "client (default here: " + std::to_string(defaults.max_queued) + ", one per 2 KiB of memory)")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
+  cmd->add_option("--max-task-bytes", o->max_task_bytes,
+                  "Bytes of args and results of all tasks held at most (default here: " + std::to_string(defaults.max_task_bytes) +
+                      ", a quarter of memory)")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 50));
+  cmd->add_option("--max-journal-bytes", o->max_journal_bytes,
+                  "Refuse submissions while the journal is this big or bigger (default: no bound but the disk's)")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 60));
   add_key_options(cmd, o->key);
   cmd->footer(std::string("By default every accepted submission and every result is durable before it is acknowledged.\n"
                           "Without a key it refuses to start, unless --insecure (then nothing is authenticated or encrypted).\n"

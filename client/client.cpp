@@ -45,8 +45,13 @@ Status as_status(const proto::Message& m) {
   return Ok{};
 }
 
+Error unexpected_reply(std::string_view request, const proto::Message& got) {
+  return Error{ErrorCode::Internal,
+               "the master answered " + std::string(request) + " with " + std::string(proto::command_name(got)) + "; expected another reply"};
+}
+
 Client::Client(zmq::context_t& ctx, ClientOptions options)
-    : ctx_(ctx), options_(std::move(options)), monitor_(ctx) {
+    : ctx_(ctx), options_(std::move(options)), monitor_(ctx), judge_(options_.endpoint, options_.curve) {
   proto::PeerSocketOptions so;
   so.endpoint = options_.endpoint;
   so.curve = options_.curve;
@@ -63,7 +68,6 @@ Status Client::read_monitor(Clock::time_point now) {
       case proto::ConnectionEvent::Kind::Connected:
         if (!connected_ && ever_connected_) log_debug("connection to ", options_.endpoint, " is back");
         connected_ = ever_connected_ = true;
-        handshake_failures_ = 0;
         last_progress_ = now;
         // Whatever was in flight may be lost with the old connection: send it again now.
         for (auto& [req, p] : pending_) p.resend_at = now;
@@ -73,10 +77,9 @@ Status Client::read_monitor(Clock::time_point now) {
         break;
       case proto::ConnectionEvent::Kind::HandshakeFailed:
         connected_ = false;
-        // A key or mechanism mismatch is final at once; a handshake cut short could be a master
-        // restarting, so only three in a row count (as for workers).
-        if (proto::is_definite_auth_failure(*e) || ++handshake_failures_ >= 3)
-          return make_error(ErrorCode::AuthFailed, proto::describe_handshake_failure(*e, options_.curve.has_value(), options_.endpoint));
+        // Final only when definite (a key or mechanism mismatch, or a master that answers and
+        // refuses our key); a handshake cut short is a master restarting or a proxy without one.
+        if (auto why = judge_.failed(*e, now)) return make_error(ErrorCode::AuthFailed, *why);
         break;
       default:
         break;
@@ -144,13 +147,27 @@ Expected<std::optional<Reply>> Client::next(Clock::time_point deadline) {
       }
       auto it = pending_.find(*req);
       if (it == pending_.end()) continue;  // the answer to a resent request we already have
+      if (auto* e = std::get_if<proto::ErrorReply>(&*decoded); e && e->code == ErrorCode::Unavailable) {
+        // Not now: ask again later (every request is safe to repeat).
+        Pending& p = it->second;
+        p.backoff = std::clamp(p.backoff * 2, milliseconds(250), milliseconds(2000));
+        p.resend_at = now + p.backoff;
+        if (unavailable_.empty()) log_info("the master cannot take a request now (", e->message, "); retrying");
+        unavailable_ = e->message;
+        continue;
+      }
       pending_.erase(it);
       last_progress_ = now;
+      if (pending_.empty()) unavailable_.clear();
       return std::optional<Reply>(Reply{*req, std::move(*decoded)});
     }
-    if (!pending_.empty() && now - last_progress_ > options_.retry_timeout)
+    if (!pending_.empty() && now - last_progress_ > options_.retry_timeout) {
+      if (!unavailable_.empty())
+        return make_error(ErrorCode::Unavailable, "the master at " + options_.endpoint + " still refuses after " +
+                                                      seconds_of(options_.retry_timeout) + " s of retrying: " + unavailable_);
       return make_error(ErrorCode::Unreachable, "no answer from the master at " + options_.endpoint + " for " +
                                                     seconds_of(options_.retry_timeout) + " s");
+    }
     Clock::time_point wake = deadline;
     for (auto& [req, p] : pending_) {
       if (connected_ && now >= p.resend_at) send_pending(p, now);
@@ -238,7 +255,9 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
     auto& reply = **got;
     if (reply.req == submit_req) {
       if (auto st = as_status(reply.message); !st) return st.error();
-      first_reply = std::get<proto::Accepted>(reply.message);
+      const auto* a = std::get_if<proto::Accepted>(&reply.message);
+      if (!a) return unexpected_reply("SUBMIT", reply.message);
+      first_reply = *a;
     } else if (wait_req && reply.req == *wait_req) {
       wait_req.reset();
       if (auto* o = std::get_if<proto::Outcomes>(&reply.message)) {
@@ -277,11 +296,15 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
     auto& reply = **got;
     if (auto st = as_status(reply.message); !st) return st.error();
     if (auto it = in_flight.find(reply.req); it != in_flight.end()) {
-      submitted += std::get<proto::Accepted>(reply.message).count;
+      const auto* a = std::get_if<proto::Accepted>(&reply.message);
+      if (!a) return unexpected_reply("SUBMIT", reply.message);
+      submitted += a->count;
       in_flight.erase(it);
     } else if (wait_req && reply.req == *wait_req) {
       wait_req.reset();
-      after = take_outcomes(std::get<proto::Outcomes>(reply.message), s, *on_outcome);
+      auto* o = std::get_if<proto::Outcomes>(&reply.message);
+      if (!o) return unexpected_reply("WAIT", reply.message);
+      after = take_outcomes(*o, s, *on_outcome);
     }
   }
   if (!on_outcome) s.total = submitted;
@@ -296,10 +319,11 @@ Expected<JobSummary> follow_job(Client& client, proto::JobId job, bool until_end
     const auto timeout = until_end ? static_cast<std::uint32_t>(kWaitPoll.count()) : 0u;
     auto r = client.call(proto::Wait{0, job, after, 10000, timeout, {}}, milliseconds(timeout));
     if (!r) return r.error();
-    auto& o = std::get<proto::Outcomes>(*r);
-    after = take_outcomes(o, s, on_outcome);
+    auto* o = std::get_if<proto::Outcomes>(&*r);
+    if (!o) return unexpected_reply("WAIT", *r);
+    after = take_outcomes(*o, s, on_outcome);
     if (s.ended) return s;
-    if (!until_end && after >= o.finished) return s;
+    if (!until_end && after >= o->finished) return s;
   }
 }
 

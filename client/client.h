@@ -17,6 +17,7 @@
 
 #include "common/expected.h"
 #include "protocol/message.h"
+#include "protocol/probe.h"
 #include "protocol/sockets.h"
 
 namespace taskmaster {
@@ -48,6 +49,9 @@ class Client {
 
   // Sends a request (its req field is set here) and returns its req. The request is resent if no
   // reply comes within `patience` (plus a margin), or at once when a lost connection comes back.
+  // An `unavailable` answer (the master cannot take it now: it is full, or cannot write its
+  // journal) is not a reply: the request is sent again after a backoff (250 ms doubling to 2 s)
+  // until it is taken or retry_timeout passes, and then next() fails with the master's reason.
   // A request over the message size limit is never sent (the master would drop the connection
   // without a word); next() then fails with TooLarge.
   std::uint64_t start(protocol::Message request, std::chrono::milliseconds patience = std::chrono::milliseconds(0));
@@ -66,6 +70,7 @@ class Client {
     std::string body;  // encoded once
     std::chrono::milliseconds patience;
     Clock::time_point resend_at;
+    std::chrono::milliseconds backoff{0};  // after an `unavailable` answer
   };
   void send_pending(Pending& p, Clock::time_point now);
   // Reads monitor events; returns an error if the handshake failed.
@@ -78,7 +83,8 @@ class Client {
   zmq::socket_t socket_;
   bool connected_ = false;  // handshake done and not disconnected since
   bool ever_connected_ = false;
-  int handshake_failures_ = 0;  // in a row, since the last successful handshake
+  protocol::HandshakeJudge judge_;  // tells a refused key from a master that is away
+  std::string unavailable_;         // the master's last `unavailable` reason, while requests wait
   std::uint64_t next_req_ = 1;
   std::map<std::uint64_t, Pending> pending_;
   Clock::time_point last_progress_{};
@@ -86,6 +92,8 @@ class Client {
 
 // Reads an ERROR reply as an Error; any other message is Ok.
 Status as_status(const protocol::Message& m);
+// The error for a reply of the wrong type (a master speaking another dialect, or a bug).
+Error unexpected_reply(std::string_view request, const protocol::Message& got);
 
 // Counts of a job's outcomes seen by run_job / follow_job.
 struct JobSummary {

@@ -54,6 +54,28 @@ void JobTable::seal(Job& job, TimePoint now) {
   mark_ended(job, now);
 }
 
+void JobTable::drop_last_batch(Job& job, bool was_sealed, TimePoint now) {
+  if (job.batches.empty()) return;
+  const Job::Batch b = job.batches.back();
+  job.batches.pop_back();
+  job.total -= std::min<std::uint64_t>(job.total, b.count);
+  // Tasks of a batch that finish in the turn that made it can only have been cancelled (no attempt
+  // of theirs ran): each counted as failed.
+  const auto dropped = std::erase_if(job.finished, [&](TaskId t) { return t >= b.first && t < b.first + b.count; });
+  job.failed -= std::min<std::uint64_t>(job.failed, dropped);
+  job.sealed = was_sealed;
+  if (job.ended_at && !job.ended()) {
+    job.ended_at.reset();
+    std::erase_if(ended_, [&](const auto& e) { return e.second == job.id; });
+  }
+  mark_ended(job, now);
+}
+
+void JobTable::forget_created(JobId id) {
+  erase(id);
+  if (next_id_ == id + 1) next_id_ = id;
+}
+
 std::vector<JobId> JobTable::expired(TimePoint now, std::chrono::milliseconds ttl) const {
   std::vector<JobId> out;
   for (const auto& [at, id] : ended_) {

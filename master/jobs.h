@@ -51,6 +51,13 @@ class JobTable {
 
   // The next id create() will use; kept past every restored id (the journal's high-water mark).
   void set_next_id(JobId next) { next_id_ = std::max(next_id_, next); }
+  JobId next_id() const { return next_id_; }
+
+  // Undoes the job's last batch (its commit failed): the batch, its tasks' count and any of them
+  // that finished are forgotten, and the job is sealed again only if it was before.
+  void drop_last_batch(Job& job, bool was_sealed, TimePoint now);
+  // Forgets a job whose creation was undone; its id is given again if no later job was created.
+  void forget_created(JobId id);
 
   // Marks a job read from the journal as ended at `at`.
   void restore_ended(Job& job, TimePoint at);

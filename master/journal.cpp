@@ -97,8 +97,11 @@ std::string default_data_dir() {
 
 Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db") {
   std::error_code ec;
-  fs::create_directories(dir_, ec);
+  // The directory and the journal hold every task's args and results: 0700 and 0600 whatever the
+  // umask. SQLite gives the WAL and SHM files the database file's mode.
+  const bool made = fs::create_directories(dir_, ec);
   if (ec) throw std::runtime_error("cannot create data directory " + dir_ + ": " + ec.message());
+  if (made && ::chmod(dir_.c_str(), 0700) != 0) log_warn("cannot make ", dir_, " private (chmod 0700): ", std::strerror(errno));
   // One master per directory: an exclusive lock that the kernel releases when the holder dies.
   const std::string lock_path = dir_ + "/lock";
   lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -118,6 +121,12 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
     log_warn("cannot write the pid into ", lock_path, ": ", std::strerror(errno));
 
   const bool existed = fs::exists(path_, ec);
+  if (const int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600); fd >= 0) {
+    struct stat st{};
+    if (::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0 && ::fchmod(fd, 0600) == 0)
+      log_warn("journal ", path_, " could be read by others; it is now 0600");
+    ::close(fd);
+  }
   if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
     const std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
     sqlite3_close_v2(db_);  // a failed constructor runs no destructor: give back the lock here
@@ -164,6 +173,7 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
     put_next_ = prepare(
         "INSERT INTO meta(key, value) VALUES ('next_job', ?1), ('next_task', ?2)"
         " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)");
+    reserved_ = read_reserved();
   } catch (const std::runtime_error& e) {
     const std::string msg = e.what();
     for (auto** s : {&put_task_, &upd_task_, &del_task_, &put_job_, &put_batch_, &del_job_, &del_batches_, &put_next_}) {
@@ -182,8 +192,15 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
 Journal::~Journal() {
   for (auto* s : {put_task_, upd_task_, del_task_, put_job_, put_batch_, del_job_, del_batches_, put_next_}) sqlite3_finalize(s);
   if (db_) {
+    const bool clean = !in_transaction_;
     if (in_transaction_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    sqlite3_close_v2(db_);
+    // A clean stop: the journal holds every id handed out, so the next start continues from it
+    // rather than from the reservation.
+    if (clean && sqlite3_close(db_) == SQLITE_OK) {
+      db_ = nullptr;
+      (void)write_reserved({next_job_, next_task_, true});
+    }
+    if (db_) sqlite3_close_v2(db_);
   }
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
 }
@@ -289,8 +306,28 @@ void Journal::batch_added(JobId job, std::uint32_t seq, TaskId first, std::uint3
   sqlite3_bind_int64(put_batch_, 3, static_cast<sqlite3_int64>(first));
   sqlite3_bind_int64(put_batch_, 4, count);
   run(db_, put_batch_, failure_);
-  sqlite3_bind_int64(put_next_, 1, static_cast<sqlite3_int64>(job + 1));
-  sqlite3_bind_int64(put_next_, 2, static_cast<sqlite3_int64>(first + count));
+  next_ids_saved(job + 1, first + count);
+}
+
+void Journal::batches_saved(const Job& job) {
+  begin();
+  sqlite3_bind_int64(del_batches_, 1, static_cast<sqlite3_int64>(job.id));
+  run(db_, del_batches_, failure_);
+  for (std::size_t seq = 0; seq < job.batches.size(); ++seq) {
+    sqlite3_bind_int64(put_batch_, 1, static_cast<sqlite3_int64>(job.id));
+    sqlite3_bind_int64(put_batch_, 2, static_cast<sqlite3_int64>(seq));
+    sqlite3_bind_int64(put_batch_, 3, static_cast<sqlite3_int64>(job.batches[seq].first));
+    sqlite3_bind_int64(put_batch_, 4, job.batches[seq].count);
+    run(db_, put_batch_, failure_);
+  }
+}
+
+void Journal::next_ids_saved(JobId next_job, TaskId next_task) {
+  begin();
+  next_job_ = std::max(next_job_, next_job);
+  next_task_ = std::max(next_task_, next_task);
+  sqlite3_bind_int64(put_next_, 1, static_cast<sqlite3_int64>(next_job));
+  sqlite3_bind_int64(put_next_, 2, static_cast<sqlite3_int64>(next_task));
   run(db_, put_next_, failure_);
 }
 
@@ -302,8 +339,18 @@ void Journal::job_erased(JobId id) {
   run(db_, del_batches_, failure_);
 }
 
+void Journal::abandon() {
+  if (!in_transaction_) return;
+  in_transaction_ = false;
+  failure_.clear();
+  if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
 Status Journal::commit() {
   if (!in_transaction_) return Ok{};
+  if (failure_.empty() && (next_job_ > reserved_.job || next_task_ > reserved_.task || reserved_.clean)) {
+    if (auto s = write_reserved({next_job_ + kReservedJobs, next_task_ + kReservedTasks, false}); !s) failure_ = s.error().message;
+  }
   in_transaction_ = false;
   if (failure_.empty() && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return Ok{};
   std::string why = failure_.empty() ? sqlite3_errmsg(db_) : failure_;
@@ -409,6 +456,21 @@ Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
   }
   for (auto& [id, at] : ended)
     if (Job* job = jobs.find(id)) jobs.restore_ended(*job, at.value_or(now));
+  // Ids continue past every id reserved in DIR/ids unless the last master stopped cleanly: after a
+  // crash the journal may lack its last transactions (a WAL cut short), and their ids may have been
+  // handed out. A journal that ends before the block the last reservation was made for lost some.
+  next_job_ = jobs.next_id();
+  next_task_ = tasks.last_id() + 1;
+  if (reserved_.task && !reserved_.clean) {
+    if (next_task_ + kReservedTasks < reserved_.task || next_job_ + kReservedJobs < reserved_.job)
+      log_warn("journal ", path_, " ends at task id ", next_task_, " and job id ", next_job_, ", before ids the last master reserved (",
+               reserved_.task, ", ", reserved_.job, "): its last transactions may be lost (a WAL cut short?); ids continue past the"
+               " reservation, so none is given twice");
+    jobs.set_next_id(reserved_.job);
+    tasks.set_next_id(reserved_.task);
+    next_job_ = reserved_.job;
+    next_task_ = reserved_.task;
+  }
   // Jobs that end only now (their last task came back dead) get their end time.
   for (TaskId id : changed) {
     const Task* tk = tasks.find(id);
@@ -418,6 +480,40 @@ Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
     }
   }
   return loaded;
+}
+
+Journal::Reserved Journal::read_reserved() const {
+  Reserved r;
+  FILE* f = std::fopen((dir_ + "/ids").c_str(), "re");
+  if (!f) return r;
+  unsigned long long job = 0, task = 0;
+  int clean = 0;
+  if (std::fscanf(f, "next_job %llu next_task %llu clean %d", &job, &task, &clean) == 3) r = {job, task, clean != 0};
+  std::fclose(f);
+  return r;
+}
+
+Status Journal::write_reserved(const Reserved& r) {
+  const std::string path = dir_ + "/ids", tmp = path + ".new";
+  const std::string text = "next_job " + std::to_string(r.job) + "\nnext_task " + std::to_string(r.task) + "\nclean " +
+                           (r.clean ? "1" : "0") + "\n";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  const int err = errno;
+  if (fd >= 0) ::close(fd);
+  ok = ok && ::rename(tmp.c_str(), path.c_str()) == 0;
+  if (ok) {
+    if (const int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+      ok = ::fsync(dfd) == 0;
+      ::close(dfd);
+    }
+  }
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    return make_error(ErrorCode::Unavailable, "cannot reserve ids in " + path + ": " + std::strerror(ok ? errno : err));
+  }
+  reserved_ = r;
+  return Ok{};
 }
 
 std::uint64_t Journal::bytes() const {

@@ -45,11 +45,19 @@ class Journal {
   void job_saved(const Job& job, TimePoint now);
   void batch_added(JobId job, std::uint32_t seq, TaskId first, std::uint32_t count);
   void job_erased(JobId id);
+  // Every batch of the job again (after a failed commit), and the next ids.
+  void batches_saved(const Job& job);
+  void next_ids_saved(JobId next_job, TaskId next_task);
 
   // Makes every change since the last commit durable (COMMIT, which fsyncs the WAL). On failure
   // (disk full, I/O error) the transaction is rolled back, nothing of it is on disk, and the error
   // says why. Nothing to commit is Ok and costs nothing.
+  // Before a commit that hands out ids past those reserved in DIR/ids, it reserves more there
+  // (written and fsynced outside SQLite, so that a WAL cut short cannot take the reservation with
+  // it); a failure to do so fails the commit.
   Status commit();
+  // Rolls the open transaction back, if any.
+  void abandon();
   bool dirty() const { return in_transaction_; }
 
   // Replays the journal into empty tables. Running tasks come back queued (their attempt counted;
@@ -72,6 +80,14 @@ class Journal {
   void exec(const char* sql);
   void begin();
   sqlite3_stmt* prepare(const char* sql);
+  // DIR/ids: ids reserved ahead of use, and whether the last master stopped cleanly.
+  struct Reserved {
+    JobId job = 0;
+    TaskId task = 0;
+    bool clean = false;
+  };
+  Status write_reserved(const Reserved& r);
+  Reserved read_reserved() const;
 
   std::string dir_, path_;
   int lock_fd_ = -1;
@@ -86,6 +102,13 @@ class Journal {
   sqlite3_stmt* del_batches_ = nullptr;
   sqlite3_stmt* put_next_ = nullptr;  // meta: the next job and task ids
   std::string failure_;  // the first write error of the open transaction
+  Reserved reserved_;    // as DIR/ids says now
+  JobId next_job_ = 1;   // the next ids, as the transactions so far have them
+  TaskId next_task_ = 1;
 };
+
+// Ids reserved in DIR/ids at a time: a crash skips at most this many.
+inline constexpr std::uint64_t kReservedJobs = 1000;
+inline constexpr std::uint64_t kReservedTasks = 1u << 20;
 
 }  // namespace taskmaster

@@ -23,16 +23,18 @@ std::string random_instance() {
   return buf;
 }
 
-// Where an in-memory master's task ids start. Such a master forgets its tasks when it restarts,
-// while workers may still run attempts of them and report those later; ids counted from 1 again
-// would let such an attempt finish the new task that got its id. 4096 ids per millisecond since
-// 2026-01-01: an instance would have to create more than 4 million tasks per second it ran for the
-// next one's ids to meet its own; and ids stay below 2^53 (exact in a JSON double) until 2095.
-TaskId first_in_memory_task_id() {
+// Where an in-memory master's ids start. Such a master forgets its jobs and tasks when it
+// restarts, while workers may still run attempts of them and clients wait on them; ids counted
+// from 1 again would let such an attempt finish the new task that got its id, and a client's
+// `wait 3` read another job's outcomes. So ids start from the clock: job ids at the milliseconds
+// since 2026-01-01, task ids at 4096 per millisecond. An instance would have to create more than
+// 1000 jobs, or 4 million tasks, per second it ran for the next one's ids to meet its own; task ids
+// stay below 2^53 (exact in a JSON double) until 2095.
+std::uint64_t since_2026_ms() {
   constexpr std::int64_t kEpochMs = 1767225600000;  // 2026-01-01T00:00:00Z
   const std::int64_t ms =
       duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count() - kEpochMs;
-  return static_cast<TaskId>(std::max<std::int64_t>(ms, 0)) * 4096 + 1;
+  return static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 0));
 }
 
 // The address of the peer on the other end of a socket fd, e.g. "10.200.0.2:41234".
@@ -70,22 +72,25 @@ Master::Master(zmq::context_t& ctx, MasterConfig config)
                                       [this](const std::string& address, const std::string& why) { log_rejection(address, why, Clock::now()); })
                                 : nullptr),
       monitor_(ctx),
-      socket_(proto::make_master_socket(ctx, with_monitor(config_, monitor_).socket)),
       journal_(config_.data_dir ? std::make_unique<Journal>(*config_.data_dir) : nullptr),
       instance_(random_instance()) {
   start_state(Clock::now());
+  socket_ = proto::make_master_socket(ctx, with_monitor(config_, monitor_).socket);
 }
 
 void Master::start_state(TimePoint now) {
   state_ = std::make_unique<MasterState>(config_, instance_, now);
-  if (!journal_) return state_->start_task_ids_at(first_in_memory_task_id());
+  if (!journal_) {
+    const auto first = since_2026_ms();
+    return state_->start_ids_at(first + 1, first * 4096 + 1);
+  }
   const auto t0 = Clock::now();
   const auto loaded = state_->recover(*journal_, now);
   log_info("journal ", journal_->path(), ": ", loaded.jobs, " jobs and ", loaded.tasks, " tasks replayed (", loaded.requeued,
            " were running and go back to the queue) in ", duration_cast<milliseconds>(Clock::now() - t0).count(), " ms");
   // Replay may have changed some tasks (the running ones): make that durable before serving. If
   // the disk refuses, the next replay derives the same changes again.
-  if (auto s = journal_->commit(); !s) log_error(s.error().message);
+  (void)state_->commit(now);
 }
 
 std::string Master::endpoint() { return proto::bound_endpoint(socket_); }
@@ -120,7 +125,6 @@ void Master::run(int stop_fd) {
     // Authentication first: a connection waits in its handshake until the handler answers.
     if (zap_) zap_->handle_requests();
     watch_connections(now);
-    const TaskId first_new = state_->tasks().last_id() + 1;
     // Receive what is waiting, a bounded number per turn so that timers are never starved.
     for (std::size_t i = 0; i < config_.max_messages_per_turn; ++i) {
       auto in = proto::receive(socket_, /*router=*/true);
@@ -129,27 +133,16 @@ void Master::run(int stop_fd) {
     }
     now = Clock::now();
     state_->turn(now);
-    auto out = state_->take_outbox();
-    // What acknowledges nothing (TASKS of tasks already durable, WELCOME, HEARTBEAT) leaves at
-    // once: the workers start while the journal syncs. Should the master die before the sync, a
-    // lease it sent is forgotten: the task runs again with the same attempt number, and the first
-    // result recorded is its one outcome.
-    std::vector<MasterState::Outgoing> acks;
-    for (auto& o : out) {
-      if (journal_ && waits_for_commit(o.message, first_new)) acks.push_back(std::move(o));
-      else send(o, now);
-    }
-    // Group commit: one fsync covers every change of this turn, and it returns before any
-    // acknowledgement of the turn is sent, so an acknowledgement never outlives a crash.
-    if (journal_) {
-      if (auto s = journal_->commit(); !s) {
-        journal_failed(s.error(), acks, now);
-        continue;
-      }
-    }
-    for (auto& o : acks) send(o, now);
+    // What promises nothing leaves at once (the workers start while the journal syncs); the rest
+    // after the group commit, which MasterState makes: one fsync for the whole turn.
+    send_all(state_->take_outbox(), now);
+    send_all(state_->commit(now), now);
   }
   log_info("stopping: ", state_->tasks().size(), " tasks in memory, ", state_->workers(), " workers connected");
+}
+
+void Master::send_all(std::vector<MasterState::Outgoing> out, TimePoint now) {
+  for (const auto& o : out) send(o, now);
 }
 
 void Master::watch_connections(TimePoint now) {
@@ -186,35 +179,6 @@ void Master::log_rejection(const std::string& address, const std::string& why, T
     log_warn("rejected a connection from ", address, ": ", why,
              *held ? " (" + std::to_string(*held) + " more from this host since the last report)" : std::string());
   }
-}
-
-void Master::journal_failed(const Error& e, std::vector<MasterState::Outgoing>& acks, TimePoint now) {
-  if (now - last_journal_error_ >= seconds(1)) log_error(e.message, "; this turn's submissions and results are refused");
-  last_journal_error_ = now;
-  for (auto& out : acks) {
-    proto::Message* reply = nullptr;
-    std::uint64_t req = 0;
-    if (auto* a = std::get_if<proto::Accepted>(&out.message)) req = a->req, reply = &out.message;
-    if (auto* c = std::get_if<proto::Cancelled>(&out.message)) req = c->req, reply = &out.message;
-    if (auto* er = std::get_if<proto::ErrorReply>(&out.message)) reply = &out.message, req = er->req;
-    if (auto* r = std::get_if<proto::Report>(&out.message)) req = r->req, reply = &out.message;
-    if (!reply) continue;  // TASKS, ACK, OUTCOMES, WELCOME...: may rest on what was not written
-    proto::ErrorReply err{req, ErrorCode::Unavailable, "the master could not write its journal (" + e.message +
-                                                           "); nothing of this request was kept"};
-    if (std::holds_alternative<proto::ErrorReply>(out.message) || std::holds_alternative<proto::Report>(out.message))
-      (void)proto::send_to(socket_, out.identity, out.message);  // errors and status promise nothing
-    else
-      (void)proto::send_to(socket_, out.identity, err);
-  }
-  // Memory now holds changes the disk does not: start again from the disk. Workers are told they
-  // are unknown on their next message and say HELLO again; waiting clients ask again.
-  start_state(now);
-}
-
-bool Master::waits_for_commit(const proto::Message& m, TaskId first_new) {
-  if (const auto* t = std::get_if<proto::Tasks>(&m))
-    return std::any_of(t->tasks.begin(), t->tasks.end(), [&](const proto::Assignment& a) { return a.task >= first_new; });
-  return !std::holds_alternative<proto::Welcome>(m) && !std::holds_alternative<proto::Heartbeat>(m);
 }
 
 void Master::send(const MasterState::Outgoing& out, TimePoint now) {

@@ -18,9 +18,11 @@ namespace taskmaster {
 
 class Master {
  public:
-  // Opens the journal (config.data_dir) and replays it; binds the socket; with CURVE keys in
-  // config.socket.curve, starts the ZAP handler first. Throws std::runtime_error saying what is
-  // wrong if the journal cannot be used or the endpoint cannot be bound.
+  // Opens the journal (config.data_dir) and replays it, then binds the socket (so that peers find
+  // no master until it can serve: a connection refused is retried, never taken for a wrong key);
+  // with CURVE keys in config.socket.curve, starts the ZAP handler first. Throws
+  // std::runtime_error saying what is wrong if the journal cannot be used or the endpoint cannot
+  // be bound.
   Master(zmq::context_t& ctx, MasterConfig config);
   Master(const Master&) = delete;
   Master& operator=(const Master&) = delete;
@@ -34,17 +36,8 @@ class Master {
   const MasterState& state() const { return *state_; }
 
  private:
-  // Whether a message must wait for this turn's commit: everything that acknowledges (all but
-  // TASKS, WELCOME and HEARTBEAT), and TASKS that hand out a task created in this turn (ids from
-  // `first_new` on). A task id goes to a worker only once the task's creation is durable: after a
-  // crash or a failed commit the id is given again, and an attempt of a task that never existed
-  // must not finish the new task that has its id.
-  static bool waits_for_commit(const protocol::Message& m, TaskId first_new);
   void send(const MasterState::Outgoing& out, TimePoint now);
-  // The journal could not be written: nothing of this turn may be acknowledged. Replies that
-  // acknowledge become errors, the other acknowledgements are dropped, and the state is read back
-  // from the journal (which holds exactly what was committed).
-  void journal_failed(const Error& e, std::vector<MasterState::Outgoing>& acks, TimePoint now);
+  void send_all(std::vector<MasterState::Outgoing> out, TimePoint now);
   void start_state(TimePoint now);
   void watch_connections(TimePoint now);
   void log_rejection(const std::string& address, const std::string& why, TimePoint now);
@@ -52,11 +45,10 @@ class Master {
   MasterConfig config_;
   std::unique_ptr<protocol::ZapHandler> zap_;  // before socket_: it must answer from the first connection
   protocol::ConnectionMonitor monitor_;
-  zmq::socket_t socket_;
   std::unique_ptr<Journal> journal_;  // null: in memory only
   std::string instance_;
   std::unique_ptr<MasterState> state_;
-  TimePoint last_journal_error_{};
+  zmq::socket_t socket_;              // bound once the state is ready
   std::map<std::uint32_t, std::string> peers_;  // fd -> address of connections in their handshake
   std::optional<protocol::ConnectionEvent> failed_;  // a handshake failure waiting for its disconnect
   protocol::RateLimitedLog rejections_;

@@ -1,5 +1,7 @@
 #include "master/state.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "common/log.h"
@@ -28,6 +30,9 @@ std::string show_id(const std::string& identity) {
 // Outcome bodies are kept well under the message limit.
 constexpr std::size_t kReplyBudget = proto::kMaxMessageBytes / 2;
 constexpr milliseconds kHousekeeping{100};
+// After a failed commit, how often the master tries the disk again.
+constexpr milliseconds kCommitRetry{500};
+constexpr std::size_t kResaveAtOnce = 4096;
 
 }  // namespace
 
@@ -40,8 +45,22 @@ void MasterState::Rates::advance(std::int64_t now_s) {
   }
 }
 
+MasterConfig with_default_limits(MasterConfig c) {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  const std::uint64_t memory = pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : 4ull << 30;
+  if (c.max_queued == 0) c.max_queued = std::max<std::uint64_t>(100000, memory / 2048);
+  if (c.max_task_bytes == 0) c.max_task_bytes = memory / 4;
+  return c;
+}
+
 MasterState::MasterState(MasterConfig config, std::string instance, TimePoint start)
-    : config_(std::move(config)), instance_(std::move(instance)), tasks_(this), started_(start), now_(start) {}
+    : config_(with_default_limits(std::move(config))), instance_(std::move(instance)), tasks_(this), started_(start), now_(start) {}
+
+void MasterState::start_ids_at(JobId first_job, TaskId first_task) {
+  jobs_.set_next_id(first_job);
+  tasks_.set_next_id(first_task);
+  first_job_ = first_job;
+}
 
 void MasterState::turn(TimePoint now) {
   now_ = now;
@@ -50,7 +69,7 @@ void MasterState::turn(TimePoint now) {
   dispatch(now);
   answer_waits(now, false);
   for (auto& [id, tasks] : out_acks_)
-    if (!tasks.empty()) out_.push_back({id, proto::Ack{std::move(tasks)}});
+    if (!tasks.empty()) push(id, proto::Ack{std::move(tasks)});
   out_acks_.clear();
 }
 
@@ -58,6 +77,8 @@ Journal::Loaded MasterState::recover(Journal& journal, TimePoint now) {
   now_ = now;
   const auto loaded = journal.load(tasks_, jobs_, now);
   journal_ = &journal;
+  journal_bytes_ = journal.bytes();
+  durable_tasks_ = tasks_.last_id() + 1;
   dispatch_needed_ = true;
   return loaded;
 }
@@ -65,6 +86,7 @@ Journal::Loaded MasterState::recover(Journal& journal, TimePoint now) {
 std::optional<TimePoint> MasterState::next_deadline() const {
   auto d = tasks_.next_deadline();
   if (!d || next_housekeeping_ < *d) d = next_housekeeping_;
+  if (resave_needed_ && next_commit_retry_ < *d) d = next_commit_retry_;
   return d;
 }
 
@@ -104,22 +126,35 @@ void MasterState::receive(const std::string& id, Expected<proto::Message> decode
 
 void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now) {
   const auto name = tasks_.names().intern(m.worker);
-  // The same worker on a new connection (it reconnected before we noticed it was gone): its old
-  // session ends, and the attempts it still runs move to the new one.
-  std::unordered_map<TaskId, std::uint32_t> carried;
-  if (auto* old = workers_.find_by_name(name); old && old->identity != id) {
+  if (auto* same = workers_.find(id)) {
+    // HELLO again on the same connection (the worker's WELCOME was slow to come, or it thought us
+    // silent): the session goes on. Attempts it holds stay held, those in flight to it included;
+    // `running` can only add to them.
+    same->slots = m.slots;
+    for (const auto& r : m.running) same->held.try_emplace(r.task, r.attempt);
+    reply(id, proto::Welcome{instance_, static_cast<std::uint32_t>(config_.heartbeat.count()),
+                             static_cast<std::uint32_t>(config_.worker_timeout.count())});
+    dispatch_needed_ = true;
+    return;
+  }
+  // The same worker process on a new connection (it reconnected before we noticed it was gone):
+  // its old session ends, and the attempts it still runs move to the new one.
+  if (auto* old = workers_.find_process(id, name, m.session, m.host, m.pid)) {
     for (const auto& r : m.running)
       if (auto it = old->held.find(r.task); it != old->held.end() && it->second == r.attempt) old->held.erase(it);
     drop_worker(old->identity, "worker " + m.worker + " reconnected", now);
-  } else if (auto* same = workers_.find(id)) {
-    same->held.clear();  // re-HELLO on the same connection: `running` below is the truth
+  } else if (auto* twin = workers_.find_by_name(name)) {
+    log_warn("worker ", m.worker, " (", m.host, ", pid ", m.pid, ") has the same name as a connected worker (", twin->host, ", pid ",
+             twin->pid, "); both serve, told apart by their session in status");
   }
   WorkerSession& w = workers_.add(id, name, now);
   w.host = m.host;
   w.pid = m.pid;
+  w.session = m.session;
   w.slots = m.slots;
   for (auto& q : m.queues) w.filter.queues.push_back(tasks_.names().intern(q));
   for (auto& f : m.functions) w.filter.functions.push_back(tasks_.names().intern(f));
+  w.filter.normalize();
   // Attempts the worker still runs occupy its slots, whatever became of their tasks meanwhile;
   // their results are checked against the task table when they come.
   for (const auto& r : m.running) w.held[r.task] = r.attempt;
@@ -171,6 +206,7 @@ void MasterState::on_bye(const std::string& id, TimePoint now) {
 
 void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint now) {
   Job* job = nullptr;
+  bool created = false;
   if (m.job == 0) {
     if (m.seq != 0) return reply_error(id, m.req, ErrorCode::BadField, "SUBMIT: a new job starts with seq 0");
     if (!m.idempotency_key.empty()) job = jobs_.find_by_key(m.idempotency_key);
@@ -179,9 +215,10 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
       return reply(id, proto::Accepted{m.req, job->id, b.first, b.count, true});
     }
     job = &jobs_.create(m.idempotency_key);
+    created = true;
   } else {
     job = jobs_.find(m.job);
-    if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "SUBMIT: job " + std::to_string(m.job) + " does not exist");
+    if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "SUBMIT: " + unknown_job(m.job));
     if (m.seq < job->batches.size()) {
       const auto& b = job->batches[m.seq];
       return reply(id, proto::Accepted{m.req, job->id, b.first, b.count, true});
@@ -192,17 +229,45 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
       return reply_error(id, m.req, ErrorCode::BadField, "SUBMIT: seq " + std::to_string(m.seq) + " is out of order; expected " +
                                                               std::to_string(job->batches.size()));
   }
+  if (auto refusal = over_bounds(m)) {
+    ++counters_.refused_full;
+    if (created) jobs_.erase(job->id);
+    return reply_error(id, m.req, refusal->code, "SUBMIT: " + refusal->message);
+  }
   Job::Batch batch{tasks_.last_id() + 1, static_cast<std::uint32_t>(m.tasks.size())};
+  if (journal_) batches_.push_back({job->id, created, job->sealed, batch});
   job->batches.push_back(batch);
   job->total += m.tasks.size();
   for (auto& spec : m.tasks) tasks_.add(job->id, spec, now);
   if (!m.more) jobs_.seal(*job, now);
   if (journal_) {
     journal_->batch_added(job->id, static_cast<std::uint32_t>(job->batches.size() - 1), batch.first, batch.count);
-    journal_->job_saved(*job, now);
+    save_job(*job);
   }
   waits_dirty_ = true;
   reply(id, proto::Accepted{m.req, job->id, batch.first, batch.count, false});
+}
+
+std::optional<Error> MasterState::over_bounds(const proto::Submit& m) const {
+  const std::uint64_t n = m.tasks.size();
+  if (n == 0) return std::nullopt;  // closing a job holds nothing more
+  std::uint64_t bytes = 0;
+  for (const auto& t : m.tasks) bytes += t.args.size();
+  const auto limit = [](std::uint64_t v, const char* flag) { return std::to_string(v) + " (" + flag + ")"; };
+  if (n > config_.max_queued)
+    return Error{ErrorCode::TooLarge, std::to_string(n) + " tasks in one batch; the master holds at most " +
+                                          limit(config_.max_queued, "--max-queued") + " unfinished tasks"};
+  if (tasks_.unfinished() + n > config_.max_queued)
+    return Error{ErrorCode::Unavailable, "the master holds " + std::to_string(tasks_.unfinished()) + " unfinished tasks; its limit is " +
+                                             limit(config_.max_queued, "--max-queued") + "; try again when workers have caught up"};
+  if (tasks_.bytes() + bytes > config_.max_task_bytes)
+    return Error{bytes > config_.max_task_bytes ? ErrorCode::TooLarge : ErrorCode::Unavailable,
+                 "the tasks held take " + std::to_string(tasks_.bytes()) + " bytes of args and results; the limit is " +
+                     limit(config_.max_task_bytes, "--max-task-bytes") + "; try again when jobs have ended and their results expired"};
+  if (journal_ && config_.max_journal_bytes && journal_bytes_ >= config_.max_journal_bytes)
+    return Error{ErrorCode::Unavailable, "the journal takes " + std::to_string(journal_bytes_) + " bytes; the limit is " +
+                                             limit(config_.max_journal_bytes, "--max-journal-bytes")};
+  return std::nullopt;
 }
 
 void MasterState::on_wait(const std::string& id, const proto::Wait& m, TimePoint now) {
@@ -219,13 +284,13 @@ void MasterState::on_wait(const std::string& id, const proto::Wait& m, TimePoint
 
 void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimePoint now) {
   Job* job = jobs_.find(m.job);
-  if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "CANCEL: job " + std::to_string(m.job) + " does not exist");
+  if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "CANCEL: " + unknown_job(m.job));
   std::uint64_t n = 0;
   for (const auto& b : job->batches)
     for (TaskId t = b.first; t < b.first + b.count; ++t) n += tasks_.cancel(t) ? 1 : 0;
   job->cancelled = true;
   jobs_.seal(*job, now);
-  if (journal_) journal_->job_saved(*job, now);
+  save_job(*job);
   waits_dirty_ = true;
   reply(id, proto::Cancelled{m.req, m.job, n});
 }
@@ -258,13 +323,160 @@ void MasterState::on_task_change(const Task& task, std::optional<TaskState> from
     if (Job* job = jobs_.find(task.job)) {
       jobs_.task_finished(*job, task.id, task.state != TaskState::Done, now_);
       finished_seq = static_cast<std::int64_t>(job->finished.size()) - 1;
-      if (journal_ && job->ended()) journal_->job_saved(*job, now_);
+      if (job->ended()) save_job(*job);
     }
     waits_dirty_ = true;
   }
   // The one place every state change passes: it goes into the journal's open transaction, which
-  // the master commits before anything of this turn is sent.
-  if (journal_) journal_->task_saved(task, tasks_.names(), finished_seq, now_, !from.has_value());
+  // the master commits before anything of this turn that depends on it is sent.
+  save_task(task, finished_seq, !from.has_value());
+}
+
+// ---- the journal ------------------------------------------------------------------------------
+
+void MasterState::save_task(const Task& task, std::int64_t finished_seq, bool is_new) {
+  if (!journal_) return;
+  journal_->task_saved(task, tasks_.names(), finished_seq, now_, is_new);
+  dirty_tasks_.push_back(task.id);
+}
+
+void MasterState::save_job(const Job& job) {
+  if (!journal_) return;
+  journal_->job_saved(job, now_);
+  dirty_jobs_.push_back(job.id);
+}
+
+void MasterState::erase_task_row(TaskId id) {
+  if (!journal_) return;
+  journal_->task_erased(id);
+  dirty_tasks_.push_back(id);
+}
+
+void MasterState::erase_job_row(JobId id) {
+  if (!journal_) return;
+  journal_->job_erased(id);
+  dirty_jobs_.push_back(id);
+}
+
+std::vector<MasterState::Outgoing> MasterState::commit(TimePoint now) {
+  now_ = now;
+  std::vector<Outgoing> held;
+  held.swap(held_);
+  if (!journal_) return held;
+  if (resave_needed_) {
+    // The disk refused the last commit. Each retry writes every row changed since the last good
+    // commit: when those are many, retry at most every kCommitRetry, and until then this turn
+    // fails as that one did.
+    if (now < next_commit_retry_ && dirty_tasks_.size() + dirty_jobs_.size() > kResaveAtOnce) {
+      journal_->abandon();
+      return commit_failed(Error{ErrorCode::Unavailable, last_journal_failure_}, std::move(held), now);
+    }
+    resave();
+  }
+  if (auto s = journal_->commit(); !s) return commit_failed(s.error(), std::move(held), now);
+  if (resave_needed_) log_info("journal ", journal_->path(), " is writable again; ", dirty_tasks_.size(), " task changes written");
+  resave_needed_ = false;
+  dirty_tasks_.clear();
+  dirty_jobs_.clear();
+  batches_.clear();
+  durable_tasks_ = tasks_.last_id() + 1;
+  return held;
+}
+
+void MasterState::resave() {
+  for (auto* v : {&dirty_tasks_, &dirty_jobs_}) {
+    std::sort(v->begin(), v->end());
+    v->erase(std::unique(v->begin(), v->end()), v->end());
+  }
+  for (JobId j : dirty_jobs_) {
+    if (const Job* job = jobs_.find(j)) {
+      journal_->job_saved(*job, now_);
+      journal_->batches_saved(*job);
+    } else {
+      journal_->job_erased(j);
+    }
+  }
+  std::unordered_map<JobId, std::unordered_map<TaskId, std::int64_t>> seqs;  // finish order of jobs met
+  for (TaskId t : dirty_tasks_) {
+    const Task* task = tasks_.find(t);
+    if (!task) {
+      journal_->task_erased(t);
+      continue;
+    }
+    std::int64_t seq = -1;
+    if (proto::is_final(task->state)) {
+      if (const Job* job = jobs_.find(task->job)) {
+        auto [it, fresh] = seqs.try_emplace(job->id);
+        if (fresh)
+          for (std::size_t i = 0; i < job->finished.size(); ++i) it->second[job->finished[i]] = static_cast<std::int64_t>(i);
+        if (auto f = it->second.find(t); f != it->second.end()) seq = f->second;
+      }
+    }
+    journal_->task_saved(*task, tasks_.names(), seq, now_, /*is_new=*/true);
+  }
+  journal_->next_ids_saved(jobs_.next_id(), tasks_.last_id() + 1);
+}
+
+std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, std::vector<Outgoing> held, TimePoint now) {
+  ++counters_.journal_failures;
+  last_journal_failure_ = e.message;
+  if (!resave_needed_ || now - last_journal_error_ >= seconds(10)) {
+    log_error(e.message, "; requests that need the journal are refused (unavailable) until it can be written; workers, leases"
+                         " and running attempts are kept");
+    last_journal_error_ = now;
+  }
+  resave_needed_ = true;
+  next_commit_retry_ = now + kCommitRetry;
+  // Undo this turn's submissions, newest first: none of them was acknowledged, and none will be.
+  std::vector<Job::Batch> undone;
+  for (auto it = batches_.rbegin(); it != batches_.rend(); ++it) {
+    for (TaskId t = it->batch.first; t < it->batch.first + it->batch.count; ++t) tasks_.discard(t);
+    if (tasks_.last_id() + 1 == it->batch.first + it->batch.count) tasks_.rewind_ids(it->batch.first);
+    counters_.submitted -= std::min<std::uint64_t>(counters_.submitted, it->batch.count);
+    if (Job* job = jobs_.find(it->job)) {
+      if (it->created) jobs_.forget_created(it->job);
+      else jobs_.drop_last_batch(*job, it->was_sealed, now);
+    }
+    undone.push_back(it->batch);
+  }
+  batches_.clear();
+  const auto discarded = [&](TaskId t) {
+    return std::any_of(undone.begin(), undone.end(), [t](const Job::Batch& b) { return t >= b.first && t < b.first + b.count; });
+  };
+  if (!undone.empty())
+    for (auto& [id, w] : workers_.sessions()) std::erase_if(w.held, [&](const auto& h) { return discarded(h.first); });
+  const std::string why = "the master could not write its journal (" + e.message + ")";
+  std::vector<Outgoing> now_out;
+  for (auto& o : held) {
+    std::visit(Overloaded{
+                   [&](proto::Accepted& a) {
+                     const bool mine = !a.duplicate && std::any_of(undone.begin(), undone.end(), [&](const Job::Batch& b) {
+                       return b.first == a.first_task && b.count == a.count;
+                     });
+                     if (!mine) return now_out.push_back(std::move(o));  // a batch made durable earlier
+                     now_out.push_back({o.identity, proto::ErrorReply{a.req, ErrorCode::Unavailable,
+                                                                      why + "; nothing of this submission was kept: submit it again"}});
+                   },
+                   [&](proto::Cancelled& c) {
+                     now_out.push_back({o.identity, proto::ErrorReply{c.req, ErrorCode::Unavailable,
+                                                                      why + "; job " + std::to_string(c.job) +
+                                                                          " is cancelled here but not yet on disk: cancel it again"}});
+                   },
+                   [&](proto::Outcomes& r) {
+                     now_out.push_back({o.identity, proto::ErrorReply{r.req, ErrorCode::Unavailable, why + "; ask again"}});
+                   },
+                   [&](proto::Ack&) { held_.push_back(std::move(o)); },  // the results are kept: acknowledged once on disk
+                   [&](proto::Tasks& t) {
+                     std::erase_if(t.tasks, [&](const proto::Assignment& a) { return discarded(a.task); });
+                     if (!t.tasks.empty()) now_out.push_back(std::move(o));
+                   },
+                   [&](auto&) { now_out.push_back(std::move(o)); },  // errors and reports promise nothing
+               },
+               o.message);
+  }
+  waits_dirty_ = true;
+  dispatch_needed_ = true;
+  return now_out;
 }
 
 void MasterState::drop_worker(const std::string& identity, const std::string& why, TimePoint now) {
@@ -315,7 +527,7 @@ void MasterState::dispatch(TimePoint now) {
         auto& [msg, bytes] = batches[&w];
         // Split so that no message nears the size limit (args may be up to 1 MiB each).
         if (bytes + t.args.size() > kReplyBudget && !msg.tasks.empty()) {
-          out_.push_back({w.identity, std::move(msg)});
+          push(w.identity, std::move(msg));
           msg = {};
           bytes = 0;
         }
@@ -327,7 +539,7 @@ void MasterState::dispatch(TimePoint now) {
     }
   }
   for (auto& [w, batch] : batches)
-    if (!batch.first.tasks.empty()) out_.push_back({w->identity, std::move(batch.first)});
+    if (!batch.first.tasks.empty()) push(w->identity, std::move(batch.first));
 }
 
 // ---- clients waiting for outcomes ------------------------------------------------------------
@@ -337,8 +549,9 @@ bool MasterState::try_answer(PendingWait& w, TimePoint now, bool timed_out) {
   Job* job = m.job ? jobs_.find(m.job) : jobs_.find_by_key(m.idempotency_key);
   if (!job) {
     reply_error(w.identity, m.req, ErrorCode::UnknownJob,
-                m.job ? "WAIT: job " + std::to_string(m.job) + " does not exist (or its results expired)"
-                      : "WAIT: no job has idempotency key '" + m.idempotency_key + "'");
+                m.job ? "WAIT: " + unknown_job(m.job)
+                      : "WAIT: no job has idempotency key '" + m.idempotency_key + "'" +
+                            (journal_ ? "" : " (this master runs without a journal: it forgets its jobs when it restarts)"));
     return true;
   }
   m.job = job->id;  // from now on, by id
@@ -389,18 +602,37 @@ void MasterState::housekeeping(TimePoint now) {
       for (const auto& b : job->batches)
         for (TaskId t = b.first; t < b.first + b.count; ++t) {
           tasks_.erase(t);
-          if (journal_) journal_->task_erased(t);
+          erase_task_row(t);
         }
     jobs_.erase(j);
-    if (journal_) journal_->job_erased(j);
+    erase_job_row(j);
     ++counters_.expired_jobs;
   }
+  if (journal_) journal_bytes_ = journal_->bytes();
   answer_waits(now, true);
+}
+
+std::string MasterState::unknown_job(JobId job) const {
+  // An in-memory master's job ids start from the clock: an id below this instance's first one was
+  // given by an earlier instance.
+  if (!journal_ && job < first_job_)
+    return "job " + std::to_string(job) + " is gone: the master restarted without a journal (--in-memory) and forgot it";
+  return "job " + std::to_string(job) + " does not exist (or its results expired)";
 }
 
 // ---- the outbox -------------------------------------------------------------------------------
 
-void MasterState::reply(const std::string& identity, proto::Message m) { out_.push_back({identity, std::move(m)}); }
+void MasterState::reply(const std::string& identity, proto::Message m) { push(identity, std::move(m)); }
+
+void MasterState::push(std::string identity, proto::Message m) {
+  bool now = !journal_ || std::holds_alternative<proto::Welcome>(m) || std::holds_alternative<proto::Heartbeat>(m);
+  // A task id reaches a worker only once the task's creation is durable: after a crash or a failed
+  // commit the id would not exist (or be given again), and an attempt of a task that never existed
+  // must not finish another.
+  if (const auto* t = std::get_if<proto::Tasks>(&m))
+    now = !journal_ || std::none_of(t->tasks.begin(), t->tasks.end(), [&](const proto::Assignment& a) { return a.task >= durable_tasks_; });
+  (now ? out_ : held_).push_back({std::move(identity), std::move(m)});
+}
 
 void MasterState::reply_error(const std::string& identity, std::uint64_t req, ErrorCode code, std::string message) {
   reply(identity, proto::ErrorReply{req, code, std::move(message)});
@@ -462,6 +694,7 @@ nlohmann::json MasterState::status_json(TimePoint now) {
     for (auto f : w.filter.functions) functions.push_back(tasks_.names().name(f));
     for (auto q : w.filter.queues) queue_names.push_back(tasks_.names().name(q));
     workers.push_back({{"id", tasks_.names().name(w.name)},
+                       {"session", w.session},
                        {"host", w.host},
                        {"pid", w.pid},
                        {"slots", w.slots},
@@ -480,7 +713,7 @@ nlohmann::json MasterState::status_json(TimePoint now) {
     fin += rates_.finished[i];
   }
   json journal = nullptr;
-  if (journal_) journal = {{"path", journal_->path()}, {"bytes", journal_->bytes()}};
+  if (journal_) journal = {{"path", journal_->path()}, {"bytes", journal_->bytes()}, {"writable", !resave_needed_}};
   return {{"master", instance_},
           {"journal", journal},
           {"uptime_s", duration<double>(now - started_).count()},
@@ -496,7 +729,15 @@ nlohmann::json MasterState::status_json(TimePoint now) {
             {"stale_results", counters_.stale_results},
             {"unheld_results", counters_.unheld_results},
             {"workers_lost", counters_.workers_lost},
-            {"expired_jobs", counters_.expired_jobs}}}};
+            {"expired_jobs", counters_.expired_jobs},
+            {"refused_full", counters_.refused_full},
+            {"journal_failures", counters_.journal_failures}}},
+          {"limits",
+           {{"max_queued", config_.max_queued},
+            {"max_task_bytes", config_.max_task_bytes},
+            {"max_journal_bytes", config_.max_journal_bytes}}},
+          {"unfinished", tasks_.unfinished()},
+          {"task_bytes", tasks_.bytes()}};
 }
 
 }  // namespace taskmaster

@@ -28,7 +28,16 @@ struct MasterConfig {
   std::chrono::milliseconds result_ttl{std::chrono::hours(24)};  // results kept after a job ends
   std::size_t max_messages_per_turn = 4096;              // fairness between receiving and timers
   std::optional<std::string> data_dir;                   // the journal's directory; nullopt: memory only
+  // Bounds on what the master holds (PROTOCOL.md §4.6); a SUBMIT past one is refused. 0: the
+  // default sized to this machine's memory (default_limits()).
+  std::uint64_t max_queued = 0;        // unfinished tasks (delayed, queued, running)
+  std::uint64_t max_task_bytes = 0;    // args and results of every task held, finished or not
+  std::uint64_t max_journal_bytes = 0; // the journal on disk; 0: no bound but the disk's
 };
+
+// max_queued and max_task_bytes for this machine: a quarter of physical memory for task bytes, and
+// one unfinished task per 2 KiB of physical memory (at least 100,000).
+MasterConfig with_default_limits(MasterConfig c);
 
 // Counters shown by `taskmaster status` (PROTOCOL.md §6.12).
 struct MasterCounters {
@@ -39,6 +48,8 @@ struct MasterCounters {
   std::uint64_t unheld_results = 0;  // results for tasks the sender did not hold
   std::uint64_t workers_lost = 0;    // workers presumed dead
   std::uint64_t expired_jobs = 0;    // jobs whose results' time was up
+  std::uint64_t refused_full = 0;    // SUBMITs refused by a bound (max_queued and the like)
+  std::uint64_t journal_failures = 0;  // commits that failed (disk full, I/O error)
 };
 
 class MasterState : private TaskListener {
@@ -52,8 +63,8 @@ class MasterState : private TaskListener {
   // Replays the journal into this (new, empty) state, then records every change in it. Without a
   // call to recover() the state lives in memory only.
   Journal::Loaded recover(Journal& journal, TimePoint now);
-  // Task ids start at `first` (or past it); for a master without a journal (Master does this).
-  void start_task_ids_at(TaskId first) { tasks_.set_next_id(first); }
+  // Ids start at these (or past them); for a master without a journal (Master does this).
+  void start_ids_at(JobId first_job, TaskId first_task);
 
   // Handles one message from the peer `identity` (its ROUTER routing id); a decoding error is
   // counted, logged and answered. Never throws for anything a peer can send.
@@ -68,8 +79,17 @@ class MasterState : private TaskListener {
     std::string identity;
     protocol::Message message;
   };
-  // Everything to send since the last call.
+  // What leaves now: messages that promise nothing the journal has not already made durable
+  // (WELCOME, HEARTBEAT, TASKS of tasks whose creation is committed). Everything else (every
+  // reply, ACK, and TASKS handing out a task created since the last commit) is held for commit().
   std::vector<Outgoing> take_outbox();
+  // The end of a turn: commits the journal (group commit: one fsync for the whole turn) and returns
+  // what may leave now. If the commit fails, only what it could not write fails: requests of this
+  // turn that needed it are answered `unavailable` (a refused SUBMIT is undone: nothing of it is
+  // kept), ACKs wait for the next commit that succeeds, sessions and leases stay, and every change
+  // since the last good commit is written again by the next one. Without a journal it returns what
+  // the turn held (nothing).
+  std::vector<Outgoing> commit(TimePoint now);
   // The loop reports each send: sent() on success, send_failed() otherwise (a TASKS message that
   // did not leave puts its tasks back in the queue; a peer that is gone loses its session).
   void sent(const std::string& identity, TimePoint now);
@@ -78,6 +98,8 @@ class MasterState : private TaskListener {
   const MasterCounters& counters() const { return counters_; }
   const TaskTable& tasks() const { return tasks_; }
   const std::string& instance() const { return instance_; }
+  // Why the last commit failed ("" if none did).
+  const std::string& last_journal_failure() const { return last_journal_failure_; }
   std::size_t workers() const { return workers_.size(); }
 
  private:
@@ -103,6 +125,17 @@ class MasterState : private TaskListener {
 
   void on_task_change(const Task& task, std::optional<TaskState> from) override;
 
+  // The journal, and what it has not made durable yet. Every change goes through these.
+  void save_task(const Task& task, std::int64_t finished_seq, bool is_new);
+  void save_job(const Job& job);
+  void erase_task_row(TaskId id);
+  void erase_job_row(JobId id);
+  // Writes again every row changed since the last successful commit (after a failed one).
+  void resave();
+  std::vector<Outgoing> commit_failed(const Error& e, std::vector<Outgoing> held, TimePoint now);
+  // Puts a message in the outbox; held for commit() unless it leaves now (take_outbox).
+  void push(std::string identity, protocol::Message m);
+
   // Ends a worker session: the attempts it held fail with `why`.
   void drop_worker(const std::string& identity, const std::string& why, TimePoint now);
   // The same for a worker that vanished without BYE: logged and counted.
@@ -113,6 +146,10 @@ class MasterState : private TaskListener {
   void housekeeping(TimePoint now);
 
   void reply(const std::string& identity, protocol::Message m);
+  // Why a SUBMIT cannot be taken now (a bound of MasterConfig), if it cannot.
+  std::optional<Error> over_bounds(const protocol::Submit& m) const;
+  // "job N does not exist", or that an earlier instance had it.
+  std::string unknown_job(JobId job) const;
   void reply_error(const std::string& identity, std::uint64_t req, ErrorCode code, std::string message);
   void log_bad(const std::string& identity, const Error& e);
   nlohmann::json status_json(TimePoint now);
@@ -128,9 +165,29 @@ class MasterState : private TaskListener {
   TimePoint started_;
   TimePoint now_{};               // the `now` of the message or turn being handled
 
-  // Outbox: everything that leaves this turn, in order. ACKs gather per worker during the turn.
-  std::vector<Outgoing> out_;
+  // Outbox: what leaves now and what waits for the commit, each in order. ACKs gather per worker
+  // during the turn.
+  std::vector<Outgoing> out_, held_;
   std::unordered_map<std::string, std::vector<TaskId>> out_acks_;
+  // What the journal has not made durable: ids of rows changed since the last successful commit
+  // (with repeats; deduplicated only when they must be written again), and the SUBMIT batches of
+  // this turn, to undo if its commit fails.
+  struct BatchUndo {
+    JobId job;
+    bool created;       // the batch created the job
+    bool was_sealed;
+    Job::Batch batch;
+  };
+  std::vector<TaskId> dirty_tasks_;
+  std::vector<JobId> dirty_jobs_;
+  std::vector<BatchUndo> batches_;
+  bool resave_needed_ = false;       // the last commit failed: write dirty_* again
+  TaskId durable_tasks_ = 1;         // tasks below this id have a committed creation
+  TimePoint next_commit_retry_{};    // after a failed commit, when to try again without new work
+  TimePoint last_journal_error_{};   // rate limit of the log line
+  std::string last_journal_failure_;  // why the last commit failed
+  std::uint64_t journal_bytes_ = 0;  // the journal's size, read at housekeeping
+  JobId first_job_ = 1;              // this instance's first job id (in memory: from the clock)
 
   std::vector<PendingWait> waits_;
   bool waits_dirty_ = false;      // a task finished or a job changed since waits were last checked

@@ -68,8 +68,42 @@ const Task* TaskTable::find(TaskId id) const {
   return it == tasks_.end() ? nullptr : &it->second;
 }
 
+void WorkerFilter::normalize() {
+  for (auto* v : {&queues, &functions}) {
+    std::sort(v->begin(), v->end());
+    v->erase(std::unique(v->begin(), v->end()), v->end());
+  }
+}
+
+bool WorkerFilter::serves(std::uint32_t queue, std::uint32_t function) const {
+  assert(std::is_sorted(queues.begin(), queues.end()) && std::is_sorted(functions.begin(), functions.end()));
+  return std::binary_search(queues.begin(), queues.end(), queue) && std::binary_search(functions.begin(), functions.end(), function);
+}
+
 TaskTable::Bucket& TaskTable::bucket(std::uint32_t queue, std::uint32_t function) {
-  return buckets_[bucket_key(queue, function)];
+  auto [it, inserted] = buckets_.try_emplace(bucket_key(queue, function));
+  if (inserted) {
+    it->second.queue = queue;
+    it->second.function = function;
+  }
+  return it->second;
+}
+
+const TaskTable::Entry* TaskTable::refresh(Bucket& b) {
+  while (!b.heap.empty()) {
+    const Task* t = find(b.heap.top().id);
+    if (t && t->state == TaskState::Queued) break;
+    b.heap.pop();
+  }
+  const std::uint64_t key = bucket_key(b.queue, b.function);
+  const bool same = b.indexed && !b.heap.empty() && b.head.id == b.heap.top().id && b.head.priority == b.heap.top().priority;
+  if (same) return &b.heap.top();
+  if (b.indexed) index_.erase({b.head, key});
+  b.indexed = !b.heap.empty();
+  if (!b.indexed) return nullptr;
+  b.head = b.heap.top();
+  index_.insert({b.head, key});
+  return &b.heap.top();
 }
 
 void TaskTable::move_to(Task& t, TaskState to) {
@@ -85,6 +119,7 @@ void TaskTable::move_to(Task& t, TaskState to) {
   // Running attempts are few (at most the workers' slots) and end often: their timers are removed
   // at once, so none lingers until its deadline.
   if (from == TaskState::Running) leases_.erase({t.deadline, t.id});
+  if (protocol::is_final(to)) --unfinished_;
   t.state = to;
   enter(t);
   if (listener_) listener_->on_task_change(t, from);
@@ -94,9 +129,11 @@ void TaskTable::enter(Task& t) {
   switch (t.state) {
     case TaskState::Queued: {
       auto& b = bucket(t.queue, t.function);
-      b.heap.push({t.priority, t.id});
+      const Entry e{t.priority, t.id};
+      b.heap.push(e);
       ++b.live;
       ++queued_;
+      if (!b.indexed || b.head < e) refresh(b);
       break;
     }
     case TaskState::Delayed: delayed_.push({t.ready_at, t.id, 0}); break;
@@ -122,6 +159,8 @@ TaskId TaskTable::add(JobId job, const protocol::TaskSpec& spec, TimePoint now) 
   assert(inserted);
   Task& task = it->second;
   ++counts_[task.queue][static_cast<std::size_t>(task.state)];
+  ++unfinished_;
+  bytes_ += task.args.size();
   enter(task);
   if (listener_) listener_->on_task_change(task, std::nullopt);
   return task.id;
@@ -134,30 +173,42 @@ void TaskTable::restore(Task t, TimePoint now) {
   if (t.state == TaskState::Delayed && t.ready_at <= now) t.state = TaskState::Queued;
   next_id_ = std::max(next_id_, t.id + 1);
   auto [it, inserted] = tasks_.emplace(t.id, std::move(t));
+  assert(inserted);
   Task& task = it->second;
   ++counts_[task.queue][static_cast<std::size_t>(task.state)];
+  if (!protocol::is_final(task.state)) ++unfinished_;
+  bytes_ += task.args.size() + task.outcome.size();
   enter(task);
 }
 
 TaskId TaskTable::pick(const WorkerFilter& filter) {
   if (queued_ == 0) return 0;
-  Bucket* best = nullptr;
-  for (auto q : filter.queues) {
-    for (auto f : filter.functions) {
-      auto it = buckets_.find(bucket_key(q, f));
-      if (it == buckets_.end() || it->second.live == 0) continue;
-      Bucket& b = it->second;
-      // Drop entries of tasks that are no longer queued (cancelled, or erased since).
-      while (!b.heap.empty()) {
-        const Task* t = find(b.heap.top().id);
-        if (t && t->state == TaskState::Queued) break;
-        b.heap.pop();
+  const std::uint64_t pairs = std::uint64_t{filter.queues.size()} * filter.functions.size();
+  if (pairs <= index_.size()) {
+    // Few pairs: look each one up.
+    const Entry* best = nullptr;
+    for (auto q : filter.queues)
+      for (auto f : filter.functions) {
+        auto it = buckets_.find(bucket_key(q, f));
+        if (it == buckets_.end() || it->second.live == 0) continue;
+        const Entry* head = refresh(it->second);
+        if (head && (!best || *best < *head)) best = head;
       }
-      if (b.heap.empty()) continue;
-      if (!best || best->heap.top() < b.heap.top()) best = &b;
-    }
+    return best ? best->id : 0;
   }
-  return best ? best->heap.top().id : 0;
+  // Many pairs: the first non-empty bucket, best first, that the worker serves.
+  for (auto it = index_.begin(); it != index_.end();) {
+    Bucket& b = buckets_.find(it->second)->second;
+    const Task* top = find(b.heap.top().id);
+    if (!top || top->state != TaskState::Queued) {
+      refresh(b);  // its head was stale: it moved in the index
+      it = index_.begin();
+      continue;
+    }
+    if (filter.serves(b.queue, b.function)) return b.heap.top().id;
+    ++it;
+  }
+  return 0;
 }
 
 std::uint32_t TaskTable::lease(TaskId id, std::uint32_t worker, TimePoint now) {
@@ -166,6 +217,7 @@ std::uint32_t TaskTable::lease(TaskId id, std::uint32_t worker, TimePoint now) {
   auto& b = bucket(t.queue, t.function);
   // pick() left this task on top of its bucket; remove that entry now that it leaves the queue.
   if (!b.heap.empty() && b.heap.top().id == id) b.heap.pop();
+  refresh(b);
   ++t.attempts;
   t.worker = worker;
   t.deadline = now + std::chrono::milliseconds(t.timeout_ms);
@@ -181,8 +233,14 @@ void TaskTable::unlease(TaskId id, std::uint32_t attempt) {
   move_to(t, TaskState::Queued);
 }
 
+void TaskTable::set_outcome(Task& t, std::string outcome) {
+  bytes_ -= t.outcome.size();
+  t.outcome = std::move(outcome);
+  bytes_ += t.outcome.size();
+}
+
 void TaskTable::fail_attempt(Task& t, std::string error, TimePoint now) {
-  t.outcome = std::move(error);
+  set_outcome(t, std::move(error));
   if (t.attempts < t.max_attempts) {
     t.ready_at = now + backoff(t.backoff_ms, t.attempts);
     if (t.ready_at <= now) {
@@ -206,7 +264,7 @@ Status TaskTable::complete(TaskId id, std::uint32_t attempt, bool ok, std::strin
                                                   " is not current (task is " + std::string(to_string(t.state)) +
                                                   ", attempt " + std::to_string(t.attempts) + ")");
   if (ok) {
-    t.outcome = std::move(value);
+    set_outcome(t, std::move(value));
     move_to(t, TaskState::Done);
   } else {
     fail_attempt(t, std::move(value), now);
@@ -228,6 +286,22 @@ void TaskTable::erase(TaskId id) {
   // An unfinished task stays: erasing it would leave queued_, its bucket and its timers behind.
   if (it == tasks_.end() || !protocol::is_final(it->second.state)) return;
   --counts_[it->second.queue][static_cast<std::size_t>(it->second.state)];
+  bytes_ -= it->second.args.size() + it->second.outcome.size();
+  tasks_.erase(it);
+}
+
+void TaskTable::discard(TaskId id) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  Task& t = it->second;
+  --counts_[t.queue][static_cast<std::size_t>(t.state)];
+  if (t.state == TaskState::Queued) {
+    --queued_;
+    --bucket(t.queue, t.function).live;
+  }
+  if (t.state == TaskState::Running) leases_.erase({t.deadline, t.id});
+  if (!protocol::is_final(t.state)) --unfinished_;
+  bytes_ -= t.args.size() + t.outcome.size();
   tasks_.erase(it);
 }
 

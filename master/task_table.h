@@ -81,6 +81,10 @@ class TaskListener {
 struct WorkerFilter {
   std::vector<std::uint32_t> queues;
   std::vector<std::uint32_t> functions;
+  // Sorts both lists and removes repeats; serves() needs it.
+  void normalize();
+  // REQUIRES: normalize() since the last change. O(log n).
+  bool serves(std::uint32_t queue, std::uint32_t function) const;
 };
 
 // "1.5" for 1500 ms, "300" for 300000 ms.
@@ -108,6 +112,8 @@ class TaskTable {
   void set_next_id(TaskId next) { next_id_ = std::max(next_id_, next); }
 
   // The best queued task this worker may run (highest priority, then oldest), or 0 if none.
+  // REQUIRES: filter.normalize(). Its cost does not grow with what the worker lists: it walks the
+  // smaller of the worker's (queue, function) pairs and the index of non-empty buckets, best first.
   TaskId pick(const WorkerFilter& filter);
   // queued → running: starts attempt number attempts + 1. Returns that number.
   // REQUIRES: the task is queued.
@@ -125,6 +131,12 @@ class TaskTable {
   // Forgets a finished task (its results' time is up). Does nothing unless the task is done, dead
   // or cancelled.
   void erase(TaskId id);
+  // Forgets a task in whatever state, without telling the listener: its creation was never made
+  // durable (the commit failed) and it is undone. Its timers and queue entries are skipped later.
+  void discard(TaskId id);
+  // After discarding the newest tasks: ids from `first` on are given again. REQUIRES: no task with
+  // an id >= first exists.
+  void rewind_ids(TaskId first) { next_id_ = std::min(next_id_, first); }
 
   // Delayed tasks whose time has come become queued; running attempts past their deadline fail.
   void expire(TimePoint now);
@@ -135,6 +147,10 @@ class TaskTable {
   using StateCounts = std::array<std::uint64_t, protocol::kTaskStateCount>;
   const std::map<std::uint32_t, StateCounts>& counts() const { return counts_; }
   std::uint64_t queued() const { return queued_; }
+  // Tasks not finished yet (delayed, queued or running).
+  std::uint64_t unfinished() const { return unfinished_; }
+  // Bytes of args and outcomes of every task held.
+  std::uint64_t bytes() const { return bytes_; }
 
   // Delay before the next attempt after `failed_attempts` failures: backoff doubled each time,
   // at most an hour.
@@ -153,6 +169,17 @@ class TaskTable {
   struct Bucket {
     std::priority_queue<Entry> heap;
     std::uint64_t live = 0;  // queued tasks in this bucket
+    std::uint32_t queue = 0, function = 0;
+    bool indexed = false;    // its head is in index_
+    Entry head{};            // the head as index_ has it
+  };
+  // Non-empty buckets by their head, best first.
+  struct Better {
+    bool operator()(const std::pair<Entry, std::uint64_t>& a, const std::pair<Entry, std::uint64_t>& b) const {
+      if (b.first < a.first) return true;
+      if (a.first < b.first) return false;
+      return a.second < b.second;
+    }
   };
   template <class T>
   struct Timer {
@@ -166,7 +193,11 @@ class TaskTable {
   void move_to(Task& t, TaskState to);
   void enter(Task& t);  // schedules a task that just entered its state (queues, timers)
   void fail_attempt(Task& t, std::string error, TimePoint now);
+  void set_outcome(Task& t, std::string outcome);
   Bucket& bucket(std::uint32_t queue, std::uint32_t function);
+  // Drops the entries of tasks no longer queued from the top of `b`, and puts its (new) head in
+  // index_, or takes it out if the bucket is empty. Returns the head, or nullptr.
+  const Entry* refresh(Bucket& b);
   static std::uint64_t bucket_key(std::uint32_t q, std::uint32_t f) { return (std::uint64_t{q} << 32) | f; }
 
   TaskListener* listener_;
@@ -174,10 +205,13 @@ class TaskTable {
   std::unordered_map<TaskId, Task> tasks_;
   TaskId next_id_ = 1;
   std::unordered_map<std::uint64_t, Bucket> buckets_;
+  std::set<std::pair<Entry, std::uint64_t>, Better> index_;  // (head, bucket key) of non-empty buckets
   std::priority_queue<Timer<int>, std::vector<Timer<int>>, std::greater<>> delayed_;
   std::set<std::pair<TimePoint, TaskId>> leases_;  // deadline of every running attempt
   std::map<std::uint32_t, StateCounts> counts_;
   std::uint64_t queued_ = 0;
+  std::uint64_t unfinished_ = 0;
+  std::uint64_t bytes_ = 0;
 };
 
 }  // namespace taskmaster

@@ -23,6 +23,15 @@ WorkerSession* WorkerRegistry::find_by_name(std::uint32_t name) {
   return nullptr;
 }
 
+WorkerSession* WorkerRegistry::find_process(std::string_view identity, std::uint32_t name, std::uint64_t session,
+                                            const std::string& host, std::int64_t pid) {
+  for (auto& [id, s] : sessions_) {
+    if (id == identity || s.name != name) continue;
+    if (session ? s.session == session : s.session == 0 && s.host == host && s.pid == pid) return &s;
+  }
+  return nullptr;
+}
+
 void WorkerRegistry::remove(std::string_view identity) { sessions_.erase(std::string(identity)); }
 
 std::vector<std::string> WorkerRegistry::silent(TimePoint now, std::chrono::milliseconds timeout) const {

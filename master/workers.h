@@ -18,6 +18,7 @@ struct WorkerSession {
   std::uint32_t name = 0;     // Names id of its announced name
   std::string host;
   std::int64_t pid = 0;
+  std::uint64_t session = 0;  // the process's id from HELLO (0: an older peer that sends none)
   WorkerFilter filter;        // queues and functions it serves
   std::uint32_t slots = 0;    // tasks it can hold at once
   std::unordered_map<TaskId, std::uint32_t> held;  // task -> attempt it holds (running or unacked)
@@ -38,6 +39,11 @@ class WorkerRegistry {
   WorkerSession* find(std::string_view identity);
   // The session of the worker with this announced name, if any.
   WorkerSession* find_by_name(std::uint32_t name);
+  // The session of the same worker process on another connection: same name and session id (or,
+  // for peers that send no session id, same name, host and pid). Two processes that share a name
+  // are two workers.
+  WorkerSession* find_process(std::string_view identity, std::uint32_t name, std::uint64_t session, const std::string& host,
+                              std::int64_t pid);
   void remove(std::string_view identity);
 
   std::size_t size() const { return sessions_.size(); }

@@ -263,6 +263,7 @@ Hello decode_hello(const Fields& f) {
   m.functions = names(f, "functions");
   m.queues = names(f, "queues");
   m.slots = f.integer<std::uint32_t>("slots", 0, kMaxSlots);
+  m.session = f.integer_or<std::uint64_t>("session", 0, 0, std::numeric_limits<std::int64_t>::max());
   if (f.has("running")) {
     const JsonValue arr = f.array("running", kMaxSlots);
     const Where list = f.path("running");
@@ -492,6 +493,7 @@ struct BodyWriter {
     w.end_array().begin_array("queues");
     for (auto& s : m.queues) w.element_string(s);
     w.end_array().field("slots", m.slots);
+    if (m.session) w.field("session", m.session);
     if (!m.running.empty()) {
       w.begin_array("running");
       for (auto& r : m.running) w.begin_object().field("task", r.task).field("attempt", r.attempt).end_object();

@@ -75,6 +75,10 @@ struct Hello {
   std::vector<std::string> queues;     // queues it serves; never empty
   std::uint32_t slots = 0;             // tasks it can hold at once (its credit)
   std::vector<Lease> running;          // attempts still running from an earlier session
+  // Drawn by the worker process at start (0: not given, as by peers older than this field). With
+  // `worker` it names the process: a HELLO with the same name and another session is another
+  // worker that happens to share the name.
+  std::uint64_t session = 0;
 };
 
 // The worker's capacity changed (§6.4); slots = 0 asks for no more tasks (draining).

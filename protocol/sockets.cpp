@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <zmq.h>
 
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 
@@ -86,6 +87,7 @@ zmq::socket_t make_peer_socket(zmq::context_t& ctx, const PeerSocketOptions& o) 
   s.set(zmq::sockopt::reconnect_ivl, ms(o.reconnect));
   s.set(zmq::sockopt::reconnect_ivl_max, ms(o.reconnect_max));
   s.set(zmq::sockopt::immediate, o.immediate ? 1 : 0);
+  s.set(zmq::sockopt::handshake_ivl, ms(o.handshake_timeout));
   if (o.curve) {
     s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(o.curve->server_public.data(), o.curve->server_public.size()));
     s.set(zmq::sockopt::curve_publickey, zmq::const_buffer(o.curve->client_public.data(), o.curve->client_public.size()));
@@ -101,7 +103,11 @@ zmq::socket_t make_peer_socket(zmq::context_t& ctx, const PeerSocketOptions& o) 
 }
 
 ConnectionMonitor::ConnectionMonitor(zmq::context_t& ctx) : monitor_(ctx, zmq::socket_type::pair) {
-  endpoint_ = "inproc://taskmaster-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+  // A name never used before in this process: libzmq keeps an inproc endpoint bound until the
+  // monitored socket is fully closed (in its reaper thread), so a name made from an address the
+  // allocator hands out again can still be taken ("Address already in use").
+  static std::atomic<std::uint64_t> next{0};
+  endpoint_ = "inproc://taskmaster-monitor-" + std::to_string(next.fetch_add(1));
   monitor_.set(zmq::sockopt::linger, 0);
 }
 

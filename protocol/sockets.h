@@ -17,6 +17,9 @@
 
 namespace taskmaster::protocol {
 
+// The cap of a peer's reconnect backoff (PROTOCOL.md §5.2).
+inline constexpr std::chrono::milliseconds kReconnectMax{2000};
+
 // Options the master's ROUTER socket is made with.
 struct MasterSocketOptions {
   std::string endpoint = "tcp://0.0.0.0:5555";
@@ -35,7 +38,12 @@ struct PeerSocketOptions {
   std::string endpoint = "tcp://127.0.0.1:5555";
   std::optional<CurveKeys> curve;                     // nullopt: no security (--insecure)
   std::chrono::milliseconds reconnect{100};           // first reconnect delay (libzmq)
-  std::chrono::milliseconds reconnect_max{5000};      // libzmq doubles the delay up to this
+  // libzmq doubles the delay up to this, and retries at that pace for as long as it takes: a master
+  // that comes back (or a network that heals) is found within about this long.
+  std::chrono::milliseconds reconnect_max{kReconnectMax};
+  // A connection whose handshake is not done after this is closed and tried again (a master that
+  // accepted the TCP connection but is stopped, or a proxy with nothing behind it).
+  std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds heartbeat_timeout{3000};
   bool immediate = true;  // queue nothing on connections that are not complete

@@ -219,31 +219,32 @@ struct Node : test::SentMessages {
     loaded = state->recover(*journal, now);
     commit();
   }
+  // MasterState::commit, counting failures; what it releases goes to `sent`.
   bool commit() {
-    if (!journal->dirty()) return true;
-    if (on_commit) on_commit(false);
-    auto s = journal->commit();
-    if (!s) {
+    const bool dirty = journal->dirty();
+    if (dirty && on_commit) on_commit(false);
+    const auto failures = state->counters().journal_failures;
+    for (auto& o : state->commit(now)) {
+      state->sent(o.identity, now);
+      sent.push_back(std::move(o));
+    }
+    if (state->counters().journal_failures != failures) {
       ++commit_failures;
-      commit_error = s.error().message;
+      commit_error = state->last_journal_failure();
       return false;
     }
-    if (on_commit) on_commit(true);
+    if (dirty && on_commit) on_commit(true);
     return true;
   }
-  // One loop turn: timers, dispatch, commit, then send. A failed commit refuses the turn's replies
-  // and starts again from the disk, as Master::journal_failed does.
+  // One loop turn as Master::run makes it: timers, dispatch, what leaves at once, then the commit
+  // and what it releases (errors for what a failed commit could not write).
   void step() {
     state->turn(now);
-    if (!commit()) {
-      (void)state->take_outbox();
-      start_state();
-      return;
-    }
     for (auto& o : state->take_outbox()) {
       state->sent(o.identity, now);
       sent.push_back(std::move(o));
     }
+    commit();
   }
   void deliver(const std::string& from, proto::Message m) {
     state->receive(from, Expected<proto::Message>(std::move(m)), now);
@@ -855,7 +856,10 @@ TEST_CASE("a crash in the middle of writing a commit to the WAL leaves nothing o
     // And the master goes on from there.
     Node n(dir.path);
     CHECK(n.loaded.jobs == 1);
-    CHECK(n.submit({spec("echo", "1")}, "big-key").job == 2);
+    // The key is free again; after a crash ids continue past those reserved in DIR/ids.
+    const auto again = n.submit({spec("echo", "1")}, "big-key");
+    CHECK_FALSE(again.duplicate);
+    CHECK(again.job > 1);
   }
   // The same with room for the whole commit: all of it is there (the cuts above were real ones).
   TempDir dir;
@@ -930,8 +934,13 @@ TEST_CASE("a commit the disk refuses is reported, leaves nothing behind, and lat
     // 1. A small turn: its writes reach the disk only at COMMIT, which fails.
     limit_file_size(wal + 100);
     n.deliver("C", n.submit_message({spec("echo", "\"lost-small\"")}, "lost-key"));
-    say("small: failures " + std::to_string(n.commit_failures) + " replies " + std::to_string(n.sent.size()) + " reloaded jobs " +
-        std::to_string(n.loaded.jobs) + " error " + n.commit_error);
+    const auto unavailable = [&] {
+      int count = 0;
+      for (auto& e : n.take<proto::ErrorReply>("C")) count += e.code == ErrorCode::Unavailable && e.req == 7 ? 1 : 0;
+      return std::to_string(count) + " of " + std::to_string(count + static_cast<int>(n.sent.size()));
+    };
+    say("small: failures " + std::to_string(n.commit_failures) + " unavailable " + unavailable() + " jobs " +
+        std::to_string(n.state->counters().submitted) + " error " + n.commit_error);
     n.sent.clear();
     // 2. A turn bigger than SQLite's page cache: pages spill to the WAL during the transaction and
     // a statement fails in the middle; the statements after it must not go to the disk alone.
@@ -939,8 +948,8 @@ TEST_CASE("a commit the disk refuses is reported, leaves nothing behind, and lat
     std::vector<proto::TaskSpec> tasks;
     for (int i = 0; i < 60; ++i) tasks.push_back(spec("echo", "\"lost-big-" + std::string(100000, 'x') + "\""));
     n.deliver("C", n.submit_message(tasks, "lost-key"));
-    say("big: failures " + std::to_string(n.commit_failures) + " replies " + std::to_string(n.sent.size()) + " reloaded jobs " +
-        std::to_string(n.loaded.jobs) + " error " + n.commit_error);
+    say("big: failures " + std::to_string(n.commit_failures) + " unavailable " + unavailable() + " jobs " +
+        std::to_string(n.state->counters().submitted) + " error " + n.commit_error);
     n.sent.clear();
     // 3. The disk has room again: the next turn commits.
     limit_file_size(RLIM_INFINITY);
@@ -952,8 +961,9 @@ TEST_CASE("a commit the disk refuses is reported, leaves nothing behind, and lat
   REQUIRE_MESSAGE(end.exited(0), end.how());
   const std::string said = end.said;
   INFO(said);
-  CHECK(said.find("small: failures 1 replies 0 reloaded jobs 1 error cannot write the journal " + dir.db() + ": ") != std::string::npos);
-  CHECK(said.find("big: failures 2 replies 0 reloaded jobs 1 error cannot write the journal") != std::string::npos);
+  // Each refused turn answers its SUBMIT with `unavailable`, and keeps nothing of it in memory.
+  CHECK(said.find("small: failures 1 unavailable 1 of 1 jobs 1 error cannot write the journal " + dir.db() + ": ") != std::string::npos);
+  CHECK(said.find("big: failures 2 unavailable 1 of 1 jobs 1 error cannot write the journal") != std::string::npos);
   // The job refused twice was never acknowledged: the key is free and the id is the next one.
   CHECK(said.find("after: failures 2 job 2 duplicate 0") != std::string::npos);
   check_consistent(dir.path, "after refused commits");
@@ -961,6 +971,103 @@ TEST_CASE("a commit the disk refuses is reported, leaves nothing behind, and lat
   CHECK(sql.number("SELECT count(*) FROM tasks WHERE args LIKE '%lost%'") == 0);
   CHECK(sql.rows("SELECT id, idempotency_key, total FROM jobs ORDER BY id") == std::vector<std::string>{"1|kept-key|1", "2|lost-key|1"});
   CHECK(sql.rows("SELECT id, job, args FROM tasks ORDER BY id") == std::vector<std::string>{"1|1|\"kept\"", "2|2|\"after\""});
+}
+
+TEST_CASE("a full disk costs only what it could not write: workers, leases and running attempts stay") {
+  QuietLogs quiet;
+  TempDir dir;
+  const auto end = in_child([&](auto& say) {
+    ::signal(SIGXFSZ, SIG_IGN);  // writes past the limit fail with EFBIG instead
+    Node n(dir.path);
+    n.hello("W", 2);
+    const auto job = n.submit({spec("echo", "\"a\""), spec("echo", "\"b\"")}, "kept").job;
+    const auto given = n.tasks_for("W");
+    expect(given.size() == 2, "two tasks leased");
+    // The disk is full: no file may grow.
+    limit_file_size(1);
+    n.deliver("C", n.submit_message({spec("echo", "\"lost\"")}, "refused"));
+    const auto refused = n.take<proto::ErrorReply>("C");
+    n.result("W", given[0], true, "\"A\"");
+    const auto early_acks = n.take<proto::Ack>("W").size();
+    n.deliver("W", proto::Heartbeat{});
+    const auto not_allowed = n.take<proto::ErrorReply>("W").size();
+    say("refused " + std::to_string(refused.size()) + " code " + (refused.empty() ? "-" : std::string(error_code_name(refused[0].code))) +
+        " failures " + std::to_string(n.commit_failures) + " early acks " + std::to_string(early_acks) + " not_allowed " +
+        std::to_string(not_allowed) + " workers " + std::to_string(n.state->workers()) + " second running " +
+        std::to_string(n.task(given[1].task)->state == TaskState::Running));
+    // Space returns: the next turn writes what the refused ones could not, then acknowledges.
+    limit_file_size(RLIM_INFINITY);
+    n.now += 1s;
+    n.step();
+    const auto acks = n.take<proto::Ack>("W");
+    n.result("W", given[1], true, "\"B\"");
+    const auto o = n.wait(job);
+    std::string values;
+    for (const auto& x : o.outcomes) values += x.value + (x.status == TaskState::Done ? "" : "!") + " ";
+    say("after: acks " + std::to_string(acks.size()) + " first acked " +
+        std::to_string(!acks.empty() && acks[0].tasks == std::vector<TaskId>{given[0].task}) + " outcomes " + values +
+        "submitted " + std::to_string(n.state->counters().submitted));
+    return 0;
+  });
+  REQUIRE_MESSAGE(end.exited(0), end.how());
+  INFO(end.said);
+  CHECK(end.said.find("refused 1 code unavailable failures 3") != std::string::npos);  // three turns while full
+  // Held, not lost: the result is acknowledged once it is on disk; the worker never had to say HELLO.
+  CHECK(end.said.find("early acks 0 not_allowed 0 workers 1 second running 1") != std::string::npos);
+  CHECK(end.said.find("after: acks 1 first acked 1 outcomes \"A\" \"B\" submitted 2") != std::string::npos);
+  check_consistent(dir.path, "after a full disk");
+  Sql sql(dir.db());
+  CHECK(sql.number("SELECT count(*) FROM tasks WHERE args LIKE '%lost%'") == 0);
+  CHECK(sql.rows("SELECT id, state, outcome FROM tasks ORDER BY id") == std::vector<std::string>{"1|done|\"A\"", "2|done|\"B\""});
+}
+
+TEST_CASE("the journal and its directory are private whatever the umask") {
+  QuietLogs quiet;
+  TempDir dir;
+  const auto old = ::umask(0);
+  {
+    Node n(dir.path + "/data");
+    n.submit({spec("echo", "1")});
+  }
+  ::umask(old);
+  struct stat st{};
+  REQUIRE(::stat((dir.path + "/data").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  REQUIRE(::stat((dir.path + "/data/journal.db").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+}
+
+TEST_CASE("ids are never given twice, even when the journal lost its last transactions") {
+  QuietLogs quiet;
+  TempDir dir;
+  // A master that crashes (the child ends with _exit) after handing out ids.
+  const auto end = in_child([&](auto& say) {
+    Node n(dir.path);
+    const auto a = n.submit({spec("echo", "1"), spec("echo", "2")});
+    say("job " + std::to_string(a.job) + " last task " + std::to_string(a.first_task + a.count - 1));
+    ::_exit(0);  // here, with the journal open: a crash
+    return 1;
+  });
+  REQUIRE_MESSAGE(end.exited(0), end.how());
+  REQUIRE(end.said == "job 1 last task 2\n");
+  // A WAL cut short: every transaction is gone (none was checkpointed into the database file).
+  REQUIRE(::truncate((dir.db() + "-wal").c_str(), 0) == 0);
+  JobId next_job = 0;
+  TaskId next_task = 0;
+  {
+    Node again(dir.path);
+    CHECK(again.loaded.tasks == 0);
+    const auto b = again.submit({spec("echo", "3")});
+    CHECK(b.first_task > 2);
+    CHECK(b.job > 1);
+    next_job = b.job + 1;
+    next_task = b.first_task + 1;
+  }
+  // A clean stop and start continues right after the last ids, with no gap.
+  Node third(dir.path);
+  const auto c = third.submit({spec("echo", "4")});
+  CHECK(c.job == next_job);
+  CHECK(c.first_task == next_task);
 }
 
 // ---- exactly-once results -----------------------------------------------------------------------

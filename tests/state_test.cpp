@@ -355,9 +355,12 @@ TEST_CASE("a reconnecting worker keeps the attempts it still runs") {
   h.submit("C", 2);
   auto held = h.tasks_for("old");
   REQUIRE(held.size() == 2);
-  // The same worker (same name) on a new connection, still running the first attempt only.
+  // The same worker process (same name, host and pid: a peer that sends no session id) on a new
+  // connection, still running the first attempt only.
   proto::Hello again;
   again.worker = "w-old";
+  again.host = "host";
+  again.pid = 1;
   again.functions = {"square"};
   again.queues = {"default"};
   again.slots = 2;
@@ -454,6 +457,146 @@ TEST_CASE("WAIT may name the job by its idempotency key, right behind the SUBMIT
   CHECK(o[0].outcomes.at(0).value == "9");
   h.deliver("C", proto::Wait{3, 0, 0, 10, 0, "no-such-key"});
   CHECK(h.take<proto::ErrorReply>("C").at(0).code == ErrorCode::UnknownJob);
+}
+
+TEST_CASE("a HELLO repeated on the same connection keeps the leases in flight to the worker") {
+  Harness h;
+  h.hello("W", 2);
+  h.submit("C", 2);
+  const auto given = h.tasks_for("W");
+  REQUIRE(given.size() == 2);
+  // The worker's first WELCOME was slow, so it said HELLO again before the TASKS reached it: its
+  // HELLO lists nothing running. The session and its leases stay.
+  proto::Hello again;
+  again.worker = "w-W";
+  again.host = "host";
+  again.pid = 1;
+  again.functions = {"square", "echo"};
+  again.queues = {"default"};
+  again.slots = 2;
+  h.deliver("W", again);
+  CHECK(h.take<proto::Welcome>("W").size() == 1);
+  CHECK(h.state.workers() == 1);
+  CHECK(h.tasks_for("W").empty());  // its slots are still taken by what it holds
+  for (const auto& a : given) h.result("W", a, true, "1");
+  for (const auto& a : given) CHECK(h.task(a.task).state == TaskState::Done);
+  CHECK(h.state.counters().unheld_results == 0);
+  CHECK(h.state.counters().stale_results == 0);
+}
+
+TEST_CASE("two worker processes that share a name both serve; the same process reconnecting replaces its session") {
+  Harness h;
+  proto::Hello a;
+  a.worker = "same";
+  a.host = "host-a";
+  a.pid = 10;
+  a.session = 111;
+  a.functions = {"square"};
+  a.queues = {"default"};
+  a.slots = 2;
+  proto::Hello b = a;
+  b.host = "host-b";
+  b.session = 222;
+  h.deliver("A", a);
+  h.deliver("B", b);
+  CHECK(h.state.workers() == 2);
+  h.submit("C", 4);
+  const auto on_a = h.tasks_for("A"), on_b = h.tasks_for("B");
+  CHECK(on_a.size() == 2);
+  CHECK(on_b.size() == 2);
+  h.deliver("C", proto::Status{1});
+  const auto report = h.take<proto::Report>("C").at(0).status;
+  REQUIRE(report["workers"].size() == 2);
+  CHECK(report["workers"][0]["session"] != report["workers"][1]["session"]);
+  // Process A again, on a new connection, still running its first attempt: A's old session ends,
+  // its other attempt fails; B is untouched.
+  a.running = {{on_a[0].task, on_a[0].attempt}};
+  h.deliver("A2", a);
+  CHECK(h.state.workers() == 2);
+  CHECK(h.task(on_a[0].task).state == TaskState::Running);
+  CHECK(h.task(on_a[1].task).state == TaskState::Delayed);
+  for (const auto& t : on_b) CHECK(h.task(t.task).state == TaskState::Running);
+  h.result("A2", on_a[0], true, "0");
+  for (const auto& t : on_b) h.result("B", t, true, "0");
+  CHECK(h.task(on_a[0].task).state == TaskState::Done);
+  for (const auto& t : on_b) CHECK(h.task(t.task).state == TaskState::Done);
+  CHECK(h.state.counters().unheld_results == 0);
+}
+
+TEST_CASE("dispatch picks by what is queued, whatever a worker lists") {
+  Harness h;
+  // The largest HELLO the protocol allows: 1024 functions and 1024 queues.
+  std::vector<std::string> functions, queues;
+  for (int i = 0; i < 1024; ++i) {
+    functions.push_back("f" + std::to_string(i));
+    queues.push_back("q" + std::to_string(i));
+  }
+  h.hello("BIG", 100000, functions, queues);
+  h.hello("ONE", 100000, {"f5"}, {"q7"});
+  proto::Submit s;
+  s.req = 7;
+  for (int i = 0; i < 2000; ++i) {
+    proto::TaskSpec t;
+    t.function = i % 2 ? "f5" : "f1000";
+    t.queue = i % 2 ? "q7" : "q3";
+    t.args = std::to_string(i);
+    t.priority = i % 3;
+    s.tasks.push_back(t);
+  }
+  h.deliver("C", s);
+  REQUIRE(h.take<proto::Accepted>("C").size() == 1);
+  const auto big = h.tasks_for("BIG"), one = h.tasks_for("ONE");
+  CHECK(big.size() + one.size() == 2000);
+  for (const auto& a : one) CHECK(a.function == "f5");
+  // Each worker got its tasks best first: higher priority, then older.
+  for (const auto* list : {&big, &one}) {
+    for (std::size_t i = 1; i < list->size(); ++i) {
+      const Task& prev = h.task((*list)[i - 1].task);
+      const Task& cur = h.task((*list)[i].task);
+      CHECK((prev.priority > cur.priority || (prev.priority == cur.priority && prev.id < cur.id)));
+    }
+  }
+  CHECK(h.state.tasks().queued() == 0);
+}
+
+TEST_CASE("--max-queued refuses a SUBMIT with the request's req; nothing accepted is lost") {
+  MasterConfig c;
+  c.max_queued = 5;
+  Harness h(c);
+  CHECK(h.submit("C", 3).count == 3);
+  proto::Submit s;
+  s.req = 41;
+  for (int i = 0; i < 3; ++i) s.tasks.push_back(proto::TaskSpec{"square", std::to_string(i)});
+  h.deliver("C", s);
+  auto e = h.take<proto::ErrorReply>("C");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].req == 41);
+  CHECK(e[0].code == ErrorCode::Unavailable);
+  CHECK(e[0].message.find("--max-queued") != std::string::npos);
+  // One batch bigger than the bound can never fit.
+  s.req = 42;
+  s.tasks.assign(6, proto::TaskSpec{"square", "1"});
+  h.deliver("C", s);
+  e = h.take<proto::ErrorReply>("C");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].code == ErrorCode::TooLarge);
+  CHECK(h.state.tasks().unfinished() == 3);
+  CHECK(h.state.counters().refused_full == 2);
+  // Once the queued work is done there is room again.
+  h.hello("W", 10);
+  for (const auto& a : h.tasks_for("W")) h.result("W", a, true, "0");
+  CHECK(h.state.tasks().unfinished() == 0);
+  CHECK(h.submit("C", 5).count == 5);
+}
+
+TEST_CASE("a job id from before an in-memory master's restart is reported gone") {
+  Harness h;
+  h.state.start_ids_at(5000, 5000 * 4096 + 1);
+  CHECK(h.submit("C", 1).job == 5000);
+  h.deliver("C", proto::Wait{3, 17, 0, 10, 0, {}});
+  const auto e = h.take<proto::ErrorReply>("C").at(0);
+  CHECK(e.code == ErrorCode::UnknownJob);
+  CHECK(e.message.find("restarted without a journal") != std::string::npos);
 }
 
 }  // TEST_SUITE

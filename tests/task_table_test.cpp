@@ -55,6 +55,7 @@ WorkerFilter filter(TaskTable& table, std::vector<std::string> queues = {"defaul
   WorkerFilter f;
   for (const auto& q : queues) f.queues.push_back(table.names().intern(q));
   for (const auto& fn : functions) f.functions.push_back(table.names().intern(fn));
+  f.normalize();
   return f;
 }
 

@@ -32,16 +32,32 @@ std::string default_name(const std::string& host) {
 
 }  // namespace
 
+namespace {
+
+proto::PeerSocketOptions watched(proto::PeerSocketOptions o, proto::ConnectionMonitor& m) {
+  o.before_connect = [&m](zmq::socket_t& s) { m.attach(s); };
+  return o;
+}
+
+}  // namespace
+
 Worker::Worker(zmq::context_t& ctx, WorkerConfig config, const HandlerRegistry& handlers)
     : ctx_(ctx),
       config_(std::move(config)),
       handlers_(handlers),
       host_(host_name()),
       pool_(ctx, handlers, config_.threads),
+      monitor_(ctx),
+      socket_(proto::make_peer_socket(ctx, watched(config_.socket, monitor_))),
+      judge_(config_.socket.endpoint, config_.socket.curve),
       heartbeat_(config_.heartbeat),
       master_timeout_(config_.master_timeout),
-      backoff_(config_.reconnect_min) {
+      backoff_(config_.hello_min) {
   name_ = config_.name.empty() ? default_name(host_) : config_.name;
+  std::random_device rd;
+  // 53 bits: exact in any JSON reader.
+  session_ = ((static_cast<std::uint64_t>(rd()) << 32) | rd()) & ((std::uint64_t{1} << 53) - 1);
+  if (session_ == 0) session_ = 1;
   // Until durations are known: one task queued per thread.
   prefetch_ = config_.prefetch ? *config_.prefetch : pool_.threads();
 }
@@ -70,15 +86,11 @@ void Worker::resize_credit(Clock::time_point now) {
   }
 }
 
-void Worker::connect(Clock::time_point now) {
-  socket_.reset();
-  monitor_ = std::make_unique<proto::ConnectionMonitor>(ctx_);
-  auto options = config_.socket;
-  options.before_connect = [this](zmq::socket_t& s) { monitor_->attach(s); };
-  socket_ = std::make_unique<zmq::socket_t>(proto::make_peer_socket(ctx_, options));
+void Worker::join(Clock::time_point now, const char* why) {
+  if (state_ == State::Ready) log_info(why, "; saying HELLO again");
   state_ = State::Joining;
-  last_heard_ = now;
-  next_hello_ = now;
+  backoff_ = config_.hello_min;
+  next_hello_ = now;  // at once; then again after hello_min, doubling up to hello_max
 }
 
 void Worker::say_hello(Clock::time_point now) {
@@ -89,20 +101,20 @@ void Worker::say_hello(Clock::time_point now) {
   h.functions = handlers_.names();
   h.queues = config_.queues;
   h.slots = slots();
+  h.session = session_;
   announced_ = h.slots;
   // Everything this worker still holds: attempts running, and outcomes the master has not ACKed.
   for (const auto& [task, attempt] : running_) h.running.push_back({task, attempt});
   for (const auto& [task, r] : unacked_) h.running.push_back({task, r.attempt});
   send(h, now);
   next_hello_ = now + backoff_;
-  backoff_ = std::min(backoff_ * 2, config_.reconnect_max);
+  backoff_ = std::min(backoff_ * 2, config_.hello_max);
 }
 
 void Worker::send(const proto::Message& m, Clock::time_point now) {
-  if (!socket_) return;
   // With ZMQ_IMMEDIATE nothing is queued while the connection is down; what is lost here is sent
   // again after the next WELCOME (HELLO lists everything held, RESULTS are resent until ACKed).
-  if (proto::send(*socket_, m) == proto::SendResult::Sent) last_sent_ = now;
+  if (proto::send(socket_, m) == proto::SendResult::Sent) last_sent_ = now;
 }
 
 void Worker::send_results(Clock::time_point now) {
@@ -134,7 +146,7 @@ void Worker::handle(proto::Message& m, Clock::time_point now) {
                    heartbeat_ = milliseconds(w.heartbeat_ms);
                    master_timeout_ = milliseconds(w.timeout_ms);
                    state_ = State::Ready;
-                   backoff_ = config_.reconnect_min;
+                   silence_logged_ = false;
                    // Outcomes the master may not have: send them (again); it drops duplicates.
                    to_send_.clear();
                    for (const auto& [task, r] : unacked_) to_send_.push_back(task);
@@ -150,10 +162,11 @@ void Worker::handle(proto::Message& m, Clock::time_point now) {
                  [&](proto::ErrorReply& e) {
                    if (e.code == ErrorCode::NotAllowed && state_ == State::Ready) {
                      // The master does not know us: it restarted, or presumed us dead.
-                     log_warn("master no longer knows this worker (", e.message, "); saying HELLO again");
-                     state_ = State::Joining;
-                     backoff_ = config_.reconnect_min;
-                     next_hello_ = now;
+                     log_warn("master no longer knows this worker (", e.message, ")");
+                     join(now, "master no longer knows this worker");
+                   } else if (e.code == ErrorCode::Unavailable && state_ == State::Joining) {
+                     // Not serving yet (it is starting): the next HELLO comes after the backoff.
+                     log_debug("master says: ", e.message);
                    } else {
                      log_warn("master says: ", error_code_name(e.code), ": ", e.message);
                    }
@@ -163,15 +176,24 @@ void Worker::handle(proto::Message& m, Clock::time_point now) {
              m);
 }
 
-bool Worker::watch_connection() {
-  while (auto e = monitor_->next()) {
-    if (e->kind == proto::ConnectionEvent::Kind::Connected) handshake_failures_ = 0;
-    if (e->kind != proto::ConnectionEvent::Kind::HandshakeFailed) continue;
-    // A key or mechanism mismatch is final at once; a handshake cut short could be an accident
-    // (a master restarting), so only three in a row count.
-    if (proto::is_definite_auth_failure(*e) || ++handshake_failures_ >= 3) {
-      auth_error_ = proto::describe_handshake_failure(*e, config_.socket.curve.has_value(), config_.socket.endpoint);
-      return false;
+bool Worker::watch_connection(Clock::time_point now) {
+  while (auto e = monitor_.next()) {
+    using Kind = proto::ConnectionEvent::Kind;
+    if (e->kind == Kind::Connected) {
+      // A new connection: the master sees a new peer, whatever it knew of the old one.
+      if (!connected_) log_debug("connected to ", config_.socket.endpoint);
+      connected_ = true;
+      join(now, "new connection to the master");
+    } else if (e->kind == Kind::Disconnected) {
+      if (connected_) log_warn("connection to the master at ", config_.socket.endpoint, " lost; reconnecting (every ",
+                               proto::kReconnectMax.count() / 1000.0, " s at most)");
+      connected_ = false;
+    } else if (e->kind == Kind::HandshakeFailed) {
+      connected_ = false;
+      if (auto why = judge_.failed(*e, now)) {
+        auth_error_ = *why;
+        return false;
+      }
     }
   }
   return true;
@@ -179,25 +201,28 @@ bool Worker::watch_connection() {
 
 WorkerExit Worker::run(int stop_fd) {
   auto now = Clock::now();
-  connect(now);
+  last_heard_ = now;
+  next_hello_ = now;
   int stop_requests = 0;
   for (;;) {
     // Draining ends when nothing runs and everything is acknowledged, or when the master cannot
-    // take our results (then they are lost and the master runs those tasks again: at least once).
-    if (draining_ && running_.empty() && (unacked_.empty() || state_ != State::Ready)) {
+    // take our results (silent for its timeout: then they are lost and the master runs those tasks
+    // again: at least once).
+    if (draining_ && running_.empty() &&
+        (unacked_.empty() || (state_ != State::Ready && Clock::now() - last_heard_ > master_timeout_))) {
       if (state_ == State::Ready) send(proto::Bye{}, Clock::now());
       log_info("drained: ", unacked_.empty() ? "every result delivered" : "master unreachable; undelivered results dropped");
       return WorkerExit::Drained;
     }
     zmq::pollitem_t items[] = {
-        {socket_->handle(), 0, ZMQ_POLLIN, 0},
+        {socket_.handle(), 0, ZMQ_POLLIN, 0},
         {pool_.wakeup().handle(), 0, ZMQ_POLLIN, 0},
-        {monitor_->socket().handle(), 0, ZMQ_POLLIN, 0},
+        {monitor_.socket().handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, stop_fd, ZMQ_POLLIN, 0},
     };
     now = Clock::now();
-    auto wake = state_ == State::Ready ? last_sent_ + heartbeat_ : next_hello_;
-    wake = std::min(wake, last_heard_ + master_timeout_);
+    auto wake = state_ == State::Ready ? std::min(last_sent_ + heartbeat_, last_heard_ + master_timeout_) : next_hello_;
+    if (draining_) wake = std::min(wake, last_heard_ + master_timeout_);
     const auto timeout = std::clamp(duration_cast<milliseconds>(wake - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
     try {
       zmq::poll(items, stop_fd >= 0 ? 4 : 3, timeout);
@@ -206,7 +231,7 @@ WorkerExit Worker::run(int stop_fd) {
       throw;
     }
     now = Clock::now();
-    if (!watch_connection()) {
+    if (!watch_connection(now)) {
       pool_.stop_now();
       return WorkerExit::AuthFailed;
     }
@@ -222,7 +247,7 @@ WorkerExit Worker::run(int stop_fd) {
       log_info("draining: no new tasks; waiting for ", running_.size(), " running attempts");
       send(proto::Credit{0}, now);
     }
-    while (auto in = proto::receive(*socket_, /*router=*/false)) {
+    while (auto in = proto::receive(socket_, /*router=*/false)) {
       last_heard_ = now;
       auto decoded = in->decode();
       if (!decoded) {
@@ -240,11 +265,14 @@ WorkerExit Worker::run(int stop_fd) {
     resize_credit(now);
     if (state_ == State::Joining && now >= next_hello_) say_hello(now);
     if (state_ == State::Ready && now - last_sent_ >= heartbeat_) send(proto::Heartbeat{}, now);
-    if (now - last_heard_ > master_timeout_) {
+    // A master silent for its timeout may have lost us (restarted, presumed us dead, or was cut
+    // off): register again. The socket stays: libzmq reconnects it by itself when the connection
+    // breaks (its ZMTP heartbeats notice a dead link), and a new connection says HELLO at once.
+    if (now - last_heard_ > master_timeout_ && !silence_logged_) {
       log_warn("no word from master at ", config_.socket.endpoint, " for ", duration_cast<milliseconds>(now - last_heard_).count(),
-               " ms; reconnecting");
-      connect(now);
-      next_hello_ = now + backoff_;
+               " ms; ", connected_ ? "saying HELLO again" : "waiting for the connection to come back");
+      silence_logged_ = true;
+      join(now, "master silent");
     }
   }
 }

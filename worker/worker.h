@@ -1,7 +1,11 @@
 // The worker: one loop over a DEALER socket to the master and the pool's outcome socket.
-// It says HELLO with its functions and slots, runs the TASKS it gets, sends RESULTS (kept until the
-// master's ACK), heartbeats, reconnects with backoff when the master goes silent, and drains on
-// request: no new credit, running attempts finish, BYE. The dialog is docs/PROTOCOL.md §5.
+// It says HELLO with its functions and slots on every new connection, runs the TASKS it gets, sends
+// RESULTS (kept until the master's ACK), heartbeats, and drains on request: no new credit, running
+// attempts finish, BYE. The dialog is docs/PROTOCOL.md §5.
+// It never gives up on an absent master: one socket and one monitor for its whole life, libzmq
+// reconnecting with a capped backoff, and HELLO again on every new connection and whenever the
+// master has been silent for its timeout. Only a definite answer (a master that answers and refuses
+// the key) ends it.
 #pragma once
 
 #include <chrono>
@@ -15,6 +19,7 @@
 #include <zmq.hpp>
 
 #include "protocol/message.h"
+#include "protocol/probe.h"
 #include "protocol/sockets.h"
 #include "worker/handlers.h"
 #include "worker/pool.h"
@@ -29,8 +34,9 @@ struct WorkerConfig {
   // it from the measured task durations (about kPrefetchTime of work queued per thread).
   std::optional<unsigned> prefetch;
   std::vector<std::string> queues{"default"};  // queues served
-  std::chrono::milliseconds reconnect_min{100};   // first wait before saying HELLO again
-  std::chrono::milliseconds reconnect_max{5000};  // the wait doubles up to this
+  // HELLO is repeated while no WELCOME comes: first after hello_min, doubling up to hello_max.
+  std::chrono::milliseconds hello_min{250};
+  std::chrono::milliseconds hello_max{2000};
   // Until the master's WELCOME says otherwise:
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds master_timeout{3000};
@@ -65,9 +71,9 @@ class Worker {
  private:
   enum class State { Joining, Ready };
 
-  void connect(std::chrono::steady_clock::time_point now);
+  void join(std::chrono::steady_clock::time_point now, const char* why);
   // Reads the monitor; false when authentication has failed for good.
-  bool watch_connection();
+  bool watch_connection(std::chrono::steady_clock::time_point now);
   void say_hello(std::chrono::steady_clock::time_point now);
   void handle(protocol::Message& m, std::chrono::steady_clock::time_point now);
   void send(const protocol::Message& m, std::chrono::steady_clock::time_point now);
@@ -82,10 +88,12 @@ class Worker {
   const HandlerRegistry& handlers_;
   std::string name_;
   std::string host_;
+  std::uint64_t session_ = 0;  // drawn at start: tells this process from another with its name
   Pool pool_;
-  std::unique_ptr<protocol::ConnectionMonitor> monitor_;  // watches socket_ (one per socket)
-  std::unique_ptr<zmq::socket_t> socket_;
-  int handshake_failures_ = 0;  // in a row, since the last successful handshake
+  protocol::ConnectionMonitor monitor_;  // watches socket_, for the worker's whole life
+  zmq::socket_t socket_;
+  protocol::HandshakeJudge judge_;  // tells a refused key from a master that is away
+  bool connected_ = false;          // a connection has finished its handshake and not closed since
   std::string auth_error_;
   State state_ = State::Joining;
   bool draining_ = false;
@@ -101,7 +109,8 @@ class Worker {
   std::chrono::steady_clock::time_point next_resize_{};
   std::chrono::milliseconds heartbeat_;
   std::chrono::milliseconds master_timeout_;
-  std::chrono::milliseconds backoff_;
+  std::chrono::milliseconds backoff_;  // until the next HELLO while Joining
+  bool silence_logged_ = false;        // "no word from master" said once per silence
   std::chrono::steady_clock::time_point last_heard_{}, last_sent_{}, next_hello_{};
 };
 
