@@ -238,6 +238,8 @@ class Nemesis:
             self.links_down.append("m")
         elif kind == "disk-full":
             self.fill_disk()
+            print(f"           filled: {os.path.getsize(self.fill) >> 20} MiB, {shutil.disk_usage(self.a.disk).free} bytes free",
+                  flush=True)
         time.sleep(hold)  # the fault's duration
         self.heal()
 

@@ -62,20 +62,25 @@ workers_alive() {
   for w in w1 w2 w3; do running "$w" || { stop_bg "$w"; fail "worker $w exited by itself (code $stopped_code)"; }; done
 }
 
-# rejoined WORKER: the master lists it; fails at once if its process has exited.
+# rejoined WORKER...: the master lists every one of them; fails at once if a process has exited.
 rejoined() {
-  running "$1" || { stop_bg "$1"; fail "worker $1 exited (code $stopped_code): $(tail -n 1 "$work/$1.log")"; }
-  listed "$1"
+  local w names=""
+  for w in "$@"; do
+    running "$w" || { stop_bg "$w"; fail "worker $w exited (code $stopped_code): $(tail -n 1 "$work/$w.log")"; }
+    names+="'$w',"
+  done
+  status_is "{$names} <= {w['id'] for w in s['workers']}"
 }
 
 # wait_rejoin HOST... : polls until every HOST is listed again; $rejoin_ms is how long that took.
-# Fails if it took longer than the worker timeout plus the backoff cap (plus $slack).
+# Fails if it took longer than the worker timeout plus the backoff cap (plus $slack and $arp_slack).
+arp_slack=0
 wait_rejoin() {
-  local from bound=$(((worker_timeout + backoff_cap + slack) * 1000)) h
+  local from bound=$(((worker_timeout + backoff_cap + slack + arp_slack) * 1000))
   from=$(now_ms)
-  for h in "$@"; do wait_until $((bound / 1000 + 15)) "$h listed again (the bound is $bound ms)" rejoined "$h"; done
+  wait_until $((bound / 1000 + 15)) "$* listed again (the bound is $bound ms)" rejoined "$@"
   rejoin_ms=$(($(now_ms) - from))
-  ((rejoin_ms <= bound)) || fail "$* rejoined after $rejoin_ms ms; the bound is $bound ms (worker timeout $worker_timeout s + backoff cap $backoff_cap s + $slack s)"
+  ((rejoin_ms <= bound)) || fail "$* rejoined after $rejoin_ms ms; the bound is $bound ms (worker timeout $worker_timeout s + backoff cap $backoff_cap s + $slack s + $arp_slack s)"
 }
 
 # expect_lost MIN: the master counted at least MIN workers lost ($lost), and no worker exited.
@@ -136,6 +141,9 @@ master_cut() {
   link_down m
   hold_until $(($(now_ms) + cut * 1000))
   link_up m
+  # With the master's link down (the workers' up) a connection attempt waits for ARP, which fails
+  # after 3 solicitations 1 s apart (the kernel's defaults): that much more.
+  arp_slack=3
   wait_rejoin w1 w2 w3
   local up_at=$(now_ms)
   finish job 90 "the job after the master's return"
