@@ -436,6 +436,81 @@ Expected<Row> workers2000(Run& r, std::uint64_t seed) {
   return row;
 }
 
+// The largest HELLO the protocol allows (1024 functions x 1024 queues, the bench's queue and
+// `square` among them) from one raw worker socket, then N tasks: how long the master takes to hand
+// them all out, and how long a STATUS sent right behind the SUBMIT waits for its answer.
+Expected<Row> big_hello(Run& r, std::uint64_t seed) {
+  Setup s(r, "big_hello");
+  if (auto ok = prepare(s, r, 0, seed); !ok) return ok.error();
+  zmq::context_t ctx;
+  proto::PeerSocketOptions so;
+  so.endpoint = s.endpoint();
+  so.curve = r.curve;
+  zmq::socket_t worker = proto::make_peer_socket(ctx, so);
+  proto::Hello h;
+  h.worker = "bench-big-hello-" + std::to_string(::getpid());
+  h.slots = static_cast<std::uint32_t>(proto::kMaxSlots);
+  for (std::size_t i = 0; i + 1 < proto::kMaxListItems; ++i) {
+    h.functions.push_back("f" + std::to_string(i));
+    h.queues.push_back("q" + std::to_string(i));
+  }
+  h.functions.push_back("square");
+  h.queues.push_back(r.queue);
+  const auto n = std::min<std::uint64_t>(r.o.quick ? 2000 : 10000, proto::kMaxSlots);
+  const auto receive_until = [&](const std::function<bool(proto::Message&)>& enough, Clock::time_point deadline) -> bool {
+    zmq::pollitem_t items[] = {{worker.handle(), 0, ZMQ_POLLIN, 0}};
+    while (Clock::now() < deadline) {
+      zmq::poll(items, 1, milliseconds(50));
+      while (auto in = proto::receive(worker, false)) {
+        auto m = in->decode();
+        if (m && enough(*m)) return true;
+      }
+    }
+    return false;
+  };
+  // HELLO until WELCOME (the connection may take a moment).
+  bool welcomed = false;
+  for (int i = 0; i < 100 && !welcomed; ++i) {
+    (void)proto::send(worker, h);
+    welcomed = receive_until([](proto::Message& m) { return std::holds_alternative<proto::Welcome>(m); }, Clock::now() + milliseconds(200));
+  }
+  if (!welcomed) return s.failed(Error{ErrorCode::Internal, "the big worker got no WELCOME"});
+  proto::Submit submit;
+  submit.idempotency_key = "big-hello-" + std::to_string(seed) + "-" + std::to_string(::getpid());
+  for (std::uint64_t i = 0; i < n; ++i) submit.tasks.push_back(proto::TaskSpec{"square", std::to_string(i), r.queue});
+  const auto t0 = Clock::now();
+  const auto submit_req = s.client().start(submit);
+  const auto status_req = s.client().start(proto::Status{});
+  std::optional<double> status_ms;
+  bool accepted = false;
+  while (!accepted || !status_ms) {
+    auto got = s.client().next(Clock::now() + seconds(60));
+    if (!got) return s.failed(got.error());
+    if (!*got) return s.failed(Error{ErrorCode::Internal, "no answer to SUBMIT and STATUS within 60 s"});
+    if ((*got)->req == status_req) status_ms = duration<double, std::milli>(Clock::now() - t0).count();
+    if ((*got)->req == submit_req) accepted = std::holds_alternative<proto::Accepted>((*got)->message);
+  }
+  std::uint64_t assigned = 0;
+  const bool all = receive_until(
+      [&](proto::Message& m) {
+        if (auto* t = std::get_if<proto::Tasks>(&m)) assigned += t->tasks.size();
+        return assigned >= n;
+      },
+      Clock::now() + seconds(120));
+  const double dispatch_s = duration<double>(Clock::now() - t0).count();
+  if (!all)
+    return s.failed(Error{ErrorCode::Internal, "verification failed: the big worker got " + std::to_string(assigned) + " of " +
+                                                   std::to_string(n) + " tasks within 120 s"});
+  Row row = head(r, "big_hello");
+  row.num("functions", static_cast<double>(h.functions.size()))
+      .num("queues", static_cast<double>(h.queues.size()))
+      .num("n", static_cast<double>(n))
+      .num("dispatch_s", dispatch_s, 3)
+      .num("tasks_per_s", static_cast<double>(n) / dispatch_s)
+      .num("status_rtt_ms", status_ms, 2);
+  return row;
+}
+
 // Runs one configuration `repeat` times (seeds 1..R), prints DETAIL lines, then the median RESULT.
 Expected<Row> repeated(Run& r, const std::string& what, const std::function<Expected<Row>(std::uint64_t seed)>& once) {
   std::vector<Row> runs;
@@ -488,6 +563,8 @@ Status run_all(Run& r) {
     for (auto q : o.backlog)
       if (auto row = repeated(r, "backlog queued=" + std::to_string(q), [&](std::uint64_t seed) { return backlog(r, q, seed); }); !row)
         return row.error();
+  if (selected(o, "big_hello"))
+    if (auto row = repeated(r, "big_hello", [&](std::uint64_t seed) { return big_hello(r, seed); }); !row) return row.error();
   if (selected(o, "workers2000"))
     if (auto row = repeated(r, "workers2000", [&](std::uint64_t seed) { return workers2000(r, seed); }); !row) return row.error();
   return Ok{};

@@ -15,6 +15,8 @@
 //   memory       N tasks queued and no worker: the master's RSS growth per queued task
 //   backlog      throughput (W = the first --workers, N = the first --n) with 1,000 or 1,000,000
 //                tasks already queued (on another queue, which no worker serves)
+//   big_hello    one worker with the largest HELLO (1024 functions x 1024 queues), then 10,000 tasks:
+//                how long dispatching them takes, and a STATUS's round trip meanwhile
 //   workers2000  2,000 simulated workers connected: the master's idle CPU, then how N tasks spread
 #pragma once
 
@@ -31,8 +33,8 @@
 
 namespace taskmaster::bench {
 
-inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "throughput", "latency", "ack", "cli",
-                                                  "memory",      "backlog",    "workers2000"};
+inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "throughput", "latency",   "ack",        "cli",
+                                                  "memory",      "backlog",    "big_hello", "workers2000"};
 
 // Every list or count left empty (or 0) takes the default of the mode: the full benchmark, or the
 // small smoke test of --quick (well under a minute).

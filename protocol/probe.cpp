@@ -141,9 +141,14 @@ ProbeVerdict probe_master(const std::string& endpoint, const CurveKeys& keys, mi
   greeting[10] = 3;  // version 3.0
   greeting[11] = 0;
   std::memcpy(greeting.data() + 12, "CURVE", 5);
-  if (!write_all(s.fd, greeting.data(), greeting.size(), deadline)) return ProbeVerdict::NoAnswer;
+  // In two steps, as libzmq sends it: the signature and major version, then the rest once the
+  // other side's have come. A master that learns the whole greeting at once and finds a mechanism
+  // it does not speak closes before its own greeting is out; this way its greeting is out first.
   std::array<std::uint8_t, 64> theirs{};
-  if (read_all(s.fd, theirs.data(), theirs.size(), deadline) != Read::Ok) return ProbeVerdict::NoAnswer;
+  if (!write_all(s.fd, greeting.data(), 11, deadline)) return ProbeVerdict::NoAnswer;
+  if (read_all(s.fd, theirs.data(), 11, deadline) != Read::Ok) return ProbeVerdict::NoAnswer;
+  if (!write_all(s.fd, greeting.data() + 11, greeting.size() - 11, deadline)) return ProbeVerdict::NoAnswer;
+  if (read_all(s.fd, theirs.data() + 11, theirs.size() - 11, deadline) != Read::Ok) return ProbeVerdict::NoAnswer;
   if (theirs[0] != 0xFF || theirs[9] != 0x7F || theirs[10] < 3) return ProbeVerdict::NoAnswer;  // not ZMTP 3
   const std::string mechanism(reinterpret_cast<const char*>(theirs.data()) + 12, strnlen(reinterpret_cast<const char*>(theirs.data()) + 12, 20));
   if (mechanism == "NULL") return ProbeVerdict::NoKeyRequired;

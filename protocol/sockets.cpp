@@ -88,6 +88,9 @@ zmq::socket_t make_peer_socket(zmq::context_t& ctx, const PeerSocketOptions& o) 
   s.set(zmq::sockopt::reconnect_ivl_max, ms(o.reconnect_max));
   s.set(zmq::sockopt::immediate, o.immediate ? 1 : 0);
   s.set(zmq::sockopt::handshake_ivl, ms(o.handshake_timeout));
+  // A TCP connect to a host that is cut off is given up after this (the system's own timeout is
+  // minutes of SYN retries, 1 s apart then 32 s): a healed network is noticed within seconds.
+  s.set(zmq::sockopt::connect_timeout, ms(o.reconnect_max));
   if (o.curve) {
     s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(o.curve->server_public.data(), o.curve->server_public.size()));
     s.set(zmq::sockopt::curve_publickey, zmq::const_buffer(o.curve->client_public.data(), o.curve->client_public.size()));

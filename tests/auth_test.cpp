@@ -3,11 +3,16 @@
 // rate-limited log, and the ZAP handler with real CURVE sockets on loopback, in this process.
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sodium.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -18,10 +23,12 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "protocol/auth.h"
+#include "protocol/probe.h"
 #include "protocol/sockets.h"
 
 namespace taskmaster::protocol {
@@ -812,6 +819,111 @@ TEST_CASE("describe_handshake_failure always says 'authentication failed' and te
   CHECK(is_definite_auth_failure(events[2]));
   CHECK(!is_definite_auth_failure(events[3]));
   CHECK(is_definite_auth_failure(events[4]));
+}
+
+}  // TEST_SUITE
+
+}  // namespace taskmaster::protocol
+
+// ---- the handshake probe (probe.h): a refused key told from a master that is away -------------
+
+namespace taskmaster::protocol {
+namespace {
+
+// A TCP listener on loopback that takes connections and, if `close_at_once`, closes each at once (a
+// proxy with nothing behind it); else it leaves them unanswered (a stopped process's backlog).
+struct RawListener {
+  int fd = -1;
+  std::string endpoint;
+  std::thread closer;
+  std::atomic<bool> stop{false};
+  explicit RawListener(bool close_at_once) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd, 16) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    endpoint = "tcp://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    if (close_at_once)
+      closer = std::thread([this] {
+        while (!stop) {
+          pollfd p{fd, POLLIN, 0};
+          if (::poll(&p, 1, 20) == 1)
+            if (const int c = ::accept(fd, nullptr, nullptr); c >= 0) ::close(c);
+        }
+      });
+  }
+  ~RawListener() {
+    stop = true;
+    if (closer.joinable()) closer.join();
+    ::close(fd);
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("auth") {
+
+TEST_CASE("the probe: WELCOME for the right key, refused for another, NULL for an insecure master") {
+  const auto keys = derive_keys(kZeroKey);
+  MiniMaster m(keys);
+  CHECK(probe_master(m.endpoint, keys, 2s) == ProbeVerdict::KeyAccepted);
+  CHECK(probe_master(m.endpoint, derive_keys(generate_key()), 2s) == ProbeVerdict::KeyRefused);
+  // The master never got as far as asking ZAP, and admitted nobody.
+  CHECK(m.zap->admitted() == 0);
+  MiniMaster open(std::nullopt);
+  CHECK(probe_master(open.endpoint, keys, 2s) == ProbeVerdict::NoKeyRequired);
+}
+
+TEST_CASE("the probe: no master answering is never a refused key") {
+  const auto keys = derive_keys(kZeroKey);
+  {
+    RawListener proxy(/*close_at_once=*/true);  // a TCP proxy whose master is down
+    CHECK(probe_master(proxy.endpoint, keys, 2s) == ProbeVerdict::NoAnswer);
+  }
+  {
+    RawListener stalled(/*close_at_once=*/false);  // accepted by the kernel, never answered
+    const auto t0 = Clock::now();
+    CHECK(probe_master(stalled.endpoint, keys, 300ms) == ProbeVerdict::NoAnswer);
+    CHECK(Clock::now() - t0 < 2s);  // bounded by its timeout
+  }
+  std::string closed;
+  {
+    RawListener gone(false);
+    closed = gone.endpoint;
+  }
+  CHECK(probe_master(closed, keys, 2s) == ProbeVerdict::NoAnswer);  // connection refused
+  CHECK(probe_master("tcp://no-such-host.invalid:5555", keys, 2s) == ProbeVerdict::NoAnswer);
+}
+
+TEST_CASE("HandshakeJudge: a failure without detail is final only when a probe finds the key refused") {
+  const auto keys = derive_keys(kZeroKey);
+  ConnectionEvent no_detail;
+  no_detail.kind = ConnectionEvent::Kind::HandshakeFailed;
+  no_detail.event = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+  const auto t0 = Clock::now();
+  {
+    RawListener proxy(true);
+    HandshakeJudge judge(proxy.endpoint, keys);
+    for (int i = 0; i < 5; ++i) CHECK(!judge.failed(no_detail, t0 + i * HandshakeJudge::kProbeInterval));
+  }
+  MiniMaster m(keys);
+  HandshakeJudge wrong(m.endpoint, derive_keys(generate_key()));
+  const auto why = wrong.failed(no_detail, t0);
+  REQUIRE(why);
+  CHECK(contains(*why, "authentication failed"));
+  HandshakeJudge right(m.endpoint, keys);
+  CHECK(!right.failed(no_detail, t0));
+  // libzmq's own verdicts need no probe.
+  ConnectionEvent refused = no_detail;
+  refused.event = ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+  refused.value = 400;
+  CHECK(right.failed(refused, t0));
+  HandshakeJudge insecure(m.endpoint, std::nullopt);
+  CHECK(!insecure.failed(no_detail, t0));
 }
 
 }  // TEST_SUITE

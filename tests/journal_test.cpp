@@ -1021,6 +1021,34 @@ TEST_CASE("a full disk costs only what it could not write: workers, leases and r
   CHECK(sql.rows("SELECT id, state, outcome FROM tasks ORDER BY id") == std::vector<std::string>{"1|done|\"A\"", "2|done|\"B\""});
 }
 
+TEST_CASE("commit rules: a task reaches a worker only once its creation is committed, replies only after the commit") {
+  QuietLogs quiet;
+  TempDir dir;
+  Node n(dir.path);
+  n.hello("W", 4);
+  // A task created earlier (durable), and one created in the same turn as its dispatch.
+  const auto old = n.submit({spec("echo", "1")});
+  REQUIRE(n.tasks_for("W").size() == 1);
+  n.state->receive("C", Expected<proto::Message>(n.submit_message({spec("echo", "2")}, "k")), n.now);
+  n.state->turn(n.now);
+  std::vector<MasterState::Outgoing> now_out = n.state->take_outbox(), after = n.state->commit(n.now);
+  const auto count = [](const std::vector<MasterState::Outgoing>& v, auto pred) { return std::count_if(v.begin(), v.end(), pred); };
+  const auto is_tasks = [](const MasterState::Outgoing& o) { return std::holds_alternative<proto::Tasks>(o.message); };
+  const auto is_accepted = [](const MasterState::Outgoing& o) { return std::holds_alternative<proto::Accepted>(o.message); };
+  CHECK(count(now_out, is_tasks) == 0);     // the new task's id is not durable yet
+  CHECK(count(now_out, is_accepted) == 0);  // nor is the submission
+  CHECK(count(after, is_tasks) == 1);
+  CHECK(count(after, is_accepted) == 1);
+  // A lease of a task already durable leaves at once: fail the first attempt and let it be retried.
+  n.result("W", old.first_task, 1, false, "\"again\"");
+  n.now += 10s;  // past its backoff
+  n.state->turn(n.now);
+  now_out = n.state->take_outbox();
+  after = n.state->commit(n.now);
+  CHECK(count(now_out, is_tasks) == 1);
+  CHECK(count(after, is_tasks) == 0);
+}
+
 TEST_CASE("the journal and its directory are private whatever the umask") {
   QuietLogs quiet;
   TempDir dir;

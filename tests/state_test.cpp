@@ -484,7 +484,7 @@ TEST_CASE("a HELLO repeated on the same connection keeps the leases in flight to
   CHECK(h.state.counters().stale_results == 0);
 }
 
-TEST_CASE("two worker processes that share a name both serve; the same process reconnecting replaces its session") {
+TEST_CASE("two worker processes that share a name both serve - the same process reconnecting replaces its session") {
   Harness h;
   proto::Hello a;
   a.worker = "same";
@@ -559,7 +559,7 @@ TEST_CASE("dispatch picks by what is queued, whatever a worker lists") {
   CHECK(h.state.tasks().queued() == 0);
 }
 
-TEST_CASE("--max-queued refuses a SUBMIT with the request's req; nothing accepted is lost") {
+TEST_CASE("--max-queued refuses a SUBMIT with the request req, and nothing accepted is lost") {
   MasterConfig c;
   c.max_queued = 5;
   Harness h(c);
