@@ -11,7 +11,8 @@ again with the same key. Waiters follow every acknowledged job with `taskmaster 
 Nemesis, one fault at a time: kill -9 of the master and a restart (same --data-dir), SIGSTOP/SIGCONT
 of the master and of a worker, kill -9 of a worker and a new one on its host, a partition of one
 host from the master (nft drops on both sides, links stay up), the master's link down, and a full
-disk (the master's data dir is a small tmpfs, filled by a big file that is then removed).
+disk (the master's data dir is a small tmpfs, filled by a big file that is then removed; a 2 MB
+submission is made meanwhile, so that a commit needs pages the disk does not have).
 
 Checker (tests/netns/check_outcomes.py): lost (an acknowledged task with no outcome), duplicated (a
 task with two outcome lines, by task id or by args), unexpected (an outcome of a task never
@@ -148,8 +149,10 @@ class Cluster:
 
 
 class Nemesis:
-    def __init__(self, cluster, a, rng):
+    def __init__(self, cluster, a, rng, load):
         self.c = cluster
+        self.load = load
+        self.extra = []  # threads of big submissions
         self.a = a
         self.rng = rng
         self.faults = Counter()
@@ -238,12 +241,21 @@ class Nemesis:
             self.links_down.append("m")
         elif kind == "disk-full":
             self.fill_disk()
-            print(f"           filled: {os.path.getsize(self.fill) >> 20} MiB, {shutil.disk_usage(self.a.disk).free} bytes free",
-                  flush=True)
+            # A big submission while the disk is full: refused, and acknowledged only once it fits.
+            big = threading.Thread(target=self.load.big_submission, args=(self.faults[kind], self.until), daemon=True)
+            big.start()
+            self.extra.append(big)
         time.sleep(hold)  # the fault's duration
+        if kind == "disk-full":
+            code, out, _ = c.run("c", ["status", "--json"], timeout=20)
+            counters = json.loads(out)["counters"] if code == 0 else {}
+            print(f"           {os.path.getsize(self.fill) >> 20} MiB filled, {shutil.disk_usage(self.a.disk).free} bytes "
+                  f"free; the master's journal_failures {counters.get('journal_failures')}, "
+                  f"refused_full {counters.get('refused_full')}", flush=True)
         self.heal()
 
     def run(self, until):
+        self.until = until
         order = []
         while time.monotonic() < until:
             time.sleep(self.rng.uniform(1, 3))  # calm between faults
@@ -281,43 +293,50 @@ class Load:
             event["t"] = round(time.monotonic() - T0, 3)
             self.history.write(json.dumps(event) + "\n")
 
+    def submit(self, key, function, lines, until):
+        """One submission (`lines` of args, as JSON text), tried again with the same key until it is
+        acknowledged, for as long as the load runs and a little after (a submission never
+        acknowledged may or may not exist: it is not followed)."""
+        with self.lock:
+            self.submitted[key] = [json.loads(x) for x in lines]
+        self.unacked.add(key)
+        attempt = 0
+        while attempt == 0 or time.monotonic() < until + 20:
+            attempt += 1
+            self.record(op="invoke", key=key, attempt=attempt, tasks=len(lines))
+            code, out, err = self.c.run("c", ["submit", function, "--each", "--idempotency-key", key,
+                                              "--max-attempts", "20", "--backoff", "0.1", "--timeout", "30",
+                                              "--retry-timeout", "10"], stdin="\n".join(lines) + "\n", timeout=40)
+            if code == 0 and out.strip().isdigit():
+                job = int(out.strip())
+                self.record(op="ok", key=key, job=job)
+                with self.lock:
+                    if key in self.acked and self.acked[key] != job:
+                        self.double_jobs.append(key)
+                    if key not in self.acked:
+                        self.acked[key] = job
+                        self.to_wait.put((key, job))
+                self.unacked.discard(key)
+                return
+            self.record(op="fail", key=key, code=code, err=err.strip()[-200:])
+            with self.lock:
+                self.failed_tries[code] += 1
+            time.sleep(min(0.2 * attempt, 2))  # before trying the same key again
+
     def submitter(self, s, until):
         seq = 0
         rng = random.Random(self.a.seed * 100 + s)
         while time.monotonic() < until:
             seq += 1
-            n = rng.randint(5, 40)
             # 0.02 s sleeps, each value unique: 0.02 S SEQ(4) I(2).
-            args = [f"0.02{s}{seq:04d}{i:02d}" for i in range(1, n + 1)]
-            key = f"jepsen-{self.a.seed}-{s}-{seq}"
-            with self.lock:
-                self.submitted[key] = [json.loads(x) for x in args]
-            self.unacked.add(key)
-            attempt = 0
-            # Tried again with the same key until acknowledged, for as long as the load runs and a
-            # little after (a submission never acknowledged may or may not exist: it is not followed).
-            while attempt == 0 or time.monotonic() < until + 20:
-                attempt += 1
-                self.record(op="invoke", key=key, attempt=attempt, tasks=n)
-                code, out, err = self.c.run("c", ["submit", "sleep", "--each", "--idempotency-key", key,
-                                                  "--max-attempts", "20", "--backoff", "0.1", "--timeout", "30",
-                                                  "--retry-timeout", "10"], stdin="\n".join(args) + "\n", timeout=40)
-                if code == 0 and out.strip().isdigit():
-                    job = int(out.strip())
-                    self.record(op="ok", key=key, job=job)
-                    with self.lock:
-                        if key in self.acked and self.acked[key] != job:
-                            self.double_jobs.append(key)
-                        if key not in self.acked:
-                            self.acked[key] = job
-                            self.to_wait.put((key, job))
-                    self.unacked.discard(key)
-                    break
-                self.record(op="fail", key=key, code=code, err=err.strip()[-200:])
-                with self.lock:
-                    self.failed_tries[code] += 1
-                time.sleep(min(0.2 * attempt, 2))  # before trying the same key again
+            args = [f"0.02{s}{seq:04d}{i:02d}" for i in range(1, rng.randint(5, 40) + 1)]
+            self.submit(f"jepsen-{self.a.seed}-{s}-{seq}", "sleep", args, until)
             time.sleep(rng.uniform(0.2, 1.0))  # between submissions
+
+    def big_submission(self, n, until):
+        """About 2 MB of echo tasks, each args unique: on a full disk its commit needs new pages."""
+        args = [json.dumps(f"big-{self.a.seed}-{n}-{i}-" + "x" * 20000) for i in range(1, 101)]
+        self.submit(f"jepsen-{self.a.seed}-big-{n}", "echo", args, until)
 
     def waiter(self, done):
         while True:
@@ -370,8 +389,8 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
 
     c = Cluster(a)
-    nemesis = Nemesis(c, a, rng)
     load = Load(c, a)
+    nemesis = Nemesis(c, a, rng, load)
     try:
         c.start_master()
         for w in WORKERS:
@@ -392,7 +411,7 @@ def main():
         healed = time.monotonic()
         print(f"  {healed - T0:6.1f} s  healed; waiting for the submitters and every acknowledged job", flush=True)
         # Workers that exit by themselves now are counted and started again too, or nothing could end.
-        for t in submitters:
+        for t in submitters + nemesis.extra:
             while t.is_alive() and time.monotonic() < a.final_deadline:
                 c.check_alive()
                 t.join(0.5)
