@@ -24,6 +24,7 @@ netns_init() {
   made=()
   mounts=()
   trap netns_cleanup EXIT
+  trap 'exit 1' INT TERM HUP  # so that a signal runs the cleanup too (SIGKILL cannot)
   # Entering a namespace remounts / as a slave mount: a chroot or container without its own mount
   # namespace refuses ("mount --make-rslave /" failed).
   ip netns add "${id}br" 2>/dev/null || skip "cannot make network namespaces here"
