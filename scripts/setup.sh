@@ -14,7 +14,7 @@ build=(
 tests=(
   doctest-dev
   # fuzzing and sanitizers (clang), wire capture, syscall traces, network namespaces, deploy checks
-  clang libclang-rt-14-dev tcpdump strace iproute2 procps sqlite3 util-linux python3 python3-yaml
+  clang libclang-rt-14-dev tcpdump strace iproute2 nftables procps sqlite3 util-linux python3 python3-yaml
 )
 case "${1:-}" in
   "") packages=("${build[@]}" "${tests[@]}") ;;
