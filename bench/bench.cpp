@@ -507,7 +507,8 @@ Expected<Row> big_hello(Run& r, std::uint64_t seed) {
       .num("n", static_cast<double>(n))
       .num("dispatch_s", dispatch_s, 3)
       .num("tasks_per_s", static_cast<double>(n) / dispatch_s)
-      .num("status_rtt_ms", status_ms, 2);
+      .num("status_rtt_ms", status_ms, 2)
+      .num("master_peak_rss_mib", mib(s.master_stats()), 1);
   return row;
 }
 

@@ -79,6 +79,11 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
       CHECK(number(f, "p99_us") >= number(f, "p50_us"));
     } else if (config == "memory") {
       CHECK(number(f, "bytes_per_task") > 0);
+    } else if (config == "big_hello") {
+      CHECK(number(f, "functions") == 1024);
+      CHECK(number(f, "queues") == 1024);
+      CHECK(number(f, "dispatch_s") > 0);
+      CHECK(number(f, "status_rtt_ms") > 0);
     } else if (config == "workers2000") {
       CHECK(number(f, "connected") == number(f, "workers"));
       CHECK(number(f, "idle_cpu_pct") >= 0);
@@ -94,6 +99,7 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
   CHECK(seen["cli"] == 1);
   CHECK(seen["memory"] == 1);
   CHECK(seen["backlog"] == 2);  // 1,000 and 20,000 tasks already queued
+  CHECK(seen["big_hello"] == 1);
   CHECK(seen["workers2000"] == 1);
 }
 
