@@ -1,10 +1,7 @@
 // A fleet that outlives its master: outages longer than every backoff and timeout, a master that is
 // stopped, workers that start before their master. Each outage is the fault itself, held for a
 // fixed time on purpose; everything after it waits on a condition with a deadline.
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <thread>
 
@@ -40,26 +37,13 @@ void check_job(Cluster& c, int n) {
   CHECK(sum == expected);
 }
 
-// A loopback port with nothing listening on it.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // A plain TCP relay in front of the master (tests/netns/delay_relay.py), as docker-proxy or a load
 // balancer would be: it accepts while the master is down and closes what it cannot forward.
 struct Relay {
   std::unique_ptr<ChildProcess> process;
   std::string endpoint;
   Relay(Cluster& c, int delay_ms) {
-    const std::string port = std::to_string(free_port());
+    const std::string port = std::to_string(closed_loopback_port());
     process = c.start({"/usr/bin/python3", std::string(TASKMASTER_SOURCE_DIR) + "/tests/netns/delay_relay.py", "--listen", "127.0.0.1:" + port,
                        "--to", "127.0.0.1:" + c.port(), "--delay-ms", std::to_string(delay_ms), "--max-seconds", "280"});
     const auto line = process->read_line(20s);
