@@ -1,9 +1,11 @@
 // libFuzzer target: the master's message handling (MasterState) on an in-memory state, with no
 // sockets and no clock. The input is a program of operations: structured ones (a worker says
 // HELLO, a client submits, a worker returns a result for a task it was given, time passes, a send
-// fails, ...) and raw ones (bytes decoded as a message from some peer). See scripts/fuzz.sh.
+// fails, ...) and raw ones (bytes decoded as a message from some peer). After every step it checks
+// MasterState::check_invariants() and aborts on a violation. See scripts/fuzz.sh.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <string>
@@ -67,6 +69,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (auto* t = std::get_if<proto::Tasks>(&o.message))
         for (auto& a : t->tasks) given[o.identity].push_back(a);
       if (auto* a = std::get_if<proto::Accepted>(&o.message)) jobs.push_back(a->job);
+    }
+    // After every step the state's bookkeeping holds (counts, buckets, leases, name references,
+    // workers' credit): a violation is a bug even if nothing crashed.
+    if (const auto broken = state.check_invariants(); !broken.empty()) {
+      std::fprintf(stderr, "invariant broken: %s\n", broken.c_str());
+      std::abort();
     }
   };
   for (int steps = 0; !in.empty() && steps < 400; ++steps) {

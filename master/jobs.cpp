@@ -1,17 +1,19 @@
 #include "master/jobs.h"
 
-#include <algorithm>
 #include <cassert>
 
 namespace taskmaster {
 
-Job& JobTable::create(std::string idempotency_key) { return restore(next_id_, std::move(idempotency_key)); }
+const Job& JobTable::create(std::string idempotency_key) { return restore(next_id_, std::move(idempotency_key), 0, false, false); }
 
-Job& JobTable::restore(JobId id, std::string idempotency_key) {
+const Job& JobTable::restore(JobId id, std::string idempotency_key, std::uint64_t total, bool sealed, bool cancelled) {
   assert(!jobs_.count(id));
   next_id_ = std::max(next_id_, id + 1);
   Job& job = jobs_[id];
   job.id = id;
+  job.total = total;
+  job.sealed = sealed;
+  job.cancelled = cancelled;
   if (!idempotency_key.empty()) {
     keys_[idempotency_key] = id;
     job.idempotency_key = std::move(idempotency_key);
@@ -19,12 +21,17 @@ Job& JobTable::restore(JobId id, std::string idempotency_key) {
   return job;
 }
 
-Job* JobTable::find(JobId id) {
+Job* JobTable::get(JobId id) {
   auto it = jobs_.find(id);
   return it == jobs_.end() ? nullptr : &it->second;
 }
 
-Job* JobTable::find_by_key(const std::string& key) {
+const Job* JobTable::find(JobId id) const {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+const Job* JobTable::find_by_key(const std::string& key) const {
   auto it = keys_.find(key);
   return it == keys_.end() ? nullptr : find(it->second);
 }
@@ -35,40 +42,84 @@ void JobTable::mark_ended(Job& job, TimePoint now) {
   ended_.emplace_back(now, job.id);
 }
 
-void JobTable::restore_ended(Job& job, TimePoint at) {
-  if (job.ended_at) return;
-  job.ended_at = at;
+void JobTable::add_batch(JobId id, TaskRange batch, bool last, TimePoint now) {
+  Job* job = get(id);
+  assert(job && !job->sealed);
+  job->batches.push_back(batch);
+  job->total += batch.count;
+  if (last) {
+    job->sealed = true;
+    mark_ended(*job, now);
+  }
+  tell(*job, JobChange::BatchAdded);
+}
+
+void JobTable::task_finished(JobId id, TaskId task, bool failed, TimePoint now) {
+  Job* job = get(id);
+  if (!job) return;
+  job->finished.push_back(task);
+  if (failed) ++job->failed;
+  const bool was = job->ended_at.has_value();
+  mark_ended(*job, now);
+  if (!was && job->ended_at) tell(*job, JobChange::Updated);
+}
+
+void JobTable::seal(JobId id, TimePoint now) {
+  Job* job = get(id);
+  if (!job || job->sealed) return;
+  job->sealed = true;
+  mark_ended(*job, now);
+  tell(*job, JobChange::Updated);
+}
+
+void JobTable::cancel(JobId id, TimePoint now) {
+  Job* job = get(id);
+  if (!job || (job->cancelled && job->sealed)) return;
+  job->cancelled = true;
+  job->sealed = true;
+  mark_ended(*job, now);
+  tell(*job, JobChange::Updated);
+}
+
+void JobTable::restore_batch(JobId id, std::uint32_t seq, TaskRange batch) {
+  Job* job = get(id);
+  if (!job) return;
+  if (job->batches.size() <= seq) job->batches.resize(seq + 1);
+  job->batches[seq] = batch;
+}
+
+void JobTable::restore_finished(JobId id, TaskId task, bool failed) {
+  Job* job = get(id);
+  if (!job) return;
+  job->finished.push_back(task);
+  if (failed) ++job->failed;
+}
+
+void JobTable::restore_ended(JobId id, TimePoint at) {
+  Job* job = get(id);
+  if (!job || job->ended_at) return;
+  job->ended_at = at;
   // Keep ended_ in time order (journal replay does not come in end order).
   auto it = std::upper_bound(ended_.begin(), ended_.end(), at, [](TimePoint t, const auto& e) { return t < e.first; });
-  ended_.insert(it, {at, job.id});
+  ended_.insert(it, {at, job->id});
 }
 
-void JobTable::task_finished(Job& job, TaskId task, bool failed, TimePoint now) {
-  job.finished.push_back(task);
-  if (failed) ++job.failed;
-  mark_ended(job, now);
-}
-
-void JobTable::seal(Job& job, TimePoint now) {
-  job.sealed = true;
-  mark_ended(job, now);
-}
-
-void JobTable::drop_last_batch(Job& job, bool was_sealed, TimePoint now) {
-  if (job.batches.empty()) return;
-  const Job::Batch b = job.batches.back();
-  job.batches.pop_back();
-  job.total -= std::min<std::uint64_t>(job.total, b.count);
+void JobTable::drop_last_batch(JobId id, bool was_sealed, TimePoint now) {
+  Job* job = get(id);
+  if (!job || job->batches.empty()) return;
+  const Job::Batch b = job->batches.back();
+  job->batches.pop_back();
+  job->total -= std::min<std::uint64_t>(job->total, b.count);
   // Tasks of a batch that finish in the turn that made it can only have been cancelled (no attempt
   // of theirs ran): each counted as failed.
-  const auto dropped = std::erase_if(job.finished, [&](TaskId t) { return t >= b.first && t < b.first + b.count; });
-  job.failed -= std::min<std::uint64_t>(job.failed, dropped);
-  job.sealed = was_sealed || job.cancelled;  // a cancelled job takes no more tasks
-  if (job.ended_at && !job.ended()) {
-    job.ended_at.reset();
-    std::erase_if(ended_, [&](const auto& e) { return e.second == job.id; });
+  const auto dropped = std::erase_if(job->finished, [&](TaskId t) { return b.contains(t); });
+  job->failed -= std::min<std::uint64_t>(job->failed, dropped);
+  job->sealed = was_sealed || job->cancelled;  // a cancelled job takes no more tasks
+  if (job->ended_at && !job->ended()) {
+    job->ended_at.reset();
+    std::erase_if(ended_, [&](const auto& e) { return e.second == job->id; });
   }
-  mark_ended(job, now);
+  mark_ended(*job, now);
 }
 
 std::vector<JobId> JobTable::expired(TimePoint now, std::chrono::milliseconds ttl) const {
@@ -81,6 +132,11 @@ std::vector<JobId> JobTable::expired(TimePoint now, std::chrono::milliseconds tt
 }
 
 void JobTable::erase(JobId id) {
+  if (const Job* job = find(id)) tell(*job, JobChange::Erased);
+  discard(id);
+}
+
+void JobTable::discard(JobId id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   if (!it->second.idempotency_key.empty()) keys_.erase(it->second.idempotency_key);

@@ -1,5 +1,7 @@
 // Jobs: what one `submit` sends. A job groups tasks, remembers the order they finished in (the
 // cursor clients wait on), and lives until its results' time is up after it ends.
+// Every change of a job goes through JobTable, which tells its JobListener (as TaskTable tells its
+// TaskListener): the one place the master journals jobs. Callers read jobs, never change them.
 // Not thread-safe: owned by the master's loop.
 #pragma once
 
@@ -17,10 +19,7 @@
 namespace taskmaster {
 
 struct Job {
-  struct Batch {
-    TaskId first = 0;
-    std::uint32_t count = 0;
-  };
+  using Batch = TaskRange;
   JobId id = 0;
   std::string idempotency_key;   // "" if none
   std::vector<Batch> batches;    // index = the batch's seq
@@ -34,39 +33,73 @@ struct Job {
   bool ended() const { return sealed && finished.size() == total; }
 };
 
+// What changed in a job, as the listener is told.
+enum class JobChange {
+  BatchAdded,  // a batch joined (the last of job.batches); the job's row changed with it
+  Updated,     // sealed, cancelled or ended
+  Erased,      // about to be forgotten (its results' time is up)
+};
+
+class JobListener {
+ public:
+  virtual ~JobListener() = default;
+  virtual void on_job_change(const Job& job, JobChange change) = 0;
+};
+
 class JobTable {
  public:
-  // A new job with the next id. REQUIRES: no job has this key (find_by_key first).
-  Job& create(std::string idempotency_key);
-  // Puts back a job read from the journal. REQUIRES: no job with this id exists.
-  Job& restore(JobId id, std::string idempotency_key);
-  Job* find(JobId id);
-  Job* find_by_key(const std::string& key);
+  explicit JobTable(JobListener* listener = nullptr) : listener_(listener) {}
+  JobTable(const JobTable&) = delete;
+  JobTable& operator=(const JobTable&) = delete;
+
+  // A new job with the next id, without batches yet (the listener hears of it with its first
+  // batch). REQUIRES: no job has this key (find_by_key first).
+  const Job& create(std::string idempotency_key);
+  const Job* find(JobId id) const;
+  const Job* find_by_key(const std::string& key) const;
   std::size_t size() const { return jobs_.size(); }
+  const std::unordered_map<JobId, Job>& all() const { return jobs_; }
 
+  // Adds the batch of tasks `batch` (their ids, given by the task table) as the job's next; `last`
+  // seals the job. REQUIRES: the job exists and is not sealed.
+  void add_batch(JobId job, TaskRange batch, bool last, TimePoint now);
   // Records that one of the job's tasks finished; marks the job ended when it was the last.
-  void task_finished(Job& job, TaskId task, bool failed, TimePoint now);
+  void task_finished(JobId job, TaskId task, bool failed, TimePoint now);
   // Seals the job; marks it ended if every task already finished.
-  void seal(Job& job, TimePoint now);
-
-  // The next id create() will use; kept past every restored id (the journal's high-water mark).
-  void set_next_id(JobId next) { next_id_ = std::max(next_id_, next); }
-  JobId next_id() const { return next_id_; }
-
-  // Undoes the job's last batch (its commit failed): the batch, its tasks' count and any of them
-  // that finished are forgotten, and the job is sealed again only if it was before.
-  void drop_last_batch(Job& job, bool was_sealed, TimePoint now);
-
-  // Marks a job read from the journal as ended at `at`.
-  void restore_ended(Job& job, TimePoint at);
+  void seal(JobId job, TimePoint now);
+  // Marks the job cancelled and seals it. (Its tasks are the task table's: TaskTable::cancel_job.)
+  void cancel(JobId job, TimePoint now);
 
   // Jobs that ended at least `ttl` before now, oldest first. They stay until erase().
   std::vector<JobId> expired(TimePoint now, std::chrono::milliseconds ttl) const;
   void erase(JobId id);
 
- private:
-  void mark_ended(Job& job, TimePoint now);
+  // Undoing what a failed commit did not make durable; the listener is not told. discard() forgets
+  // a job created in that turn; drop_last_batch() undoes the job's last batch (its tasks' count and
+  // any of them that finished are forgotten), sealing it again only if it was before.
+  void discard(JobId id);
+  void drop_last_batch(JobId job, bool was_sealed, TimePoint now);
 
+  // Replay of the journal; the listener is not told. REQUIRES: no job with this id exists.
+  const Job& restore(JobId id, std::string idempotency_key, std::uint64_t total, bool sealed, bool cancelled);
+  void restore_batch(JobId job, std::uint32_t seq, TaskRange batch);
+  // Appends a finished task in its place (replay gives them in finish order).
+  void restore_finished(JobId job, TaskId task, bool failed);
+  // Marks a job read from the journal as ended at `at`.
+  void restore_ended(JobId job, TimePoint at);
+
+  // The next id create() will use; kept past every restored id (the journal's high-water mark).
+  void set_next_id(JobId next) { next_id_ = std::max(next_id_, next); }
+  JobId next_id() const { return next_id_; }
+
+ private:
+  Job* get(JobId id);
+  void mark_ended(Job& job, TimePoint now);
+  void tell(const Job& job, JobChange change) {
+    if (listener_) listener_->on_job_change(job, change);
+  }
+
+  JobListener* listener_;
   std::unordered_map<JobId, Job> jobs_;
   std::unordered_map<std::string, JobId> keys_;
   std::deque<std::pair<TimePoint, JobId>> ended_;  // in end order (time only grows)

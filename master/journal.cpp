@@ -78,10 +78,6 @@ std::string text(sqlite3_stmt* s, int col) {
   return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s, col))) : std::string();
 }
 
-void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
-  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
-}
-
 std::string move_aside_hint(const std::string& path) {
   return " Move it aside to start afresh (its tasks and results are then lost to this master): mv " + path + " " + path +
          ".broken; rm -f " + path + "-wal " + path + "-shm";
@@ -148,45 +144,44 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
     exec("PRAGMA wal_autocheckpoint=4000");
     exec("PRAGMA journal_size_limit=67108864");  // the WAL shrinks back to 64 MiB after a checkpoint
     if (existed) {
-      sqlite3_stmt* check = prepare("PRAGMA quick_check");
-      std::string verdict = sqlite3_step(check) == SQLITE_ROW ? text(check, 0) : std::string(sqlite3_errmsg(db_));
-      sqlite3_finalize(check);
+      Statement check = prepare("PRAGMA quick_check");
+      const int rc = sqlite3_step(check.get());
+      std::string verdict = rc == SQLITE_ROW ? text(check.get(), 0) : std::string(sqlite3_errmsg(db_));
       if (verdict != "ok") throw std::runtime_error("journal " + path_ + " is damaged (" + verdict + ")." + move_aside_hint(path_));
     }
     exec(kSchema);
-    sqlite3_stmt* v = prepare("SELECT value FROM meta WHERE key = 'schema_version'");
-    int version = sqlite3_step(v) == SQLITE_ROW ? sqlite3_column_int(v, 0) : 0;
-    sqlite3_finalize(v);
+    int version = 0;
+    {
+      Statement v = prepare("SELECT value FROM meta WHERE key = 'schema_version'");
+      if (step_row(v.get(), "its schema version")) version = sqlite3_column_int(v.get(), 0);
+    }
     if (version == 0) {
       exec(("INSERT INTO meta(key, value) VALUES ('schema_version', " + std::to_string(kSchemaVersion) + ")").c_str());
     } else if (version > kSchemaVersion) {
       throw std::runtime_error("journal " + path_ + " has schema version " + std::to_string(version) +
                                ", newer than this taskmaster understands (" + std::to_string(kSchemaVersion) + "); run a newer taskmaster");
     }
-    put_task_ = prepare(
+    st_.emplace();
+    st_->put_task = prepare(
         "INSERT OR REPLACE INTO tasks(id, job, function, queue, args, priority, timeout_ms, max_attempts, backoff_ms, state,"
         " attempts, ready_at_ms, outcome, worker, finished_seq) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)");
     // A task's own fields never change after it is added; its state changes touch only these.
-    upd_task_ = prepare(
+    st_->upd_task = prepare(
         "UPDATE tasks SET state = ?2, attempts = ?3, ready_at_ms = ?4, outcome = ?5, worker = ?6, finished_seq = ?7 WHERE id = ?1");
-    del_task_ = prepare("DELETE FROM tasks WHERE id = ?1");
-    put_job_ = prepare("INSERT OR REPLACE INTO jobs(id, idempotency_key, total, sealed, cancelled, ended_at_ms) VALUES (?1,?2,?3,?4,?5,?6)");
-    put_batch_ = prepare("INSERT OR REPLACE INTO batches(job, seq, first_task, count) VALUES (?1,?2,?3,?4)");
-    del_job_ = prepare("DELETE FROM jobs WHERE id = ?1");
-    del_batches_ = prepare("DELETE FROM batches WHERE job = ?1");
+    st_->del_task = prepare("DELETE FROM tasks WHERE id = ?1");
+    st_->put_job = prepare("INSERT OR REPLACE INTO jobs(id, idempotency_key, total, sealed, cancelled, ended_at_ms) VALUES (?1,?2,?3,?4,?5,?6)");
+    st_->put_batch = prepare("INSERT OR REPLACE INTO batches(job, seq, first_task, count) VALUES (?1,?2,?3,?4)");
+    st_->del_job = prepare("DELETE FROM jobs WHERE id = ?1");
+    st_->del_batches = prepare("DELETE FROM batches WHERE job = ?1");
     // The ids handed out so far, so that ids of expired (deleted) jobs and tasks are never reused.
-    put_next_ = prepare(
+    st_->put_next = prepare(
         "INSERT INTO meta(key, value) VALUES ('next_job', ?1), ('next_task', ?2)"
         " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)");
     reserved_ = read_reserved();
   } catch (const std::runtime_error& e) {
     const std::string msg = e.what();
-    for (auto** s : {&put_task_, &upd_task_, &del_task_, &put_job_, &put_batch_, &del_job_, &del_batches_, &put_next_}) {
-      sqlite3_finalize(*s);
-      *s = nullptr;
-    }
-    sqlite3_close_v2(db_);
-    db_ = nullptr;
+    st_.reset();
+    close_db();
     ::close(lock_fd_);
     lock_fd_ = -1;
     if (msg.find(path_) != std::string::npos) throw;
@@ -195,19 +190,28 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
 }
 
 Journal::~Journal() {
-  for (auto* s : {put_task_, upd_task_, del_task_, put_job_, put_batch_, del_job_, del_batches_, put_next_}) sqlite3_finalize(s);
+  st_.reset();  // statements first: a database with statements open does not close
   if (db_) {
     const bool clean = !in_transaction_;
-    if (in_transaction_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (in_transaction_ && sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr) != SQLITE_OK && !sqlite3_get_autocommit(db_))
+      log_warn("journal ", path_, ": rolling back at close failed: ", sqlite3_errmsg(db_), " (the next start replays the last commit)");
     // A clean stop: the journal holds every id handed out, so the next start continues from it
     // rather than from the reservation.
     if (clean && sqlite3_close(db_) == SQLITE_OK) {
       db_ = nullptr;
-      (void)write_reserved({next_job_, next_task_, true});
+      if (auto s = write_reserved({next_job_, next_task_, true}); !s) log_warn(s.error().message);
     }
-    if (db_) sqlite3_close_v2(db_);
+    close_db();
   }
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
+}
+
+void Journal::Finalize::operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+
+void Journal::close_db() {
+  if (!db_) return;
+  if (sqlite3_close_v2(db_) != SQLITE_OK) log_warn("journal ", path_, ": closing failed: ", sqlite3_errmsg(db_));
+  db_ = nullptr;
 }
 
 void Journal::exec(const char* sql) {
@@ -219,111 +223,130 @@ void Journal::exec(const char* sql) {
   }
 }
 
-sqlite3_stmt* Journal::prepare(const char* sql) {
+Journal::Statement Journal::prepare(const char* sql) {
   sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
+  if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK) {
+    sqlite3_finalize(s);
     throw std::runtime_error(std::string("cannot prepare a journal statement: ") + sqlite3_errmsg(db_));
-  return s;
+  }
+  return Statement(s);
+}
+
+bool Journal::step_row(sqlite3_stmt* s, const char* what) {
+  const int rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  throw std::runtime_error("cannot read " + std::string(what) + " from journal " + path_ + ": " + sqlite3_errmsg(db_) + " (" +
+                           sqlite3_errstr(rc) + "); the master does not start with part of its journal." + move_aside_hint(path_));
 }
 
 void Journal::begin() {
   if (in_transaction_) return;
-  if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK && failure_.empty()) failure_ = sqlite3_errmsg(db_);
+  note(sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr));
   in_transaction_ = true;
 }
 
-namespace {
+void Journal::note(int rc) {
+  if (rc != SQLITE_OK && failure_.empty()) failure_ = std::string(sqlite3_errmsg(db_)) + " (" + sqlite3_errstr(rc) + ")";
+}
+
+void Journal::bind(sqlite3_stmt* s, int i, std::int64_t v) { note(sqlite3_bind_int64(s, i, static_cast<sqlite3_int64>(v))); }
+void Journal::bind(sqlite3_stmt* s, int i, std::string_view v) {
+  note(sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC));
+}
+void Journal::bind(sqlite3_stmt* s, int i, const std::string& v) { bind(s, i, std::string_view(v)); }
+void Journal::bind_null(sqlite3_stmt* s, int i) { note(sqlite3_bind_null(s, i)); }
 
 // Runs a write statement; the first failure of the transaction is kept for commit() to report.
 // After a failure nothing more runs: on SQLITE_FULL or an I/O error SQLite may already have rolled
 // the whole transaction back, and later statements would then commit one by one (autocommit),
 // leaving half a transaction on disk.
-void run(sqlite3* db, sqlite3_stmt* s, std::string& failure) {
-  if (failure.empty()) {
-    if (sqlite3_get_autocommit(db)) failure = "the transaction was rolled back";
-    else if (sqlite3_step(s) != SQLITE_DONE) failure = sqlite3_errmsg(db);
+void Journal::run(sqlite3_stmt* s) {
+  if (failure_.empty()) {
+    if (sqlite3_get_autocommit(db_)) failure_ = "the transaction was rolled back";
+    else if (const int rc = sqlite3_step(s); rc != SQLITE_DONE) note(rc == SQLITE_ROW ? SQLITE_MISUSE : rc);
   }
+  // reset() repeats the step's error, already noted; clear_bindings() cannot fail.
   sqlite3_reset(s);
   sqlite3_clear_bindings(s);
 }
-
-}  // namespace
 
 void Journal::task_saved(const Task& t, const Names& names, std::int64_t finished_seq, TimePoint now, bool is_new) {
   begin();
   const auto state = protocol::to_string(t.state);
   const std::int64_t ready = t.state == TaskState::Delayed ? wall_ms(t.ready_at, now) : 0;
   if (!is_new) {
-    sqlite3_stmt* s = upd_task_;
-    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(t.id));
-    sqlite3_bind_text(s, 2, state.data(), static_cast<int>(state.size()), SQLITE_STATIC);
-    sqlite3_bind_int(s, 3, t.attempts);
-    sqlite3_bind_int64(s, 4, ready);
-    bind_text(s, 5, t.outcome);
-    bind_text(s, 6, names.name(t.worker));
-    sqlite3_bind_int64(s, 7, finished_seq);
-    run(db_, s, failure_);
-    return;
+    sqlite3_stmt* s = st_->upd_task.get();
+    bind(s, 1, static_cast<std::int64_t>(t.id));
+    bind(s, 2, state);
+    bind(s, 3, t.attempts);
+    bind(s, 4, ready);
+    bind(s, 5, t.outcome);
+    bind(s, 6, names.name(t.worker));
+    bind(s, 7, finished_seq);
+    return run(s);
   }
-  sqlite3_stmt* s = put_task_;
-  sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(t.id));
-  sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(t.job));
-  bind_text(s, 3, names.name(t.function));
-  bind_text(s, 4, names.name(t.queue));
-  bind_text(s, 5, t.args);
-  sqlite3_bind_int(s, 6, t.priority);
-  sqlite3_bind_int64(s, 7, t.timeout_ms);
-  sqlite3_bind_int(s, 8, t.max_attempts);
-  sqlite3_bind_int64(s, 9, t.backoff_ms);
-  sqlite3_bind_text(s, 10, state.data(), static_cast<int>(state.size()), SQLITE_STATIC);
-  sqlite3_bind_int(s, 11, t.attempts);
-  sqlite3_bind_int64(s, 12, ready);
-  bind_text(s, 13, t.outcome);
-  bind_text(s, 14, names.name(t.worker));
-  sqlite3_bind_int64(s, 15, finished_seq);
-  run(db_, s, failure_);
+  sqlite3_stmt* s = st_->put_task.get();
+  bind(s, 1, static_cast<std::int64_t>(t.id));
+  bind(s, 2, static_cast<std::int64_t>(t.job));
+  bind(s, 3, names.name(t.function));
+  bind(s, 4, names.name(t.queue));
+  bind(s, 5, t.args);
+  bind(s, 6, t.priority);
+  bind(s, 7, t.timeout_ms);
+  bind(s, 8, t.max_attempts);
+  bind(s, 9, t.backoff_ms);
+  bind(s, 10, state);
+  bind(s, 11, t.attempts);
+  bind(s, 12, ready);
+  bind(s, 13, t.outcome);
+  bind(s, 14, names.name(t.worker));
+  bind(s, 15, finished_seq);
+  run(s);
 }
 
 void Journal::task_erased(TaskId id) {
   begin();
-  sqlite3_bind_int64(del_task_, 1, static_cast<sqlite3_int64>(id));
-  run(db_, del_task_, failure_);
+  bind(st_->del_task.get(), 1, static_cast<std::int64_t>(id));
+  run(st_->del_task.get());
 }
 
 void Journal::job_saved(const Job& job, TimePoint now) {
   begin();
-  sqlite3_stmt* s = put_job_;
-  sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(job.id));
-  if (job.idempotency_key.empty()) sqlite3_bind_null(s, 2);
-  else bind_text(s, 2, job.idempotency_key);
-  sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(job.total));
-  sqlite3_bind_int(s, 4, job.sealed ? 1 : 0);
-  sqlite3_bind_int(s, 5, job.cancelled ? 1 : 0);
-  if (job.ended_at) sqlite3_bind_int64(s, 6, wall_ms(*job.ended_at, now));
-  else sqlite3_bind_null(s, 6);
-  run(db_, s, failure_);
+  sqlite3_stmt* s = st_->put_job.get();
+  bind(s, 1, static_cast<std::int64_t>(job.id));
+  if (job.idempotency_key.empty()) bind_null(s, 2);
+  else bind(s, 2, job.idempotency_key);
+  bind(s, 3, static_cast<std::int64_t>(job.total));
+  bind(s, 4, job.sealed ? 1 : 0);
+  bind(s, 5, job.cancelled ? 1 : 0);
+  if (job.ended_at) bind(s, 6, wall_ms(*job.ended_at, now));
+  else bind_null(s, 6);
+  run(s);
 }
 
 void Journal::batch_added(JobId job, std::uint32_t seq, TaskId first, std::uint32_t count) {
   begin();
-  sqlite3_bind_int64(put_batch_, 1, static_cast<sqlite3_int64>(job));
-  sqlite3_bind_int64(put_batch_, 2, seq);
-  sqlite3_bind_int64(put_batch_, 3, static_cast<sqlite3_int64>(first));
-  sqlite3_bind_int64(put_batch_, 4, count);
-  run(db_, put_batch_, failure_);
+  sqlite3_stmt* s = st_->put_batch.get();
+  bind(s, 1, static_cast<std::int64_t>(job));
+  bind(s, 2, seq);
+  bind(s, 3, static_cast<std::int64_t>(first));
+  bind(s, 4, count);
+  run(s);
   next_ids_saved(job + 1, first + count);
 }
 
 void Journal::batches_saved(const Job& job) {
   begin();
-  sqlite3_bind_int64(del_batches_, 1, static_cast<sqlite3_int64>(job.id));
-  run(db_, del_batches_, failure_);
+  bind(st_->del_batches.get(), 1, static_cast<std::int64_t>(job.id));
+  run(st_->del_batches.get());
+  sqlite3_stmt* s = st_->put_batch.get();
   for (std::size_t seq = 0; seq < job.batches.size(); ++seq) {
-    sqlite3_bind_int64(put_batch_, 1, static_cast<sqlite3_int64>(job.id));
-    sqlite3_bind_int64(put_batch_, 2, static_cast<sqlite3_int64>(seq));
-    sqlite3_bind_int64(put_batch_, 3, static_cast<sqlite3_int64>(job.batches[seq].first));
-    sqlite3_bind_int64(put_batch_, 4, job.batches[seq].count);
-    run(db_, put_batch_, failure_);
+    bind(s, 1, static_cast<std::int64_t>(job.id));
+    bind(s, 2, static_cast<std::int64_t>(seq));
+    bind(s, 3, static_cast<std::int64_t>(job.batches[seq].first));
+    bind(s, 4, job.batches[seq].count);
+    run(s);
   }
 }
 
@@ -331,24 +354,30 @@ void Journal::next_ids_saved(JobId next_job, TaskId next_task) {
   begin();
   next_job_ = std::max(next_job_, next_job);
   next_task_ = std::max(next_task_, next_task);
-  sqlite3_bind_int64(put_next_, 1, static_cast<sqlite3_int64>(next_job));
-  sqlite3_bind_int64(put_next_, 2, static_cast<sqlite3_int64>(next_task));
-  run(db_, put_next_, failure_);
+  bind(st_->put_next.get(), 1, static_cast<std::int64_t>(next_job));
+  bind(st_->put_next.get(), 2, static_cast<std::int64_t>(next_task));
+  run(st_->put_next.get());
 }
 
 void Journal::job_erased(JobId id) {
   begin();
-  sqlite3_bind_int64(del_job_, 1, static_cast<sqlite3_int64>(id));
-  run(db_, del_job_, failure_);
-  sqlite3_bind_int64(del_batches_, 1, static_cast<sqlite3_int64>(id));
-  run(db_, del_batches_, failure_);
+  bind(st_->del_job.get(), 1, static_cast<std::int64_t>(id));
+  run(st_->del_job.get());
+  bind(st_->del_batches.get(), 1, static_cast<std::int64_t>(id));
+  run(st_->del_batches.get());
 }
 
 void Journal::abandon() {
   if (!in_transaction_) return;
   in_transaction_ = false;
   failure_.clear();
-  if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  rollback();
+}
+
+void Journal::rollback() {
+  if (sqlite3_get_autocommit(db_)) return;  // SQLite rolled it back already
+  if (sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr) != SQLITE_OK)
+    log_warn("journal ", path_, ": ROLLBACK failed: ", sqlite3_errmsg(db_));
 }
 
 Status Journal::commit() {
@@ -360,140 +389,100 @@ Status Journal::commit() {
   if (failure_.empty() && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return Ok{};
   std::string why = failure_.empty() ? sqlite3_errmsg(db_) : failure_;
   failure_.clear();
-  if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  rollback();
   // A big transaction may have spilled pages into the WAL before it failed; give that space back
-  // (on a full disk, later small commits would fail too otherwise).
-  sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  // (on a full disk, later small commits would fail too otherwise). It may fail for the same reason
+  // the commit did: the commit's error is the one reported.
+  if (const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr); rc != SQLITE_OK)
+    log_debug("journal ", path_, ": checkpoint after a failed commit: ", sqlite3_errstr(rc));
   return make_error(ErrorCode::Unavailable, "cannot write the journal " + path_ + ": " + why);
 }
 
-Journal::Loaded Journal::load(TaskTable& tasks, JobTable& jobs, TimePoint now) {
-  Loaded loaded;
-  std::map<JobId, std::vector<std::pair<std::int64_t, TaskId>>> finished;  // job -> (seq, task)
-  sqlite3_stmt* j = prepare("SELECT id, idempotency_key, total, sealed, cancelled, ended_at_ms FROM jobs ORDER BY id");
-  std::map<JobId, std::optional<TimePoint>> ended;
-  while (sqlite3_step(j) == SQLITE_ROW) {
-    const auto id = static_cast<JobId>(sqlite3_column_int64(j, 0));
-    Job& job = jobs.restore(id, text(j, 1));
-    job.total = static_cast<std::uint64_t>(sqlite3_column_int64(j, 2));
-    job.sealed = sqlite3_column_int(j, 3) != 0;
-    job.cancelled = sqlite3_column_int(j, 4) != 0;
-    if (sqlite3_column_type(j, 5) != SQLITE_NULL) ended[id] = steady_of(sqlite3_column_int64(j, 5), now);
-    ++loaded.jobs;
-  }
-  sqlite3_finalize(j);
-  sqlite3_stmt* b = prepare("SELECT job, seq, first_task, count FROM batches ORDER BY job, seq");
-  while (sqlite3_step(b) == SQLITE_ROW) {
-    Job* job = jobs.find(static_cast<JobId>(sqlite3_column_int64(b, 0)));
-    if (!job) continue;
-    const auto seq = static_cast<std::size_t>(sqlite3_column_int64(b, 1));
-    if (job->batches.size() <= seq) job->batches.resize(seq + 1);
-    job->batches[seq] = {static_cast<TaskId>(sqlite3_column_int64(b, 2)), static_cast<std::uint32_t>(sqlite3_column_int64(b, 3))};
-  }
-  sqlite3_finalize(b);
-  sqlite3_stmt* t = prepare(
-      "SELECT id, job, function, queue, args, priority, timeout_ms, max_attempts, backoff_ms, state, attempts, ready_at_ms,"
-      " outcome, worker, finished_seq FROM tasks ORDER BY id");
-  std::vector<TaskId> changed;
-  while (sqlite3_step(t) == SQLITE_ROW) {
-    Task task;
-    task.id = static_cast<TaskId>(sqlite3_column_int64(t, 0));
-    task.job = static_cast<JobId>(sqlite3_column_int64(t, 1));
-    task.function = tasks.names().intern(text(t, 2));
-    task.queue = tasks.names().intern(text(t, 3));
-    task.args = text(t, 4);
-    task.priority = sqlite3_column_int(t, 5);
-    task.timeout_ms = static_cast<std::uint32_t>(sqlite3_column_int64(t, 6));
-    task.max_attempts = static_cast<std::uint16_t>(sqlite3_column_int(t, 7));
-    task.backoff_ms = static_cast<std::uint32_t>(sqlite3_column_int64(t, 8));
-    const auto state = protocol::task_state_from_string(text(t, 9));
-    task.state = state.value_or(TaskState::Queued);
-    task.attempts = static_cast<std::uint16_t>(sqlite3_column_int(t, 10));
-    task.ready_at = steady_of(sqlite3_column_int64(t, 11), now);
-    task.outcome = text(t, 12);
-    task.worker = tasks.names().intern(text(t, 13));
-    std::int64_t seq = sqlite3_column_int64(t, 14);
-    const TaskState stored = task.state;
-    if (task.state == TaskState::Running) {
-      ++loaded.requeued;
-      changed.push_back(task.id);
-      // Its attempt died with the old master. Retried if attempts remain, else dead; not retried if
-      // its job was cancelled (as any failed attempt of a cancelled job, MasterState::on_task_change).
-      if (const Job* owner = jobs.find(task.job); owner && owner->cancelled) {
-        task.state = TaskState::Cancelled;
-        task.outcome = "the master stopped during the task's attempt " + std::to_string(task.attempts) + "; its job was cancelled";
-        seq = -1;  // gets its place below
-      } else if (task.attempts >= task.max_attempts) {
-        task.state = TaskState::Dead;
-        task.outcome = "the master stopped during the task's last attempt (" + std::to_string(task.attempts) + " of " +
-                       std::to_string(task.max_attempts) + ")";
-        seq = -1;  // gets its place below
-      }
-    }
-    const JobId job = task.job;
-    const TaskId id = task.id;
-    const bool final = protocol::is_final(task.state);
-    tasks.restore(std::move(task), now);
-    if (final) finished[job].emplace_back(seq < 0 ? INT64_MAX : seq, id);
-    // Queued by replay (it was running, or its time came while the master was down): saved as such,
-    // as the dead ones are below, so that the journal says what the tables hold.
-    else if (const Task* tk = tasks.find(id); tk->state != stored) {
-      task_saved(*tk, tasks.names(), -1, now, false);
-      loaded.saved_tasks.push_back(id);
-    }
-    ++loaded.tasks;
-  }
-  sqlite3_finalize(t);
-  sqlite3_stmt* m = prepare("SELECT key, value FROM meta WHERE key IN ('next_job', 'next_task')");
-  while (sqlite3_step(m) == SQLITE_ROW) {
-    const auto next = static_cast<std::uint64_t>(sqlite3_column_int64(m, 1));
-    if (text(m, 0) == "next_job") jobs.set_next_id(next);
-    else tasks.set_next_id(next);
-  }
-  sqlite3_finalize(m);
-  for (auto& [id, list] : finished) {
-    Job* job = jobs.find(id);
-    if (!job) continue;
-    std::sort(list.begin(), list.end());
-    for (auto& [seq, task] : list) {
-      job->finished.push_back(task);
-      const Task* tk = tasks.find(task);
-      if (tk->state == TaskState::Dead || tk->state == TaskState::Cancelled) ++job->failed;
-      if (seq == INT64_MAX) {
-        task_saved(*tk, tasks.names(), static_cast<std::int64_t>(job->finished.size() - 1), now, false);
-        loaded.saved_tasks.push_back(task);
-      }
+Journal::Contents Journal::load(TimePoint now) {
+  Contents c;
+  const auto i64 = [](sqlite3_stmt* s, int col) { return static_cast<std::uint64_t>(sqlite3_column_int64(s, col)); };
+  {
+    Statement j = prepare("SELECT id, idempotency_key, total, sealed, cancelled, ended_at_ms FROM jobs ORDER BY id");
+    while (step_row(j.get(), "a job")) {
+      JobRow r;
+      r.id = i64(j.get(), 0);
+      r.idempotency_key = text(j.get(), 1);
+      r.total = i64(j.get(), 2);
+      r.sealed = sqlite3_column_int(j.get(), 3) != 0;
+      r.cancelled = sqlite3_column_int(j.get(), 4) != 0;
+      if (sqlite3_column_type(j.get(), 5) != SQLITE_NULL) r.ended_at = steady_of(sqlite3_column_int64(j.get(), 5), now);
+      c.next_job = std::max(c.next_job, r.id + 1);
+      c.jobs.push_back(std::move(r));
     }
   }
-  for (auto& [id, at] : ended)
-    if (Job* job = jobs.find(id)) jobs.restore_ended(*job, at.value_or(now));
+  {
+    Statement b = prepare("SELECT job, seq, first_task, count FROM batches ORDER BY job, seq");
+    while (step_row(b.get(), "a batch")) {
+      const auto seq = i64(b.get(), 1);
+      if (seq > UINT32_MAX) throw std::runtime_error("journal " + path_ + ": a batch of job " + std::to_string(i64(b.get(), 0)) +
+                                                     " has seq " + std::to_string(seq) + ", past any this version gives." +
+                                                     move_aside_hint(path_));
+      c.batches.push_back({i64(b.get(), 0), static_cast<std::uint32_t>(seq),
+                           {i64(b.get(), 2), static_cast<std::uint32_t>(i64(b.get(), 3))}});
+    }
+  }
+  {
+    Statement t = prepare(
+        "SELECT id, job, function, queue, args, priority, timeout_ms, max_attempts, backoff_ms, state, attempts, ready_at_ms,"
+        " outcome, worker, finished_seq FROM tasks ORDER BY id");
+    sqlite3_stmt* s = t.get();
+    while (step_row(s, "a task")) {
+      TaskRow r;
+      Task& task = r.task;
+      task.id = i64(s, 0);
+      task.job = i64(s, 1);
+      r.function = text(s, 2);
+      r.queue = text(s, 3);
+      task.args = text(s, 4);
+      task.priority = sqlite3_column_int(s, 5);
+      task.timeout_ms = static_cast<std::uint32_t>(sqlite3_column_int64(s, 6));
+      task.max_attempts = static_cast<std::uint16_t>(sqlite3_column_int(s, 7));
+      task.backoff_ms = static_cast<std::uint32_t>(sqlite3_column_int64(s, 8));
+      const std::string state = text(s, 9);
+      const auto parsed = protocol::task_state_from_string(state);
+      if (!parsed)
+        throw std::runtime_error("journal " + path_ + ": task " + std::to_string(task.id) + " has state '" + state +
+                                 "', which this taskmaster does not know (a newer version's journal, or a damaged one); the master"
+                                 " does not start with part of its journal." + move_aside_hint(path_));
+      task.state = *parsed;
+      task.attempts = static_cast<std::uint16_t>(sqlite3_column_int(s, 10));
+      task.ready_at = steady_of(sqlite3_column_int64(s, 11), now);
+      task.outcome = text(s, 12);
+      r.worker = text(s, 13);
+      r.finished_seq = sqlite3_column_int64(s, 14);
+      c.next_task = std::max(c.next_task, task.id + 1);
+      c.tasks.push_back(std::move(r));
+    }
+  }
+  {
+    Statement m = prepare("SELECT key, value FROM meta WHERE key IN ('next_job', 'next_task')");
+    while (step_row(m.get(), "the next ids")) {
+      const auto next = i64(m.get(), 1);
+      if (text(m.get(), 0) == "next_job") c.next_job = std::max(c.next_job, next);
+      else c.next_task = std::max(c.next_task, next);
+    }
+  }
   // Ids continue past every id reserved in DIR/ids unless the last master stopped cleanly: after a
   // crash the journal may lack its last transactions (a WAL cut short), and their ids may have been
   // handed out. A journal that ends before the block the last reservation was made for lost some.
-  next_job_ = jobs.next_id();
-  next_task_ = tasks.last_id() + 1;
   if (reserved_.task) {
     // After a clean stop the file holds the exact next ids (at least the journal's own); after a
     // crash, the end of the reservation.
-    if (!reserved_.clean && (next_task_ + kReservedTasks < reserved_.task || next_job_ + kReservedJobs < reserved_.job))
-      log_warn("journal ", path_, " ends at task id ", next_task_, " and job id ", next_job_, ", before ids the last master reserved (",
+    if (!reserved_.clean && (c.next_task + kReservedTasks < reserved_.task || c.next_job + kReservedJobs < reserved_.job))
+      log_warn("journal ", path_, " ends at task id ", c.next_task, " and job id ", c.next_job, ", before ids the last master reserved (",
                reserved_.task, ", ", reserved_.job, "): its last transactions may be lost (a WAL cut short?); ids continue past the"
                " reservation, so none is given twice");
-    jobs.set_next_id(reserved_.job);
-    tasks.set_next_id(reserved_.task);
-    next_job_ = jobs.next_id();
-    next_task_ = tasks.last_id() + 1;
+    c.next_job = std::max(c.next_job, reserved_.job);
+    c.next_task = std::max(c.next_task, reserved_.task);
   }
-  // Jobs that end only now (their last task came back dead) get their end time.
-  for (TaskId id : changed) {
-    const Task* tk = tasks.find(id);
-    if (Job* job = jobs.find(tk->job); job && job->ended() && !job->ended_at) {
-      jobs.restore_ended(*job, now);
-      job_saved(*job, now);
-      loaded.saved_jobs.push_back(job->id);
-    }
-  }
-  return loaded;
+  next_job_ = c.next_job;
+  next_task_ = c.next_task;
+  return c;
 }
 
 Journal::Reserved Journal::read_reserved() const {
@@ -542,7 +531,8 @@ std::uint64_t Journal::bytes() const {
 
 void Journal::checkpoint() {
   if (in_transaction_) return;
-  sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  if (const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr); rc != SQLITE_OK)
+    log_warn("journal ", path_, ": checkpoint failed: ", sqlite3_errmsg(db_), " (SQLite checkpoints again by itself)");
 }
 
 }  // namespace taskmaster

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,18 +61,38 @@ class Journal {
   void abandon();
   bool dirty() const { return in_transaction_; }
 
-  // Replays the journal into empty tables. Running tasks come back queued (their attempt counted;
-  // dead if it was their last, cancelled if their job was), delayed ones keep their time. Ids
-  // continue past every id ever handed out, also those of jobs whose results expired. Those whose
-  // state changed in replay are saved again at the next commit, so that a second replay gives the
-  // same result.
-  struct Loaded {
-    std::uint64_t jobs = 0, tasks = 0, requeued = 0;
-    // Rows the replay changed and saved again (in the open transaction).
-    std::vector<TaskId> saved_tasks;
-    std::vector<JobId> saved_jobs;
+  // What the journal holds, as it holds it: a plain read of its rows (MasterState::recover puts
+  // them back and applies the restart rule). Times are converted to the steady clock of `now`.
+  struct JobRow {
+    JobId id = 0;
+    std::string idempotency_key;
+    std::uint64_t total = 0;
+    bool sealed = false, cancelled = false;
+    std::optional<TimePoint> ended_at;
   };
-  Loaded load(TaskTable& tasks, JobTable& jobs, TimePoint now);
+  struct BatchRow {
+    JobId job = 0;
+    std::uint32_t seq = 0;
+    TaskRange tasks;
+  };
+  struct TaskRow {
+    Task task;  // its Names ids are 0: the names are below
+    std::string function, queue, worker;
+    std::int64_t finished_seq = -1;  // its place in its job's finish order; -1 if not finished
+  };
+  struct Contents {
+    std::vector<JobRow> jobs;       // by id
+    std::vector<BatchRow> batches;  // by job, then seq
+    std::vector<TaskRow> tasks;     // by id
+    // Ids continue from these: past every id ever handed out (jobs whose results expired too) and,
+    // unless the last master stopped cleanly, past every id it reserved (DIR/ids).
+    JobId next_job = 1;
+    TaskId next_task = 1;
+  };
+  // Reads every row. Throws std::runtime_error naming the journal and how to move it aside if any
+  // read fails (an I/O error, a row this version does not understand): a master never starts with
+  // part of its journal.
+  Contents load(TimePoint now);
 
   // Bytes on disk: the database and its WAL.
   std::uint64_t bytes() const;
@@ -80,9 +101,30 @@ class Journal {
   void checkpoint();
 
  private:
+  struct Finalize {
+    void operator()(sqlite3_stmt* s) const;
+  };
+  using Statement = std::unique_ptr<sqlite3_stmt, Finalize>;
+  // The statements the changes use, prepared once.
+  struct Statements {
+    Statement put_task, upd_task, del_task, put_job, put_batch, del_job, del_batches;
+    Statement put_next;  // meta: the next job and task ids
+  };
+
   void exec(const char* sql);
   void begin();
-  sqlite3_stmt* prepare(const char* sql);
+  Statement prepare(const char* sql);
+  // A step of a read: true for a row, false at the end; throws for an error.
+  bool step_row(sqlite3_stmt* s, const char* what);
+  // Binding and running a write; the first failure of the transaction is kept for commit().
+  void bind(sqlite3_stmt* s, int i, std::int64_t v);
+  void bind(sqlite3_stmt* s, int i, const std::string& v);
+  void bind(sqlite3_stmt* s, int i, std::string_view v);
+  void bind_null(sqlite3_stmt* s, int i);
+  void run(sqlite3_stmt* s);
+  void note(int rc);
+  void close_db();
+  void rollback();  // the open transaction, if SQLite has not rolled it back itself
   // DIR/ids: ids reserved ahead of use, and whether the last master stopped cleanly.
   struct Reserved {
     JobId job = 0;
@@ -96,14 +138,7 @@ class Journal {
   int lock_fd_ = -1;
   sqlite3* db_ = nullptr;
   bool in_transaction_ = false;
-  sqlite3_stmt* put_task_ = nullptr;
-  sqlite3_stmt* upd_task_ = nullptr;
-  sqlite3_stmt* del_task_ = nullptr;
-  sqlite3_stmt* put_job_ = nullptr;
-  sqlite3_stmt* put_batch_ = nullptr;
-  sqlite3_stmt* del_job_ = nullptr;
-  sqlite3_stmt* del_batches_ = nullptr;
-  sqlite3_stmt* put_next_ = nullptr;  // meta: the next job and task ids
+  std::optional<Statements> st_;  // finalized before the database closes
   std::string failure_;  // the first write error of the open transaction
   Reserved reserved_;    // as DIR/ids says now
   JobId next_job_ = 1;   // the next ids, as the transactions so far have them

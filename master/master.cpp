@@ -87,7 +87,7 @@ void Master::start_state(TimePoint now) {
   const auto t0 = Clock::now();
   const auto loaded = state_->recover(*journal_, now);
   log_info("journal ", journal_->path(), ": ", loaded.jobs, " jobs and ", loaded.tasks, " tasks replayed (", loaded.requeued,
-           " were running and go back to the queue) in ", duration_cast<milliseconds>(Clock::now() - t0).count(), " ms");
+           " were running: each such attempt counts as failed) in ", duration_cast<milliseconds>(Clock::now() - t0).count(), " ms");
   // Replay may have changed some tasks (the running ones): make that durable before serving. If
   // the disk refuses, the next replay derives the same changes again.
   (void)state_->commit(now);

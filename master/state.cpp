@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 
 #include "common/log.h"
 
@@ -54,7 +55,7 @@ MasterConfig with_default_limits(MasterConfig c) {
 }
 
 MasterState::MasterState(MasterConfig config, std::string instance, TimePoint start)
-    : config_(with_default_limits(std::move(config))), instance_(std::move(instance)), tasks_(this), started_(start), now_(start) {}
+    : config_(with_default_limits(std::move(config))), instance_(std::move(instance)), tasks_(this), jobs_(this), started_(start), now_(start) {}
 
 void MasterState::start_ids_at(JobId first_job, TaskId first_task) {
   jobs_.set_next_id(first_job);
@@ -75,17 +76,57 @@ void MasterState::turn(TimePoint now) {
   out_acks_.clear();
 }
 
-Journal::Loaded MasterState::recover(Journal& journal, TimePoint now) {
+MasterState::Recovered MasterState::recover(Journal& journal, TimePoint now) {
   now_ = now;
-  const auto loaded = journal.load(tasks_, jobs_, now);
+  auto c = journal.load(now);
   journal_ = &journal;
-  // What replay changed is written again by the next commit if the first one fails.
-  dirty_tasks_ = loaded.saved_tasks;
-  dirty_jobs_ = loaded.saved_jobs;
+  Recovered r;
+  for (auto& j : c.jobs) {
+    jobs_.restore(j.id, std::move(j.idempotency_key), j.total, j.sealed, j.cancelled);
+    if (j.cancelled) tasks_.restore_cancelled_job(j.id);
+  }
+  r.jobs = c.jobs.size();
+  for (const auto& b : c.batches) jobs_.restore_batch(b.job, b.seq, b.tasks);
+  // Tasks in their jobs' finish order; those the restart rule finished get their places after it.
+  std::unordered_map<JobId, std::vector<std::pair<std::int64_t, TaskId>>> finished;
+  std::vector<TaskId> changed;
+  for (auto& row : c.tasks) {
+    const TaskId id = row.task.id;
+    const JobId job = row.task.job;
+    const bool was_running = row.task.state == TaskState::Running;
+    const bool rule = tasks_.restore(std::move(row.task), row.function, row.queue, row.worker, now);
+    const Task& t = *tasks_.find(id);
+    if (was_running) ++r.requeued;
+    if (rule) changed.push_back(id);
+    if (proto::is_final(t.state)) finished[job].emplace_back(rule ? INT64_MAX : row.finished_seq, id);
+    else if (rule) save_task(t, -1, false);  // queued by the rule: saved as such
+  }
+  r.tasks = c.tasks.size();
+  c.tasks.clear();
+  c.tasks.shrink_to_fit();
+  jobs_.set_next_id(c.next_job);
+  tasks_.set_next_id(c.next_task);
+  for (auto& [job, list] : finished) {
+    std::sort(list.begin(), list.end());
+    for (const auto& [seq, id] : list) {
+      const Task& t = *tasks_.find(id);
+      jobs_.restore_finished(job, id, t.state != TaskState::Done);
+      if (seq == INT64_MAX)
+        if (const Job* j = jobs_.find(job)) save_task(t, static_cast<std::int64_t>(j->finished.size()) - 1, false);
+    }
+  }
+  for (const auto& j : c.jobs)
+    if (j.ended_at) jobs_.restore_ended(j.id, *j.ended_at);
+  // Jobs that end only now (the rule finished their last task) get their end time.
+  for (TaskId id : changed)
+    if (const Job* job = jobs_.find(tasks_.find(id)->job); job && job->ended() && !job->ended_at) {
+      jobs_.restore_ended(job->id, now);
+      save_job(*job);
+    }
   journal_bytes_ = journal.bytes();
   durable_tasks_ = tasks_.last_id() + 1;
   dispatch_needed_ = true;
-  return loaded;
+  return r;
 }
 
 std::optional<TimePoint> MasterState::next_deadline() const {
@@ -130,13 +171,14 @@ void MasterState::receive(const std::string& id, Expected<proto::Message> decode
 }
 
 void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now) {
-  const auto name = tasks_.names().intern(m.worker);
+  auto& names = tasks_.names();
   if (auto* same = workers_.find(id)) {
     // HELLO again on the same connection (the worker's WELCOME was slow to come, or it thought us
     // silent): the session goes on. Attempts it holds stay held, those in flight to it included;
     // `running` can only add to them.
     same->slots = m.slots;
     for (const auto& r : m.running) same->held.try_emplace(r.task, r.attempt);
+    same->ceiling = std::max<std::size_t>(m.slots, same->held.size());
     reply(id, proto::Welcome{instance_, static_cast<std::uint32_t>(config_.heartbeat.count()),
                              static_cast<std::uint32_t>(config_.worker_timeout.count())});
     dispatch_needed_ = true;
@@ -144,6 +186,7 @@ void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now
   }
   // The same worker process on a new connection (it reconnected before we noticed it was gone):
   // its old session ends, and the attempts it still runs move to the new one.
+  const auto name = names.acquire(m.worker);  // the new session's reference
   if (auto* old = workers_.find_process(id, name, m.session, m.host, m.pid)) {
     for (const auto& r : m.running)
       if (auto it = old->held.find(r.task); it != old->held.end() && it->second == r.attempt) old->held.erase(it);
@@ -157,12 +200,19 @@ void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now
   w.pid = m.pid;
   w.session = m.session;
   w.slots = m.slots;
-  for (auto& q : m.queues) w.filter.queues.push_back(tasks_.names().intern(q));
-  for (auto& f : m.functions) w.filter.functions.push_back(tasks_.names().intern(f));
+  // One reference per distinct name (a HELLO may repeat one).
+  const auto acquire_all = [&](std::vector<std::string>& list, std::vector<std::uint32_t>& ids) {
+    std::sort(list.begin(), list.end());
+    list.erase(std::unique(list.begin(), list.end()), list.end());
+    for (const auto& n : list) ids.push_back(names.acquire(n));
+  };
+  acquire_all(m.queues, w.filter.queues);
+  acquire_all(m.functions, w.filter.functions);
   w.filter.normalize();
   // Attempts the worker still runs occupy its slots, whatever became of their tasks meanwhile;
   // their results are checked against the task table when they come.
   for (const auto& r : m.running) w.held[r.task] = r.attempt;
+  w.ceiling = std::max<std::size_t>(m.slots, w.held.size());
   log_info("worker ", m.worker, " (", m.host, ", pid ", m.pid, ") joined with ", m.slots, " slots, functions ",
            m.functions.size(), ", queues ", m.queues.size());
   reply(id, proto::Welcome{instance_, static_cast<std::uint32_t>(config_.heartbeat.count()),
@@ -174,6 +224,7 @@ void MasterState::on_credit(const std::string& id, const proto::Credit& m) {
   auto* w = workers_.find(id);
   if (!w) return reply_error(id, 0, ErrorCode::NotAllowed, "CREDIT: unknown worker; send HELLO");
   w->slots = m.slots;
+  w->ceiling = std::max<std::size_t>(m.slots, w->held.size());
   dispatch_needed_ = true;
 }
 
@@ -210,8 +261,7 @@ void MasterState::on_bye(const std::string& id, TimePoint now) {
 }
 
 void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint now) {
-  Job* job = nullptr;
-  bool created = false;
+  const Job* job = nullptr;
   if (m.job == 0) {
     if (m.seq != 0) return reply_error(id, m.req, ErrorCode::BadField, "SUBMIT: a new job starts with seq 0");
     if (!m.idempotency_key.empty()) job = jobs_.find_by_key(m.idempotency_key);
@@ -219,8 +269,6 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
       const auto& b = job->batches.front();
       return reply(id, proto::Accepted{m.req, job->id, b.first, b.count, true});
     }
-    job = &jobs_.create(m.idempotency_key);
-    created = true;
   } else {
     job = jobs_.find(m.job);
     if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "SUBMIT: " + unknown_job(m.job));
@@ -236,19 +284,15 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
   }
   if (auto refusal = over_bounds(m)) {
     ++counters_.refused_full;
-    if (created) jobs_.erase(job->id);
     return reply_error(id, m.req, refusal->code, "SUBMIT: " + refusal->message);
   }
-  Job::Batch batch{tasks_.last_id() + 1, static_cast<std::uint32_t>(m.tasks.size())};
+  const bool created = !job;
+  if (created) job = &jobs_.create(m.idempotency_key);
+  const TaskRange batch{tasks_.last_id() + 1, static_cast<std::uint32_t>(m.tasks.size())};
   if (journal_) batches_.push_back({job->id, created, job->sealed, batch});
-  job->batches.push_back(batch);
-  job->total += m.tasks.size();
+  // The job's change (journalled by on_job_change) before its tasks', which each journal themselves.
+  jobs_.add_batch(job->id, batch, !m.more, now);
   for (auto& spec : m.tasks) tasks_.add(job->id, spec, now);
-  if (!m.more) jobs_.seal(*job, now);
-  if (journal_) {
-    journal_->batch_added(job->id, static_cast<std::uint32_t>(job->batches.size() - 1), batch.first, batch.count);
-    save_job(*job);
-  }
   waits_dirty_ = true;
   reply(id, proto::Accepted{m.req, job->id, batch.first, batch.count, false});
 }
@@ -288,14 +332,10 @@ void MasterState::on_wait(const std::string& id, const proto::Wait& m, TimePoint
 }
 
 void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimePoint now) {
-  Job* job = jobs_.find(m.job);
+  const Job* job = jobs_.find(m.job);
   if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "CANCEL: " + unknown_job(m.job));
-  std::uint64_t n = 0;
-  for (const auto& b : job->batches)
-    for (TaskId t = b.first; t < b.first + b.count; ++t) n += tasks_.cancel(t) ? 1 : 0;
-  job->cancelled = true;
-  jobs_.seal(*job, now);
-  save_job(*job);
+  const std::uint64_t n = tasks_.cancel_job(job->id, job->batches);
+  jobs_.cancel(job->id, now);
   waits_dirty_ = true;
   reply(id, proto::Cancelled{m.req, m.job, n});
 }
@@ -314,27 +354,34 @@ void MasterState::on_task_change(const Task& task, std::optional<TaskState> from
     ++rates_.submitted[now_s % 10];
   }
   if (task.state == TaskState::Queued) dispatch_needed_ = true;
-  // A failed attempt of a cancelled job is not retried: its task is cancelled instead.
-  if (from == TaskState::Running && (task.state == TaskState::Delayed || task.state == TaskState::Queued)) {
-    if (Job* job = jobs_.find(task.job); job && job->cancelled) {
-      tasks_.cancel(task.id);  // re-enters this listener with the cancelled state
-      return;
-    }
-  }
   std::int64_t finished_seq = -1;
   if (proto::is_final(task.state)) {
     ++counters_.finished;
     ++rates_.finished[now_s % 10];
-    if (Job* job = jobs_.find(task.job)) {
-      jobs_.task_finished(*job, task.id, task.state != TaskState::Done, now_);
-      finished_seq = static_cast<std::int64_t>(job->finished.size()) - 1;
-      if (job->ended()) save_job(*job);
-    }
+    jobs_.task_finished(task.job, task.id, task.state != TaskState::Done, now_);
+    if (const Job* job = jobs_.find(task.job)) finished_seq = static_cast<std::int64_t>(job->finished.size()) - 1;
     waits_dirty_ = true;
   }
   // The one place every state change passes: it goes into the journal's open transaction, which
   // the master commits before anything of this turn that depends on it is sent.
   save_task(task, finished_seq, !from.has_value());
+}
+
+void MasterState::on_job_change(const Job& job, JobChange change) {
+  // Every change of a job passes here, as every task's passes on_task_change.
+  switch (change) {
+    case JobChange::BatchAdded: {
+      if (journal_) {
+        const auto& b = job.batches.back();
+        journal_->batch_added(job.id, static_cast<std::uint32_t>(job.batches.size() - 1), b.first, b.count);
+      }
+      save_job(job);
+      break;
+    }
+    case JobChange::Updated: save_job(job); break;
+    case JobChange::Erased: erase_job_row(job.id); break;
+  }
+  waits_dirty_ = true;
 }
 
 // ---- the journal ------------------------------------------------------------------------------
@@ -442,13 +489,12 @@ std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, st
   for (auto it = batches_.rbegin(); it != batches_.rend(); ++it) {
     for (TaskId t = it->batch.first; t < it->batch.first + it->batch.count; ++t) tasks_.discard(t);
     counters_.submitted -= std::min<std::uint64_t>(counters_.submitted, it->batch.count);
-    if (Job* job = jobs_.find(it->job)) {
-      if (it->created) {
-        jobs_.erase(it->job);
-        forgotten.push_back(it->job);
-      } else {
-        jobs_.drop_last_batch(*job, it->was_sealed, now);
-      }
+    if (it->created) {
+      jobs_.discard(it->job);
+      tasks_.forget_job(it->job);
+      forgotten.push_back(it->job);
+    } else {
+      jobs_.drop_last_batch(it->job, it->was_sealed, now);
     }
     undone.push_back(it->batch);
   }
@@ -463,9 +509,7 @@ std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, st
     held.push_back({w.identity, proto::ErrorReply{w.request.req, ErrorCode::Unavailable, "the job's submission was not kept; ask again"}});
     return true;
   });
-  const auto discarded = [&](TaskId t) {
-    return std::any_of(undone.begin(), undone.end(), [t](const Job::Batch& b) { return t >= b.first && t < b.first + b.count; });
-  };
+  const auto discarded = [&](TaskId t) { return std::any_of(undone.begin(), undone.end(), [t](const Job::Batch& b) { return b.contains(t); }); };
   if (!undone.empty())
     for (auto& [id, w] : workers_.sessions()) std::erase_if(w.held, [&](const auto& h) { return discarded(h.first); });
   const std::string why = "the master could not write its journal (" + e.message + ")";
@@ -507,6 +551,10 @@ void MasterState::drop_worker(const std::string& identity, const std::string& wh
   auto* w = workers_.find(identity);
   if (!w) return;
   const auto held = std::move(w->held);
+  auto& names = tasks_.names();
+  names.release(w->name);
+  for (auto q : w->filter.queues) names.release(q);
+  for (auto f : w->filter.functions) names.release(f);
   workers_.remove(identity);
   for (const auto& [task, attempt] : held) (void)tasks_.complete(task, attempt, false, why, now);
   dispatch_needed_ = true;
@@ -573,7 +621,7 @@ void MasterState::dispatch(TimePoint now) {
 
 bool MasterState::try_answer(PendingWait& w, TimePoint now, bool timed_out) {
   auto& m = w.request;
-  Job* job = m.job ? jobs_.find(m.job) : jobs_.find_by_key(m.idempotency_key);
+  const Job* job = m.job ? jobs_.find(m.job) : jobs_.find_by_key(m.idempotency_key);
   if (!job) {
     reply_error(w.identity, m.req, ErrorCode::UnknownJob,
                 m.job ? "WAIT: " + unknown_job(m.job)
@@ -625,14 +673,14 @@ void MasterState::housekeeping(TimePoint now) {
   for (auto& [id, w] : workers_.sessions())
     if (now - w.last_sent >= config_.heartbeat) reply(id, proto::Heartbeat{});
   for (JobId j : jobs_.expired(now, config_.result_ttl)) {
-    if (Job* job = jobs_.find(j))
+    if (const Job* job = jobs_.find(j))
       for (const auto& b : job->batches)
         for (TaskId t = b.first; t < b.first + b.count; ++t) {
           tasks_.erase(t);
           erase_task_row(t);
         }
-    jobs_.erase(j);
-    erase_job_row(j);
+    jobs_.erase(j);  // on_job_change erases its row
+    tasks_.forget_job(j);
     ++counters_.expired_jobs;
   }
   if (journal_) journal_bytes_ = journal_->bytes();
@@ -689,6 +737,33 @@ std::vector<MasterState::Outgoing> MasterState::take_outbox() {
 }
 
 // ---- diagnostics ------------------------------------------------------------------------------
+
+std::string MasterState::check_invariants() const {
+  std::uint64_t worker_refs = 0;
+  std::set<std::pair<TaskId, std::uint32_t>> held;  // (task, attempt) some session holds
+  for (const auto& [id, w] : workers_.sessions()) {
+    worker_refs += (w.name ? 1 : 0);
+    for (const auto* ids : {&w.filter.queues, &w.filter.functions})
+      worker_refs += static_cast<std::uint64_t>(std::count_if(ids->begin(), ids->end(), [](std::uint32_t n) { return n != 0; }));
+    if (w.held.size() > std::max<std::size_t>(w.slots, w.ceiling))
+      return "worker " + tasks_.names().name(w.name) + " holds " + std::to_string(w.held.size()) + " attempts with credit for " +
+             std::to_string(w.slots);
+    for (const auto& h : w.held) held.insert(h);
+  }
+  if (auto e = tasks_.check_invariants(worker_refs); !e.empty()) return e;
+  std::string bad;
+  tasks_.for_each([&](const Task& t) {
+    if (bad.empty() && t.state == TaskState::Running && !held.count({t.id, t.attempts}))
+      bad = "task " + std::to_string(t.id) + " is running attempt " + std::to_string(t.attempts) + ", which no worker holds";
+  });
+  if (!bad.empty()) return bad;
+  for (const auto& [id, j] : jobs_.all()) {
+    if (j.finished.size() > j.total) return "job " + std::to_string(id) + " has more finished tasks than tasks";
+    if (j.ended_at.has_value() != j.ended()) return "job " + std::to_string(id) + "'s end time does not match whether it ended";
+  }
+  return "";
+}
+
 
 void MasterState::log_bad(const std::string& identity, const Error& e) {
   const auto now = now_;

@@ -52,7 +52,7 @@ struct MasterCounters {
   std::uint64_t journal_failures = 0;  // commits that failed (disk full, I/O error)
 };
 
-class MasterState : private TaskListener {
+class MasterState : private TaskListener, private JobListener {
  public:
   // `instance`: the master's id, told to workers in WELCOME (new at every start). `start`: the
   // time of the first turn (uptime and rates count from it).
@@ -61,8 +61,15 @@ class MasterState : private TaskListener {
   MasterState& operator=(const MasterState&) = delete;
 
   // Replays the journal into this (new, empty) state, then records every change in it. Without a
-  // call to recover() the state lives in memory only.
-  Journal::Loaded recover(Journal& journal, TimePoint now);
+  // call to recover() the state lives in memory only. The restart rule applies to what was running
+  // (TaskTable::restore); what it changed is written by the next commit, so that a second replay
+  // gives the same. Throws std::runtime_error if the journal cannot be read whole.
+  struct Recovered {
+    // requeued: tasks that were running; their attempt counts as failed (queued again, or dead or
+    // cancelled by the rule).
+    std::uint64_t jobs = 0, tasks = 0, requeued = 0;
+  };
+  Recovered recover(Journal& journal, TimePoint now);
   // Ids start at these (or past them); for a master without a journal (Master does this).
   void start_ids_at(JobId first_job, TaskId first_task);
 
@@ -97,10 +104,18 @@ class MasterState : private TaskListener {
 
   const MasterCounters& counters() const { return counters_; }
   const TaskTable& tasks() const { return tasks_; }
+  const JobTable& jobs() const { return jobs_; }
   const std::string& instance() const { return instance_; }
   // Why the last commit failed ("" if none did).
   const std::string& last_journal_failure() const { return last_journal_failure_; }
   std::size_t workers() const { return workers_.size(); }
+  const Names& names() const { return tasks_.names(); }
+
+  // Checks the bookkeeping the rules rely on: the task table's (TaskTable::check_invariants, with
+  // the workers' name references), every running attempt held by a worker session, and no worker
+  // holding more attempts than its credit (or than it reported itself). Returns the first
+  // violation, "" if none. O(tasks): for tests and the fuzzer.
+  std::string check_invariants() const;
 
  private:
   struct PendingWait {
@@ -124,6 +139,7 @@ class MasterState : private TaskListener {
   void on_status(const std::string& id, const protocol::Status& m, TimePoint now);
 
   void on_task_change(const Task& task, std::optional<TaskState> from) override;
+  void on_job_change(const Job& job, JobChange change) override;
 
   // The journal, and what it has not made durable yet. Every change goes through these.
   void save_task(const Task& task, std::int64_t finished_seq, bool is_new);

@@ -3,16 +3,45 @@
 #include <algorithm>
 #include <cassert>
 #include <cstdio>
+#include <type_traits>
 
 namespace taskmaster {
 
-std::uint32_t Names::intern(std::string_view name) {
+std::uint32_t Names::acquire(std::string_view name) {
   if (name.empty()) return 0;
-  if (auto it = ids_.find(std::string(name)); it != ids_.end()) return it->second;
-  const auto id = static_cast<std::uint32_t>(names_.size());
-  names_.emplace_back(name);
-  ids_.emplace(std::string(name), id);
+  std::uint32_t id;
+  if (auto it = ids_.find(std::string(name)); it != ids_.end()) {
+    id = it->second;
+  } else if (!free_.empty()) {
+    id = free_.back();
+    free_.pop_back();
+    names_[id].name.assign(name);
+    ids_.emplace(std::string(name), id);
+  } else {
+    id = static_cast<std::uint32_t>(names_.size());
+    names_.push_back({std::string(name), 0});
+    ids_.emplace(std::string(name), id);
+  }
+  ++names_[id].refs;
+  ++references_;
   return id;
+}
+
+void Names::retain(std::uint32_t id) {
+  if (id == 0) return;
+  assert(id < names_.size() && names_[id].refs > 0);
+  ++names_[id].refs;
+  ++references_;
+}
+
+void Names::release(std::uint32_t id) {
+  if (id == 0) return;
+  assert(id < names_.size() && names_[id].refs > 0);
+  --references_;
+  if (--names_[id].refs > 0) return;
+  ids_.erase(names_[id].name);
+  std::string().swap(names_[id].name);  // give its memory back too
+  free_.push_back(id);
 }
 
 std::uint32_t Names::find(std::string_view name) const {
@@ -29,7 +58,7 @@ namespace {
   switch (*from) {
     case S::Delayed: return to == S::Queued || to == S::Cancelled;
     case S::Queued: return to == S::Running || to == S::Cancelled;
-    case S::Running: return to == S::Done || to == S::Delayed || to == S::Queued || to == S::Dead;
+    case S::Running: return to == S::Done || to == S::Delayed || to == S::Queued || to == S::Dead || to == S::Cancelled;
     case S::Done:
     case S::Dead:
     case S::Cancelled: return false;
@@ -106,16 +135,41 @@ const TaskTable::Entry* TaskTable::refresh(Bucket& b) {
   return &b.heap.top();
 }
 
+void TaskTable::leave_bucket(const Task& t) {
+  --queued_;
+  auto it = buckets_.find(bucket_key(t.queue, t.function));
+  assert(it != buckets_.end() && it->second.live > 0);
+  Bucket& b = it->second;
+  if (--b.live > 0) return;
+  // Nothing queued is left in it: what its heap holds are entries of tasks that left. Free it, so
+  // that buckets (and the names they are keyed by) do not accumulate.
+  if (b.indexed) index_.erase({b.head, it->first});
+  buckets_.erase(it);
+}
+
+void TaskTable::forget(const Task& t) {
+  auto c = counts_.find(t.queue);
+  --c->second[static_cast<std::size_t>(t.state)];
+  if (std::all_of(c->second.begin(), c->second.end(), [](std::uint64_t n) { return n == 0; })) counts_.erase(c);
+  bytes_ -= t.args.size() + t.outcome.size();
+  names_.release(t.function);
+  names_.release(t.queue);
+  names_.release(t.worker);
+}
+
+void TaskTable::set_worker(Task& t, std::uint32_t worker) {
+  names_.retain(worker);
+  names_.release(t.worker);
+  t.worker = worker;
+}
+
 void TaskTable::move_to(Task& t, TaskState to) {
   assert(allowed(t.state, to));
   const TaskState from = t.state;
   auto& c = counts_[t.queue];
   --c[static_cast<std::size_t>(from)];
   ++c[static_cast<std::size_t>(to)];
-  if (from == TaskState::Queued) {
-    --queued_;
-    --bucket(t.queue, t.function).live;
-  }
+  if (from == TaskState::Queued) leave_bucket(t);
   // Running attempts are few (at most the workers' slots) and end often: their timers are removed
   // at once, so none lingers until its deadline.
   if (from == TaskState::Running) leases_.erase({t.deadline, t.id});
@@ -150,8 +204,8 @@ TaskId TaskTable::add(JobId job, const protocol::TaskSpec& spec, TimePoint now) 
   t.timeout_ms = spec.timeout_ms;
   t.backoff_ms = spec.backoff_ms;
   t.priority = spec.priority;
-  t.function = names_.intern(spec.function);
-  t.queue = names_.intern(spec.queue);
+  t.function = names_.acquire(spec.function);
+  t.queue = names_.acquire(spec.queue);
   t.max_attempts = static_cast<std::uint16_t>(std::min<std::uint32_t>(spec.max_attempts, 0xFFFF));
   t.ready_at = now + std::chrono::milliseconds(spec.delay_ms);
   t.state = spec.delay_ms > 0 ? TaskState::Delayed : TaskState::Queued;
@@ -166,11 +220,26 @@ TaskId TaskTable::add(JobId job, const protocol::TaskSpec& spec, TimePoint now) 
   return task.id;
 }
 
-void TaskTable::restore(Task t, TimePoint now) {
+bool TaskTable::restore(Task t, std::string_view function, std::string_view queue, std::string_view worker, TimePoint now) {
   assert(!tasks_.count(t.id));
-  // A running attempt died with the old master: the task is queued again, the attempt counted.
-  if (t.state == TaskState::Running) t.state = TaskState::Queued;
+  const TaskState stored = t.state;
+  if (t.state == TaskState::Running) {
+    // Its attempt died with the old master: the rule of any failed attempt (fail_attempt).
+    if (job_cancelled(t.job)) {
+      t.state = TaskState::Cancelled;
+      t.outcome = "the master stopped during the task's attempt " + std::to_string(t.attempts) + "; its job was cancelled";
+    } else if (t.attempts >= t.max_attempts) {
+      t.state = TaskState::Dead;
+      t.outcome = "the master stopped during the task's last attempt (" + std::to_string(t.attempts) + " of " +
+                  std::to_string(t.max_attempts) + ")";
+    } else {
+      t.state = TaskState::Queued;
+    }
+  }
   if (t.state == TaskState::Delayed && t.ready_at <= now) t.state = TaskState::Queued;
+  t.function = names_.acquire(function);
+  t.queue = names_.acquire(queue);
+  t.worker = names_.acquire(worker);
   next_id_ = std::max(next_id_, t.id + 1);
   auto [it, inserted] = tasks_.emplace(t.id, std::move(t));
   assert(inserted);
@@ -179,6 +248,7 @@ void TaskTable::restore(Task t, TimePoint now) {
   if (!protocol::is_final(task.state)) ++unfinished_;
   bytes_ += task.args.size() + task.outcome.size();
   enter(task);
+  return task.state != stored;
 }
 
 TaskId TaskTable::pick(const WorkerFilter& filter) {
@@ -219,7 +289,7 @@ std::uint32_t TaskTable::lease(TaskId id, std::uint32_t worker, TimePoint now) {
   if (!b.heap.empty() && b.heap.top().id == id) b.heap.pop();
   refresh(b);
   ++t.attempts;
-  t.worker = worker;
+  set_worker(t, worker);
   t.deadline = now + std::chrono::milliseconds(t.timeout_ms);
   move_to(t, TaskState::Running);
   return t.attempts;
@@ -229,7 +299,7 @@ void TaskTable::unlease(TaskId id, std::uint32_t attempt) {
   Task& t = get(id);
   if (t.state != TaskState::Running || t.attempts != attempt) return;
   --t.attempts;
-  if (t.attempts == 0) t.worker = 0;  // no attempt ran anywhere
+  if (t.attempts == 0) set_worker(t, 0);  // no attempt ran anywhere
   move_to(t, TaskState::Queued);
 }
 
@@ -241,15 +311,12 @@ void TaskTable::set_outcome(Task& t, std::string outcome) {
 
 void TaskTable::fail_attempt(Task& t, std::string error, TimePoint now) {
   set_outcome(t, std::move(error));
-  if (t.attempts < t.max_attempts) {
+  if (job_cancelled(t.job)) {
+    move_to(t, TaskState::Cancelled);  // its job takes no more attempts
+  } else if (t.attempts < t.max_attempts) {
     t.ready_at = now + backoff(t.backoff_ms, t.attempts);
-    if (t.ready_at <= now) {
-      move_to(t, TaskState::Delayed);
-      // The listener may have cancelled it meanwhile (its job was cancelled).
-      if (t.state == TaskState::Delayed) move_to(t, TaskState::Queued);
-    } else {
-      move_to(t, TaskState::Delayed);
-    }
+    move_to(t, TaskState::Delayed);
+    if (t.ready_at <= now) move_to(t, TaskState::Queued);
   } else {
     move_to(t, TaskState::Dead);
   }
@@ -281,12 +348,19 @@ bool TaskTable::cancel(TaskId id) {
   return true;
 }
 
+std::uint64_t TaskTable::cancel_job(JobId job, const std::vector<TaskRange>& tasks) {
+  cancelled_jobs_.insert(job);
+  std::uint64_t n = 0;
+  for (const auto& r : tasks)
+    for (TaskId t = r.first; t < r.first + r.count; ++t) n += cancel(t) ? 1 : 0;
+  return n;
+}
+
 void TaskTable::erase(TaskId id) {
   auto it = tasks_.find(id);
   // An unfinished task stays: erasing it would leave queued_, its bucket and its timers behind.
   if (it == tasks_.end() || !protocol::is_final(it->second.state)) return;
-  --counts_[it->second.queue][static_cast<std::size_t>(it->second.state)];
-  bytes_ -= it->second.args.size() + it->second.outcome.size();
+  forget(it->second);
   tasks_.erase(it);
 }
 
@@ -294,14 +368,10 @@ void TaskTable::discard(TaskId id) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
   Task& t = it->second;
-  --counts_[t.queue][static_cast<std::size_t>(t.state)];
-  if (t.state == TaskState::Queued) {
-    --queued_;
-    --bucket(t.queue, t.function).live;
-  }
+  if (t.state == TaskState::Queued) leave_bucket(t);
   if (t.state == TaskState::Running) leases_.erase({t.deadline, t.id});
   if (!protocol::is_final(t.state)) --unfinished_;
-  bytes_ -= t.args.size() + t.outcome.size();
+  forget(t);
   tasks_.erase(it);
 }
 
@@ -327,6 +397,78 @@ std::optional<TimePoint> TaskTable::next_deadline() const {
   if (!delayed_.empty()) d = delayed_.top().at;
   if (!leases_.empty() && (!d || leases_.begin()->first < *d)) d = leases_.begin()->first;
   return d;
+}
+
+std::string TaskTable::check_invariants(std::uint64_t extra_refs) const {
+  const auto fail = [](auto... parts) {
+    std::string s;
+    ((s += [](const auto& p) {
+       if constexpr (std::is_arithmetic_v<std::decay_t<decltype(p)>>) return std::to_string(p);
+       else return std::string(p);
+     }(parts)),
+     ...);
+    return s;
+  };
+  std::map<std::uint32_t, StateCounts> counts;
+  std::unordered_map<std::uint64_t, std::uint64_t> live;  // bucket key -> queued tasks
+  std::unordered_map<std::uint32_t, std::uint64_t> refs;  // name id -> references from tasks
+  std::uint64_t queued = 0, unfinished = 0, bytes = 0, running = 0;
+  for (const auto& [id, t] : tasks_) {
+    if (t.id != id) return fail("task ", id, " is stored as task ", t.id);
+    if (id >= next_id_) return fail("task ", id, " is at or past the next id ", next_id_);
+    ++counts[t.queue][static_cast<std::size_t>(t.state)];
+    bytes += t.args.size() + t.outcome.size();
+    for (auto n : {t.function, t.queue, t.worker})
+      if (n) ++refs[n];
+    if (!protocol::is_final(t.state)) ++unfinished;
+    if (t.state == TaskState::Queued) {
+      ++queued;
+      ++live[bucket_key(t.queue, t.function)];
+    }
+    if (t.state == TaskState::Running) {
+      ++running;
+      if (!leases_.count({t.deadline, t.id})) return fail("running task ", id, " has no lease timer");
+      if (t.attempts == 0) return fail("running task ", id, " has no attempt");
+    }
+    if (t.attempts > t.max_attempts) return fail("task ", id, " ran ", t.attempts, " attempts of ", t.max_attempts);
+  }
+  for (const auto& [q, c] : counts_) {
+    auto it = counts.find(q);
+    if (it == counts.end()) {
+      if (std::any_of(c.begin(), c.end(), [](std::uint64_t n) { return n != 0; })) return fail("queue ", q, " counts tasks it does not have");
+      return fail("queue ", q, " has an empty counts entry");
+    }
+    if (it->second != c) return fail("the state counts of queue ", names_.name(q), " do not match its tasks");
+  }
+  if (counts.size() != counts_.size()) return fail("a queue with tasks has no counts");
+  if (queued != queued_) return fail("queued() is ", queued_, " but ", queued, " tasks are queued");
+  if (unfinished != unfinished_) return fail("unfinished() is ", unfinished_, " but ", unfinished, " tasks are unfinished");
+  if (bytes != bytes_) return fail("bytes() is ", bytes_, " but the tasks hold ", bytes);
+  if (running != leases_.size()) return fail(leases_.size(), " lease timers for ", running, " running tasks");
+  if (live.size() != buckets_.size()) return fail(buckets_.size(), " buckets held for ", live.size(), " with queued tasks");
+  std::size_t indexed = 0;
+  std::unordered_set<TaskId> in_heaps;  // entries may be stale (tasks that left the queue)
+  for (const auto& [key, b] : buckets_) {
+    auto it = live.find(key);
+    if (it == live.end() || it->second != b.live) return fail("bucket ", b.queue, "/", b.function, " counts ", b.live, " queued tasks");
+    if (bucket_key(b.queue, b.function) != key) return fail("bucket ", key, " is keyed wrongly");
+    for (auto heap = b.heap; !heap.empty(); heap.pop()) in_heaps.insert(heap.top().id);
+    if (b.indexed) {
+      ++indexed;
+      if (!index_.count({b.head, key})) return fail("bucket ", b.queue, "/", b.function, " is not where the index says");
+    }
+    if (!b.indexed) return fail("bucket ", b.queue, "/", b.function, " has queued tasks but is not in the index");
+  }
+  for (const auto& [id, t] : tasks_)
+    if (t.state == TaskState::Queued && !in_heaps.count(id)) return fail("queued task ", id, " is missing from its bucket");
+  if (indexed != index_.size()) return fail("the index has ", index_.size(), " entries for ", indexed, " buckets");
+  for (const auto& [id, n] : refs)
+    if (names_.references(id) < n) return fail("name ", names_.name(id), " has ", names_.references(id), " references for ", n, " uses");
+  std::uint64_t from_tasks = 0;
+  for (const auto& [id, n] : refs) from_tasks += n;
+  if (names_.references() != from_tasks + extra_refs)
+    return fail(names_.references(), " name references held, but tasks hold ", from_tasks, " and others ", extra_refs);
+  return "";
 }
 
 }  // namespace taskmaster

@@ -8,10 +8,17 @@
 //                       │  │                           │                   │ result
 //                cancel ▼  │                    cancel ▼    failed, none   ▼
 //                   cancelled                  cancelled    left ──► dead  done
+//                                                  ▲                       │
+//                                                  └───────────────────────┘
+//                                       failed, and its job was cancelled: not retried
+//
+// A master that restarts finds its running tasks' attempts gone with it: restore() applies the
+// same rule as to any failed attempt (queued again, dead on the last, cancelled in a cancelled job).
 //
 // Pure: no sockets, no clock reads. Time is always passed in as `now`, so tests move it at will.
 // Every state change goes through one private function (move_to), which tells the Listener: the
-// one place where the master journals, counts and wakes waiting clients.
+// one place where the master journals, counts and wakes waiting clients. The Listener only
+// observes: it never changes the table from inside the call.
 // Not thread-safe: owned by the master's loop.
 #pragma once
 
@@ -25,6 +32,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/expected.h"
@@ -39,17 +47,42 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 
 // Interns names (functions, queues, workers) as small integers, so a task stores 4 bytes per name.
+// Names are counted: each task and worker session that refers to one holds a reference, and a name
+// nothing refers to any more is forgotten and its id given to the next new name, so that any number
+// of distinct names over time costs only the memory of those in use.
 class Names {
  public:
-  std::uint32_t intern(std::string_view name);
-  // 0 if the name was never interned.
+  // The name's id, holding one more reference to it. "" is id 0, which is never counted.
+  std::uint32_t acquire(std::string_view name);
+  // One more reference to an id already held; 0 does nothing.
+  void retain(std::uint32_t id);
+  // Drops one reference; the last one forgets the name. 0 does nothing.
+  void release(std::uint32_t id);
+  // 0 if no one holds the name.
   std::uint32_t find(std::string_view name) const;
-  // REQUIRES: id was returned by intern(); 0 gives "".
-  const std::string& name(std::uint32_t id) const { return names_[id]; }
+  // REQUIRES: id is held (or 0, which gives "").
+  const std::string& name(std::uint32_t id) const { return names_[id].name; }
+  // Names held, and the references to them.
+  std::size_t size() const { return ids_.size(); }
+  std::uint64_t references() const { return references_; }
+  std::uint64_t references(std::uint32_t id) const { return id < names_.size() ? names_[id].refs : 0; }
 
  private:
-  std::vector<std::string> names_{std::string()};  // id 0 is "no name"
+  struct Entry {
+    std::string name;
+    std::uint64_t refs = 0;
+  };
+  std::vector<Entry> names_{Entry{}};  // id 0 is "no name"
+  std::vector<std::uint32_t> free_;    // ids of forgotten names, for reuse
   std::unordered_map<std::string, std::uint32_t> ids_;
+  std::uint64_t references_ = 0;
+};
+
+// Consecutive task ids: the tasks of one SUBMIT batch.
+struct TaskRange {
+  TaskId first = 0;
+  std::uint32_t count = 0;
+  bool contains(TaskId id) const { return id >= first && id - first < count; }
 };
 
 struct Task {
@@ -101,12 +134,20 @@ class TaskTable {
 
   // Creates a task: delayed if it has a delay, else queued. Returns its id.
   TaskId add(JobId job, const protocol::TaskSpec& spec, TimePoint now);
-  // Puts back a task read from the journal, in the state it had, with its id. Running tasks come
-  // back queued (their attempt stays counted). REQUIRES: no task with this id exists.
-  void restore(Task task, TimePoint now);
+  // Puts back a task read from the journal, with its id and names, in the state it had, except
+  // that the restart rule applies: a running task's attempt died with the old master, so it is
+  // queued again (the attempt counted), dead if that was its last, cancelled if its job was (mark
+  // cancelled jobs with restore_cancelled_job first); a delayed task whose time has come is queued.
+  // The listener is not told. Returns true if the rule changed the task's state.
+  // REQUIRES: no task with this id exists.
+  bool restore(Task task, std::string_view function, std::string_view queue, std::string_view worker, TimePoint now);
 
   const Task* find(TaskId id) const;
   std::size_t size() const { return tasks_.size(); }
+  template <class F>
+  void for_each(F&& f) const {
+    for (const auto& [id, t] : tasks_) f(t);
+  }
   TaskId last_id() const { return next_id_ - 1; }
   // The next id add() will use; restore() and set_next_id keep it past every restored id.
   void set_next_id(TaskId next) { next_id_ = std::max(next_id_, next); }
@@ -128,6 +169,14 @@ class TaskTable {
 
   // delayed|queued → cancelled. False if the task is in any other state.
   bool cancel(TaskId id);
+  // Cancels the job's tasks that have not started (returns how many), and marks the job cancelled:
+  // an attempt of it that fails from now on ends its task cancelled instead of retrying it.
+  std::uint64_t cancel_job(JobId job, const std::vector<TaskRange>& tasks);
+  bool job_cancelled(JobId job) const { return cancelled_jobs_.count(job) > 0; }
+  // Marks a job read from the journal as cancelled (before its tasks are restored).
+  void restore_cancelled_job(JobId job) { cancelled_jobs_.insert(job); }
+  // Forgets the job's mark once its tasks are gone.
+  void forget_job(JobId job) { cancelled_jobs_.erase(job); }
   // Forgets a finished task (its results' time is up). Does nothing unless the task is done, dead
   // or cancelled.
   void erase(TaskId id);
@@ -149,6 +198,16 @@ class TaskTable {
   std::uint64_t unfinished() const { return unfinished_; }
   // Bytes of args and outcomes of every task held.
   std::uint64_t bytes() const { return bytes_; }
+  // Buckets of queued tasks, (queue, function) pairs, held now: only those with queued tasks.
+  std::size_t buckets() const { return buckets_.size(); }
+
+  // Checks what the table's bookkeeping promises: the counts per state add up to the tasks held,
+  // queued() and every bucket's count match the queued tasks, every queued task is in its bucket
+  // and every bucket with queued tasks in the index, running tasks and lease timers match,
+  // unfinished() and bytes() are right, and every name reference is accounted for (`extra_refs`:
+  // references held outside the table, by worker sessions). Returns the first violation found, ""
+  // if none. O(tasks): for tests and the fuzzer.
+  std::string check_invariants(std::uint64_t extra_refs = 0) const;
 
   // Delay before the next attempt after `failed_attempts` failures: backoff doubled each time,
   // at most an hour.
@@ -193,6 +252,11 @@ class TaskTable {
   void fail_attempt(Task& t, std::string error, TimePoint now);
   void set_outcome(Task& t, std::string outcome);
   Bucket& bucket(std::uint32_t queue, std::uint32_t function);
+  // A task left the queue: its bucket's count drops, and a bucket with none left is freed.
+  void leave_bucket(const Task& t);
+  // The task is gone from the table: its names' references and its queue's counts go.
+  void forget(const Task& t);
+  void set_worker(Task& t, std::uint32_t worker);
   // Drops the entries of tasks no longer queued from the top of `b`, and puts its (new) head in
   // index_, or takes it out if the bucket is empty. Returns the head, or nullptr.
   const Entry* refresh(Bucket& b);
@@ -206,7 +270,8 @@ class TaskTable {
   std::set<std::pair<Entry, std::uint64_t>, Better> index_;  // (head, bucket key) of non-empty buckets
   std::priority_queue<Timer<int>, std::vector<Timer<int>>, std::greater<>> delayed_;
   std::set<std::pair<TimePoint, TaskId>> leases_;  // deadline of every running attempt
-  std::map<std::uint32_t, StateCounts> counts_;
+  std::map<std::uint32_t, StateCounts> counts_;  // queues with tasks held
+  std::unordered_set<JobId> cancelled_jobs_;
   std::uint64_t queued_ = 0;
   std::uint64_t unfinished_ = 0;
   std::uint64_t bytes_ = 0;

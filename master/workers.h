@@ -21,6 +21,9 @@ struct WorkerSession {
   std::uint64_t session = 0;  // the process's id from HELLO (0: an older peer that sends none)
   WorkerFilter filter;        // queues and functions it serves
   std::uint32_t slots = 0;    // tasks it can hold at once
+  // The most attempts it may hold: its slots, or more if it reported holding more itself (in HELLO,
+  // or when it lowered its credit). The master never leases past its slots.
+  std::size_t ceiling = 0;
   std::unordered_map<TaskId, std::uint32_t> held;  // task -> attempt it holds (running or unacked)
   std::uint64_t done = 0;     // attempts it finished (any outcome)
   TimePoint connected{};
@@ -48,6 +51,7 @@ class WorkerRegistry {
 
   std::size_t size() const { return sessions_.size(); }
   std::unordered_map<std::string, WorkerSession>& sessions() { return sessions_; }
+  const std::unordered_map<std::string, WorkerSession>& sessions() const { return sessions_; }
 
   // Identities of workers silent for longer than `timeout`.
   std::vector<std::string> silent(TimePoint now, std::chrono::milliseconds timeout) const;

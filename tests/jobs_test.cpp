@@ -17,22 +17,32 @@ long long ms(const std::optional<TimePoint>& t) {
 }
 
 // A new job with one task, which finished at `at`; sealed at `at` too.
-Job& ended_job(JobTable& jobs, TimePoint at, std::string key = "") {
-  Job& job = jobs.create(std::move(key));
-  job.total = 1;
-  jobs.task_finished(job, 100 + job.id, false, at);
-  jobs.seal(job, at);
+const Job& ended_job(JobTable& jobs, TimePoint at, std::string key = "") {
+  const Job& job = jobs.create(std::move(key));
+  jobs.add_batch(job.id, {100 + job.id, 1}, false, at);
+  jobs.task_finished(job.id, 100 + job.id, false, at);
+  jobs.seal(job.id, at);
   REQUIRE(job.ended());
   return job;
 }
+
+// What a JobListener hears, one line per change.
+struct Heard : JobListener {
+  std::vector<std::string> lines;
+  void on_job_change(const Job& job, JobChange change) override {
+    const char* what = change == JobChange::BatchAdded ? "batch" : change == JobChange::Updated ? "updated" : "erased";
+    lines.push_back(std::to_string(job.id) + " " + what + " total " + std::to_string(job.total) + (job.sealed ? " sealed" : "") +
+                    (job.cancelled ? " cancelled" : "") + (job.ended_at ? " ended" : ""));
+  }
+};
 
 TEST_SUITE("jobs") {
 
 TEST_CASE("create gives increasing ids, and find and find_by_key return the job") {
   JobTable jobs;
-  Job& a = jobs.create("");
-  Job& b = jobs.create("key-b");
-  Job& c = jobs.create("");
+  const Job& a = jobs.create("");
+  const Job& b = jobs.create("key-b");
+  const Job& c = jobs.create("");
   CHECK(a.id == 1);
   CHECK(b.id == 2);
   CHECK(c.id == 3);
@@ -50,30 +60,30 @@ TEST_CASE("create gives increasing ids, and find and find_by_key return the job"
 
 TEST_CASE("a job ends when it is sealed and every task finished, whichever comes last") {
   JobTable jobs;
-  Job& job = jobs.create("");
-  job.total = 2;
+  const Job& job = jobs.create("");
+  jobs.add_batch(job.id, {1, 2}, false, t0);
 
   SUBCASE("sealed after the last task finished") {
-    jobs.task_finished(job, 1, false, t0 + 1s);
-    jobs.task_finished(job, 2, true, t0 + 2s);
+    jobs.task_finished(job.id, 1, false, t0 + 1s);
+    jobs.task_finished(job.id, 2, true, t0 + 2s);
     CHECK_FALSE(job.ended());
     CHECK(ms(job.ended_at) == -1);
-    jobs.seal(job, t0 + 3s);
+    jobs.seal(job.id, t0 + 3s);
     CHECK(job.ended());
     CHECK(ms(job.ended_at) == 3000);
   }
   SUBCASE("the last task finishes after the seal") {
-    jobs.seal(job, t0 + 1s);
+    jobs.seal(job.id, t0 + 1s);
     CHECK(job.sealed);
     CHECK_FALSE(job.ended());
-    jobs.task_finished(job, 1, false, t0 + 2s);
+    jobs.task_finished(job.id, 1, false, t0 + 2s);
     CHECK_FALSE(job.ended());
     CHECK(ms(job.ended_at) == -1);
-    jobs.task_finished(job, 2, true, t0 + 3s);
+    jobs.task_finished(job.id, 2, true, t0 + 3s);
     CHECK(job.ended());
     CHECK(ms(job.ended_at) == 3000);
     // Sealing again (a cancel after the end) keeps the first end time.
-    jobs.seal(job, t0 + 4s);
+    jobs.seal(job.id, t0 + 4s);
     CHECK(ms(job.ended_at) == 3000);
   }
   CHECK(job.finished == std::vector<TaskId>{1, 2});
@@ -82,8 +92,8 @@ TEST_CASE("a job ends when it is sealed and every task finished, whichever comes
 
 TEST_CASE("an empty job ends when it is sealed") {
   JobTable jobs;
-  Job& job = jobs.create("");
-  jobs.seal(job, t0 + 5s);
+  const Job& job = jobs.create("");
+  jobs.seal(job.id, t0 + 5s);
   CHECK(job.ended());
   CHECK(ms(job.ended_at) == 5000);
   CHECK(jobs.expired(t0 + 5s, 0ms) == std::vector<JobId>{job.id});
@@ -132,22 +142,52 @@ TEST_CASE("erase forgets the job, its key and its end") {
   CHECK(jobs.size() == 1);
 
   // The key is free again, and the new job gets a new id.
-  Job& again = jobs.create("kb");
+  const Job& again = jobs.create("kb");
   CHECK(again.id == 4);
   CHECK(jobs.find_by_key("kb") == &again);
 }
 
 TEST_CASE("restore puts a job back with its id and key, and new ids continue past it") {
   JobTable jobs;
-  Job& r = jobs.restore(10, "k10");
+  const Job& r = jobs.restore(10, "k10", 0, false, false);
   CHECK(r.id == 10);
   CHECK(jobs.find(10) == &r);
   CHECK(jobs.find_by_key("k10") == &r);
   CHECK(jobs.create("").id == 11);
-  jobs.restore(5, "");  // an older job: the next id stays past every restored one
+  jobs.restore(5, "", 0, false, false);  // an older job: the next id stays past every restored one
   CHECK(jobs.find(5) != nullptr);
   CHECK(jobs.create("").id == 12);
   CHECK(jobs.size() == 4);
+}
+
+TEST_CASE("every change of a job is told to the listener once, and replay and undo tell nothing") {
+  Heard heard;
+  JobTable jobs(&heard);
+  const JobId a = jobs.create("").id;
+  CHECK(heard.lines.empty());  // a job without a batch is nothing yet
+  jobs.add_batch(a, {1, 2}, false, t0);
+  jobs.task_finished(a, 1, false, t0);  // not the end: nothing to tell
+  jobs.add_batch(a, {3, 1}, true, t0);
+  jobs.task_finished(a, 2, false, t0 + 1s);
+  jobs.task_finished(a, 3, true, t0 + 2s);  // the end
+  jobs.seal(a, t0 + 3s);                    // sealed already: no change
+  const JobId b = jobs.create("").id;
+  jobs.add_batch(b, {4, 1}, false, t0);
+  jobs.cancel(b, t0);
+  jobs.cancel(b, t0);  // again: no change
+  jobs.erase(a);
+  CHECK(heard.lines == std::vector<std::string>{"1 batch total 2", "1 batch total 3 sealed", "1 updated total 3 sealed ended",
+                                                "2 batch total 1", "2 updated total 1 sealed cancelled", "1 erased total 3 sealed ended"});
+  heard.lines.clear();
+  jobs.restore(7, "k", 2, true, false);
+  jobs.restore_batch(7, 0, {10, 2});
+  jobs.restore_finished(7, 10, false);
+  jobs.restore_ended(7, t0);
+  jobs.drop_last_batch(b, false, t0);
+  jobs.discard(7);
+  CHECK(heard.lines.empty());
+  CHECK(jobs.find(7) == nullptr);
+  CHECK(jobs.find_by_key("k") == nullptr);
 }
 
 }  // TEST_SUITE

@@ -203,12 +203,16 @@ struct Node : test::SentMessages {
   TimePoint now;
   std::unique_ptr<Journal> journal;
   std::unique_ptr<MasterState> state;
-  Journal::Loaded loaded;
+  MasterState::Recovered loaded;
   int commit_failures = 0;
   std::string commit_error;
   // Called before (false) and after (true) every commit that has something to write.
   std::function<void(bool)> on_commit;
 
+  // Every test ends with the state's bookkeeping checked.
+  ~Node() {
+    if (state) CHECK(state->check_invariants() == "");
+  }
   explicit Node(const std::string& dir, MasterConfig c = patient_config(), TimePoint start = t0) : config(c), now(start) {
     journal = std::make_unique<Journal>(dir);
     start_state();
@@ -335,22 +339,24 @@ std::string describe(const proto::Outcomes& o) {
   return s.str();
 }
 
-// The journal of `dir` replayed into bare tables (nothing is committed: what replay would change
-// is rolled back when the journal closes).
+// The journal of `dir` replayed into a new state (nothing is committed: what replay would change is
+// rolled back when the journal closes).
 struct Replayed {
-  Journal::Loaded loaded;
+  MasterState::Recovered loaded;
   std::vector<std::string> tasks, jobs;
   std::vector<std::string> broken;  // jobs that disagree with their tasks
 };
 Replayed replay(const std::string& dir, TimePoint now = t0) {
   Journal journal(dir);
-  TaskTable tasks;
-  JobTable jobs;
+  MasterState state(patient_config(), "replay", now);
   Replayed r;
-  r.loaded = journal.load(tasks, jobs, now);
+  r.loaded = state.recover(journal, now);
+  const TaskTable& tasks = state.tasks();
+  const JobTable& jobs = state.jobs();
   r.tasks = describe_tasks(tasks);
+  if (auto e = state.check_invariants(); !e.empty()) r.broken.push_back(e);
   for (JobId id = 1; id < 1000; ++id) {
-    Job* j = jobs.find(id);
+    const Job* j = jobs.find(id);
     if (!j) continue;
     r.jobs.push_back(describe(*j));
     std::uint64_t in_batches = 0, final_tasks = 0;

@@ -20,6 +20,8 @@ struct Harness : test::SentMessages {
 
   Harness() : Harness(MasterConfig{}) {}
   explicit Harness(MasterConfig c) : config(c), state(c, "test-instance", t0) {}
+  // Every test ends with the state's bookkeeping checked.
+  ~Harness() { CHECK(state.check_invariants() == ""); }
 
   // Delivers a message, runs the turn, collects the outbox.
   void deliver(const std::string& from, Expected<proto::Message> m) {
@@ -29,6 +31,7 @@ struct Harness : test::SentMessages {
   void deliver(const std::string& from, proto::Message m) { deliver(from, Expected<proto::Message>(std::move(m))); }
   void step() {
     state.turn(now);
+    REQUIRE(state.check_invariants() == "");
     for (auto& o : state.take_outbox()) {
       state.sent(o.identity, now);
       sent.push_back(std::move(o));

@@ -50,11 +50,24 @@ struct Recorder : TaskListener {
 
 TaskSpec spec(std::string args = "1") { return TaskSpec{.function = "square", .args = std::move(args)}; }
 
-WorkerFilter filter(TaskTable& table, std::vector<std::string> queues = {"default"},
+// A table whose bookkeeping is checked when the test ends (TaskTable::check_invariants), with the
+// name references taken by the test itself (filters, workers) counted apart.
+struct CheckedTable : TaskTable {
+  using TaskTable::TaskTable;
+  std::uint64_t test_refs = 0;
+  std::uint32_t acquire(std::string_view name) {
+    const auto id = names().acquire(name);
+    test_refs += id ? 1 : 0;
+    return id;
+  }
+  ~CheckedTable() { CHECK(check_invariants(test_refs) == ""); }
+};
+
+WorkerFilter filter(CheckedTable& table, std::vector<std::string> queues = {"default"},
                     std::vector<std::string> functions = {"square"}) {
   WorkerFilter f;
-  for (const auto& q : queues) f.queues.push_back(table.names().intern(q));
-  for (const auto& fn : functions) f.functions.push_back(table.names().intern(fn));
+  for (const auto& q : queues) f.queues.push_back(table.acquire(q));
+  for (const auto& fn : functions) f.functions.push_back(table.acquire(fn));
   f.normalize();
   return f;
 }
@@ -69,7 +82,7 @@ TEST_SUITE("task_table") {
 
 TEST_CASE("a task without a delay is queued at once") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   const TaskId id = table.add(7, spec("\"x\""), t0 + 1s);
   REQUIRE(table.find(id) != nullptr);
   const Task& t = *table.find(id);
@@ -92,7 +105,7 @@ TEST_CASE("a task without a delay is queued at once") {
 
 TEST_CASE("a delayed task becomes queued when its start time comes, not before") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   auto s = spec();
   s.delay_ms = 500;
   const TaskId id = table.add(1, s, t0 + 1s);
@@ -119,7 +132,7 @@ TEST_CASE("a delayed task becomes queued when its start time comes, not before")
 }
 
 TEST_CASE("pick prefers the higher priority, then the oldest task, and leaves the task queued") {
-  TaskTable table;
+  CheckedTable table;
   const std::vector<std::int32_t> priorities{0, 5, 5, -1, 5, 0};
   for (auto p : priorities) {
     auto s = spec();
@@ -141,7 +154,7 @@ TEST_CASE("pick prefers the higher priority, then the oldest task, and leaves th
 }
 
 TEST_CASE("pick takes only tasks of the worker's queues and functions") {
-  TaskTable table;
+  CheckedTable table;
   auto make = [&](std::string queue, std::string function, std::int32_t priority) {
     auto s = spec();
     s.queue = std::move(queue);
@@ -173,11 +186,11 @@ TEST_CASE("pick takes only tasks of the worker's queues and functions") {
 
 TEST_CASE("a lease starts the next attempt, names the worker and sets the deadline") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   auto s = spec();
   s.timeout_ms = 2000;
   const TaskId id = table.add(1, s, t0);
-  const auto worker = table.names().intern("w1");
+  const auto worker = table.acquire("w1");
   rec.take();
 
   CHECK(table.lease(id, worker, t0 + 1s) == 1);
@@ -195,7 +208,7 @@ TEST_CASE("a lease starts the next attempt, names the worker and sets the deadli
 
 TEST_CASE("a successful result makes the task done with its value") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   const TaskId id = table.add(1, spec("7"), t0);
   const auto attempt = table.lease(id, 0, t0);
   rec.take();
@@ -216,7 +229,7 @@ TEST_CASE("a successful result makes the task done with its value") {
 
 TEST_CASE("a failed attempt waits its backoff, doubled each time, then runs again - the last one makes it dead") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   auto s = spec();
   s.max_attempts = 3;
   s.backoff_ms = 1000;
@@ -268,7 +281,7 @@ TEST_CASE("a failed attempt waits its backoff, doubled each time, then runs agai
 }
 
 TEST_CASE("a task with one attempt is dead after its first failure") {
-  TaskTable table;
+  CheckedTable table;
   auto s = spec();
   s.max_attempts = 1;
   const TaskId id = table.add(1, s, t0);
@@ -281,7 +294,7 @@ TEST_CASE("a task with one attempt is dead after its first failure") {
 
 TEST_CASE("with no backoff a failed task is queued again at once") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   auto s = spec();
   s.backoff_ms = 0;
   const TaskId id = table.add(1, s, t0);
@@ -319,7 +332,7 @@ TEST_CASE("seconds_text writes milliseconds as seconds without trailing zeros") 
 
 TEST_CASE("an attempt past its deadline fails as timed out") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   auto s = spec();
   s.timeout_ms = 1500;
   s.backoff_ms = 1000;
@@ -360,7 +373,7 @@ TEST_CASE("an attempt past its deadline fails as timed out") {
 
 TEST_CASE("a stale result changes nothing and is an UnknownTask error") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   auto s = spec();
   s.max_attempts = 5;
   s.backoff_ms = 0;
@@ -421,7 +434,7 @@ TEST_CASE("a stale result changes nothing and is an UnknownTask error") {
 }
 
 TEST_CASE("a result for a task that does not exist is an UnknownTask error") {
-  TaskTable table;
+  CheckedTable table;
   const auto st = table.complete(42, 1, true, "1", t0);
   REQUIRE_FALSE(st.has_value());
   CHECK(st.error().code == ErrorCode::UnknownTask);
@@ -430,7 +443,7 @@ TEST_CASE("a result for a task that does not exist is an UnknownTask error") {
 
 TEST_CASE("unlease puts the task back in the queue without counting the attempt") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   const TaskId id = table.add(1, spec(), t0);
   const auto f = filter(table);
   const Task& t = *table.find(id);
@@ -460,7 +473,7 @@ TEST_CASE("unlease puts the task back in the queue without counting the attempt"
 }
 
 TEST_CASE("an attempt given back and leased again times out at its new deadline, not the old one") {
-  TaskTable table;
+  CheckedTable table;
   auto s = spec();
   s.timeout_ms = 10000;
   const TaskId id = table.add(1, s, t0);
@@ -481,7 +494,7 @@ TEST_CASE("an attempt given back and leased again times out at its new deadline,
 
 TEST_CASE("cancel takes delayed and queued tasks only") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   auto delayed_spec = spec();
   delayed_spec.delay_ms = 1000;
   auto once = spec();
@@ -524,7 +537,7 @@ TEST_CASE("cancel takes delayed and queued tasks only") {
 }
 
 TEST_CASE("cancelled tasks are never picked") {
-  TaskTable table;
+  CheckedTable table;
   std::vector<TaskId> ids;
   for (int i = 0; i < 20; ++i) {
     auto s = spec();
@@ -560,7 +573,7 @@ TEST_CASE("cancelled tasks are never picked") {
 }
 
 TEST_CASE("erase forgets finished tasks and nothing else") {
-  TaskTable table;
+  CheckedTable table;
   auto once = spec();
   once.max_attempts = 1;
   auto later = spec();
@@ -607,7 +620,7 @@ TEST_CASE("erase forgets finished tasks and nothing else") {
 }
 
 TEST_CASE("counts per queue and state stay exact through every transition") {
-  TaskTable table;
+  CheckedTable table;
   auto in = [](std::string queue, std::uint64_t delay_ms = 0) {
     auto s = spec();
     s.queue = std::move(queue);
@@ -670,7 +683,7 @@ TEST_CASE("counts per queue and state stay exact through every transition") {
 
 TEST_CASE("the listener sees every change with the state the task left") {
   Recorder rec;
-  TaskTable table(&rec);
+  CheckedTable table(&rec);
   auto s = spec();
   s.max_attempts = 2;
   s.backoff_ms = 100;
@@ -701,7 +714,7 @@ TEST_CASE("the listener sees every change with the state the task left") {
 }
 
 TEST_CASE("next_deadline is the earliest delayed start or attempt deadline") {
-  TaskTable table;
+  CheckedTable table;
   CHECK(ms(table.next_deadline()) == -1);
   auto delayed = [](std::uint64_t delay_ms) {
     auto s = spec();
@@ -732,7 +745,7 @@ TEST_CASE("next_deadline is the earliest delayed start or attempt deadline") {
 }
 
 TEST_CASE("thousands of tasks come out by priority, then in submission order") {
-  TaskTable table;
+  CheckedTable table;
   constexpr int kTasks = 5000;
   struct Expected {
     std::int32_t priority;
@@ -772,32 +785,28 @@ TEST_CASE("thousands of tasks come out by priority, then in submission order") {
 }
 
 TEST_CASE("restore puts tasks back with their ids - a running one comes back queued with its attempt counted") {
-  TaskTable table;
-  const auto square = table.names().intern("square");
-  const auto queue = table.names().intern("default");
+  CheckedTable table;
   auto task = [&](TaskId id, S st) {
     Task t;
     t.id = id;
     t.job = 1;
     t.args = "1";
-    t.function = square;
-    t.queue = queue;
     t.max_attempts = 3;
     t.state = st;
     return t;
   };
   Task running = task(10, S::Running);
   running.attempts = 2;
-  table.restore(running, t0 + 10s);
+  table.restore(running, "square", "default", "", t0 + 10s);
   Task due = task(4, S::Delayed);
   due.ready_at = t0 + 5s;
-  table.restore(due, t0 + 10s);
+  table.restore(due, "square", "default", "", t0 + 10s);
   Task later = task(5, S::Delayed);
   later.ready_at = t0 + 20s;
-  table.restore(later, t0 + 10s);
+  table.restore(later, "square", "default", "", t0 + 10s);
   Task done = task(3, S::Done);
   done.outcome = "1";
-  table.restore(done, t0 + 10s);
+  table.restore(done, "square", "default", "", t0 + 10s);
 
   CHECK(state(table, 10) == S::Queued);
   CHECK(table.find(10)->attempts == 2);
@@ -810,6 +819,99 @@ TEST_CASE("restore puts tasks back with their ids - a running one comes back que
   CHECK(table.pick(filter(table)) == 4);
   CHECK(table.lease(10, 0, t0 + 10s) == 3);
   CHECK(table.add(1, spec(), t0 + 10s) == 11);
+}
+
+TEST_CASE("cancel_job cancels what has not started, and a failed attempt of the job ends cancelled instead of retrying") {
+  Recorder rec;
+  CheckedTable table(&rec);
+  auto s = spec();
+  s.max_attempts = 5;
+  const TaskId running = table.add(7, s, t0);
+  const TaskId queued = table.add(7, s, t0);
+  const TaskId other = table.add(8, s, t0);  // another job's
+  REQUIRE(table.lease(running, 0, t0) == 1);
+  rec.take();
+  CHECK(table.cancel_job(7, {{running, 2}}) == 1);
+  CHECK(table.job_cancelled(7));
+  CHECK_FALSE(table.job_cancelled(8));
+  CHECK(rec.take() == "2 queued>cancelled");
+  // Its running attempt fails: one change, straight to cancelled, never queued again.
+  REQUIRE(table.complete(running, 1, false, "\"boom\"", t0 + 1s));
+  CHECK(rec.take() == "1 running>cancelled");
+  CHECK(state(table, running) == S::Cancelled);
+  CHECK(table.find(running)->outcome == "\"boom\"");
+  // Timeouts are failed attempts too; the other job's task is retried as usual.
+  REQUIRE(table.lease(other, 0, t0) == 1);
+  REQUIRE(table.complete(other, 1, false, "\"x\"", t0 + 1s));
+  CHECK(rec.take() == "3 queued>running, 3 running>delayed");
+  table.forget_job(7);
+  CHECK_FALSE(table.job_cancelled(7));
+  CHECK(queued == 2);
+}
+
+TEST_CASE("the restart rule: a running task comes back queued, dead on its last attempt, cancelled in a cancelled job") {
+  CheckedTable table;
+  auto task = [&](TaskId id, JobId job, std::uint16_t attempts, std::uint16_t max) {
+    Task t;
+    t.id = id;
+    t.job = job;
+    t.args = "1";
+    t.attempts = attempts;
+    t.max_attempts = max;
+    t.state = S::Running;
+    return t;
+  };
+  table.restore_cancelled_job(2);
+  CHECK(table.restore(task(1, 1, 1, 3), "square", "default", "w", t0));
+  CHECK(table.restore(task(2, 1, 3, 3), "square", "default", "w", t0));
+  CHECK(table.restore(task(3, 2, 1, 3), "square", "default", "w", t0));
+  Task done = task(4, 1, 1, 3);
+  done.state = S::Done;
+  CHECK_FALSE(table.restore(done, "square", "default", "w", t0));
+  CHECK(state(table, 1) == S::Queued);
+  CHECK(table.find(1)->attempts == 1);
+  CHECK(state(table, 2) == S::Dead);
+  CHECK(table.find(2)->outcome == "the master stopped during the task's last attempt (3 of 3)");
+  CHECK(state(table, 3) == S::Cancelled);
+  CHECK(table.find(3)->outcome == "the master stopped during the task's attempt 1; its job was cancelled");
+  CHECK(table.unfinished() == 1);
+  CHECK(table.names().name(table.find(4)->worker) == "w");
+}
+
+TEST_CASE("names nobody refers to are forgotten and their ids reused; empty buckets are freed") {
+  CheckedTable table;
+  const auto before = table.names().size();
+  std::vector<TaskId> ids;
+  for (int i = 0; i < 100; ++i) {
+    auto s = spec();
+    s.function = "f" + std::to_string(i);
+    s.queue = "q" + std::to_string(i % 10);
+    ids.push_back(table.add(1, s, t0));
+  }
+  CHECK(table.names().size() == before + 110);
+  CHECK(table.buckets() == 100);
+  const std::uint32_t f5 = table.names().find("f5");
+  REQUIRE(f5 != 0);
+  for (TaskId id : ids) REQUIRE(table.cancel(id));
+  CHECK(table.buckets() == 0);  // nothing queued in any
+  CHECK(table.names().size() == before + 110);  // the cancelled tasks still name them
+  for (TaskId id : ids) table.erase(id);
+  CHECK(table.names().size() == before);
+  CHECK(table.names().find("f5") == 0);
+  CHECK(table.counts().empty());
+  // A new name takes a freed id; the table still works with it.
+  auto s = spec();
+  s.function = "fresh";
+  const TaskId id = table.add(1, s, t0);
+  const std::uint32_t fresh = table.find(id)->function;
+  CHECK(fresh != 0);
+  CHECK(fresh <= 111);
+  WorkerFilter f;
+  f.queues.push_back(table.acquire("default"));
+  f.functions.push_back(table.acquire("fresh"));
+  f.normalize();
+  CHECK(table.pick(f) == id);
+  CHECK(f5 != 0);
 }
 
 }  // TEST_SUITE
