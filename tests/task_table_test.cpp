@@ -878,7 +878,7 @@ TEST_CASE("the restart rule: a running task comes back queued, dead on its last 
   CHECK(table.names().name(table.find(4)->worker) == "w");
 }
 
-TEST_CASE("names nobody refers to are forgotten and their ids reused; empty buckets are freed") {
+TEST_CASE("names nobody refers to are forgotten and their ids reused, and empty buckets are freed") {
   CheckedTable table;
   const auto before = table.names().size();
   std::vector<TaskId> ids;

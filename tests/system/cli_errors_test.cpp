@@ -97,6 +97,24 @@ TEST_CASE("bad endpoints exit 2 with one line on stderr in every command") {
                  "tcp://HOST:PORT, e.g. tcp://10.0.0.5:5555\n");
 }
 
+TEST_CASE("a master whose journal cannot be replayed whole exits 5 with one line naming the journal and how to move it aside") {
+  Cluster c;
+  c.start_master();
+  REQUIRE(c.run({"submit", "echo", "--each"}, "1\n2\n3\n").code == 0);
+  REQUIRE(c.stop_master() == 0);
+  const std::string db = c.data_dir() + "/journal.db";
+  // A row written by a newer version (or damaged): a state this one does not know.
+  ChildProcess edit({"/usr/bin/sqlite3", db, "UPDATE tasks SET state = 'paused' WHERE id = (SELECT max(id) FROM tasks)"});
+  REQUIRE(finish(edit, 30s).code == 0);
+  auto again = c.start({kTaskmaster, "master", "--bind", "tcp://127.0.0.1:0", "--data-dir", c.data_dir()});
+  const auto r = finish(*again, 30s);
+  CHECK(r.code == 5);
+  CHECK(r.out.empty());  // it never bound: no endpoint line
+  CHECK_MESSAGE(std::count(r.err.begin(), r.err.end(), '\n') == 1, r.err);
+  CHECK_MESSAGE(r.err.find("has state 'paused'") != std::string::npos, r.err);
+  CHECK_MESSAGE(r.err.find("mv " + db) != std::string::npos, r.err);
+}
+
 TEST_CASE("cli: impossible master and worker settings exit 2 before anything starts") {
   Cluster c;
   auto master = run_binary(c, {"master", "--bind", "127.0.0.1:0", "--in-memory", "--heartbeat-interval", "5", "--worker-timeout", "3"});
