@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/log.h"
+#include "common/overloaded.h"
 
 namespace taskmaster {
 
@@ -12,9 +13,6 @@ using namespace std::chrono;
 namespace proto = protocol;
 
 namespace {
-
-template <class... F> struct Overloaded : F... { using F::operator()...; };
-template <class... F> Overloaded(F...) -> Overloaded<F...>;
 
 // Identities are binary; logs show them as hex.
 std::string show_id(const std::string& identity) {
