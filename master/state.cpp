@@ -689,18 +689,10 @@ std::vector<MasterState::Outgoing> MasterState::take_outbox() {
 // ---- diagnostics ------------------------------------------------------------------------------
 
 void MasterState::log_bad(const std::string& identity, const Error& e) {
-  const auto now = now_;
-  if (now - log_window_ >= seconds(1)) {
-    if (log_budget_ < 0) log_warn("(", -log_budget_, " more bad messages not logged)");
-    log_window_ = now;
-    log_budget_ = 10;
-  }
-  if (log_budget_ > 0) {
-    --log_budget_;
-    log_warn("bad message from peer ", show_id(identity), ": ", error_code_name(e.code), ": ", e.message);
-  } else {
-    --log_budget_;
-  }
+  const auto held = bad_message_log_.allow("", now_);
+  if (!held) return;
+  if (*held > 0) log_warn("(", *held, " more bad messages not logged)");
+  log_warn("bad message from peer ", show_id(identity), ": ", error_code_name(e.code), ": ", e.message);
 }
 
 nlohmann::json MasterState::status_json(TimePoint now) {

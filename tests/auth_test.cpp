@@ -595,6 +595,27 @@ TEST_CASE("RateLimitedLog lets one line a period through per key, then tells how
   CHECK(*quiet == 0);
 }
 
+TEST_CASE("RateLimitedLog with a burst lets that many lines a period through, then counts the rest") {
+  RateLimitedLog log(1000ms, 3);
+  const auto t0 = Clock::time_point{} + 1h;
+  auto first = log.allow("", t0);
+  REQUIRE(first);
+  CHECK(*first == 0);
+  auto second = log.allow("", t0 + 1ms);
+  REQUIRE(second);
+  CHECK(*second == 0);
+  CHECK(log.allow("", t0 + 2ms));
+  CHECK(!log.allow("", t0 + 3ms));
+  CHECK(!log.allow("", t0 + 999ms));
+  // The period starts with its first line: the next begins at t0 + 1000ms and reports the 2 held.
+  auto next = log.allow("", t0 + 1000ms);
+  REQUIRE(next);
+  CHECK(*next == 2);
+  auto within = log.allow("", t0 + 1001ms);
+  REQUIRE(within);
+  CHECK(*within == 0);
+}
+
 // ---- the ZAP handler -----------------------------------------------------------------------------
 
 TEST_CASE("ZAP requests get 200 only for CURVE with the derived client key (the rule of PROTOCOL.md 9.4)") {
