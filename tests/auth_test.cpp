@@ -30,6 +30,7 @@
 #include "protocol/auth.h"
 #include "protocol/probe.h"
 #include "protocol/sockets.h"
+#include "support/temp_dir.h"
 
 namespace taskmaster::protocol {
 namespace {
@@ -44,25 +45,7 @@ bool contains(const std::string& text, const std::string& part) { return text.fi
 
 // ---- files and the environment -----------------------------------------------------------------
 
-// A fresh directory, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "taskmaster-auth-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string path(const std::string& name = "") const { return name.empty() ? path_.string() : (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 void write_file(const std::string& path, const std::string& content, mode_t mode = 0600) {
   fs::create_directories(fs::path(path).parent_path());
