@@ -126,7 +126,7 @@ class Setup {
       std::filesystem::create_directories(dir);
       argv.insert(argv.end(), {"--data-dir", dir});
     }
-    master_ = std::make_unique<Child>(argv, Child::Options{run_.env, log("master"), false, true});
+    master_ = std::make_unique<Child>(argv, child_options(run_.env, log("master"), false, true));
     auto line = master_->read_line(Clock::now() + kStartTimeout);
     if (!line || line->rfind("tcp://", 0) != 0)
       return make_error(ErrorCode::Internal, "the master did not start (no endpoint on its stdout); its log " + log("master") + ":\n" +
@@ -152,7 +152,7 @@ class Setup {
       std::vector<std::string> argv = {run_.o.exe, "worker", "--connect", endpoint_, "-j", std::to_string(run_.o.worker_threads),
                                        "--queue", run_.queue};
       argv.insert(argv.end(), run_.key_args.begin(), run_.key_args.end());
-      workers_.push_back(std::make_unique<Child>(argv, Child::Options{run_.env, log("worker-" + std::to_string(i + 1)), false, false}));
+      workers_.push_back(std::make_unique<Child>(argv, child_options(run_.env, log("worker-" + std::to_string(i + 1)), false, false)));
     }
     std::set<std::int64_t> pids;
     for (auto& w : workers_) pids.insert(w->pid());
@@ -306,7 +306,7 @@ Expected<Row> cli(Run& r, unsigned workers, std::uint64_t n, std::uint64_t seed)
   argv.insert(argv.end(), r.key_args.begin(), r.key_args.end());
   const auto m0 = s.master_stats();
   const auto t0 = Clock::now();
-  Child submit(argv, Child::Options{r.env, s.log("submit"), true, true});
+  Child submit(argv, child_options(r.env, s.log("submit"), true, true));
   auto done = run_to_end(submit, input, t0 + r.o.timeout);
   const double elapsed = duration<double>(Clock::now() - t0).count();
   if (!done) return s.failed(done.error());
@@ -574,7 +574,7 @@ Status run_all(Run& r) {
 // `taskmaster master --help` of the binary under test: which options say where its state lives
 // (--data-dir for the durable journal, --in-memory to keep none) depends on the build.
 Expected<std::string> master_help(const Run& r) {
-  Child help({r.o.exe, "master", "--help"}, Child::Options{r.env, "", true, true});
+  Child help({r.o.exe, "master", "--help"}, child_options(r.env, "", true, true));
   auto out = run_to_end(help, "", Clock::now() + seconds(10));
   if (!out) return out.error();
   return out->out;

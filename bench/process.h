@@ -1,10 +1,12 @@
-// The processes a benchmark starts (a master, its workers, a `taskmaster submit`), and what /proc
-// says about them. Every process started here is stopped by its PID: when its Child goes away,
+// The processes a benchmark starts (a master, its workers, a `taskmaster submit`: each a Child of
+// common/process.h, started with parent_death_signal SIGTERM), and what /proc says about them.
+// Every process started here is stopped by its PID: when its Child goes away,
 // and, through the InterruptGuard, when the benchmark is interrupted (SIGINT, SIGTERM, SIGHUP) or
 // runs out of time. A child also gets SIGTERM if the benchmark process dies without cleaning up
 // (PR_SET_PDEATHSIG), so nothing outlives a `kill -9` of the benchmark either.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -12,59 +14,22 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/expected.h"
+#include "common/process.h"
 
 namespace taskmaster::bench {
 
 using Clock = std::chrono::steady_clock;
 
-// How long a process has to exit after SIGTERM before it gets SIGKILL.
-inline constexpr std::chrono::milliseconds kStopGrace{5000};
-
-class Child {
- public:
-  struct Options {
-    std::vector<std::string> env;  // the whole environment (NAME=VALUE)
-    std::string log_path;          // its stderr goes here (appended); "" = /dev/null
-    bool pipe_stdin = false;       // stdin_fd() is the write end; else stdin is /dev/null
-    bool pipe_stdout = false;      // stdout_fd() is the read end; else stdout goes to the log too
-  };
-  // Starts argv[0] (a path) with fork + execve. Throws std::runtime_error if it cannot.
-  Child(std::vector<std::string> argv, Options options);
-  // Stops it (SIGTERM, then SIGKILL after kStopGrace) if it still runs.
-  ~Child();
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  pid_t pid() const { return pid_; }
-  const std::string& log_path() const { return log_path_; }
-  int stdin_fd() const { return stdin_fd_; }
-  int stdout_fd() const { return stdout_fd_; }
-  void close_stdin();
-
-  // The next line of stdout (without the newline), waiting until `deadline`; nullopt at EOF or
-  // when time is up. REQUIRES: pipe_stdout.
-  std::optional<std::string> read_line(Clock::time_point deadline);
-
-  // The exit code once it has exited (128 + N if killed by signal N), waiting until `deadline`.
-  std::optional<int> wait(Clock::time_point deadline);
-  bool running() { return !wait(Clock::now()).has_value(); }
-  // SIGTERM, then SIGKILL if it has not exited after `grace`. Returns its exit code.
-  int stop(std::chrono::milliseconds grace = kStopGrace);
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-  std::string log_path_;
-  int stdin_fd_ = -1, stdout_fd_ = -1;
-  std::string buffered_;  // stdout read but not yet returned by read_line
-};
-
-// Stops several children at once: SIGTERM to all, then SIGKILL to those still running after
-// `grace`. Children that are null or already reaped are skipped.
-void stop_all(const std::vector<Child*>& children, std::chrono::milliseconds grace = kStopGrace);
+// Child, stop_all, kStopGrace and environment come from common/process.h (the children are started there).
+// The options of every child of the benchmark: it gets SIGTERM if the benchmark dies without
+// stopping it (a master stops, a worker drains).
+inline Child::Options child_options(std::vector<std::string> env, std::string log_path, bool pipe_stdin, bool pipe_stdout) {
+  return {std::move(env), std::move(log_path), pipe_stdin, pipe_stdout, false, SIGTERM};
+}
 
 // Runs a started child to completion: writes `input` to its stdin (then closes it) while reading
 // all of its stdout, until it exits or `deadline` passes (then it is stopped and this fails).
@@ -121,9 +86,6 @@ double own_cpu_s();
 
 // The last `lines` lines of a log file, for error messages ("" if unreadable).
 std::string tail_of(const std::string& path, std::size_t lines = 15);
-
-// The environment of this process, without the variables named in `drop`, plus `add`.
-std::vector<std::string> environment(const std::vector<std::string>& drop, const std::vector<std::string>& add);
 
 // Raises this process's open-file limit to its hard limit (children inherit it): 2,000 connections
 // need more than the usual 1,024 descriptors.

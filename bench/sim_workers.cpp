@@ -5,6 +5,7 @@
 #include <charconv>
 #include <chrono>
 
+#include "common/overloaded.h"
 #include "protocol/sockets.h"
 
 namespace taskmaster::bench {
@@ -13,9 +14,6 @@ using namespace std::chrono;
 namespace proto = protocol;
 
 namespace {
-
-template <class... F> struct Overloaded : F... { using F::operator()...; };
-template <class... F> Overloaded(F...) -> Overloaded<F...>;
 
 constexpr milliseconds kHelloRetry{2000};   // HELLO again if no WELCOME came
 constexpr milliseconds kNotConnected{100};  // HELLO could not leave (no connection yet): try again soon

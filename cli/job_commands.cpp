@@ -58,7 +58,8 @@ int exit_for(const JobSummary& s) { return s.all_done() ? kExitOk : kExitTaskFai
 
 int run_submit(const SubmitOptions& o) {
   if (!proto::is_valid_name(o.function)) {
-    std::fprintf(stderr, "taskmaster: invalid function name '%s': use 1 to 128 of A-Z a-z 0-9 _ . : -\n", o.function.c_str());
+    std::fprintf(stderr, "taskmaster: invalid function name '%s': use 1 to %zu of A-Z a-z 0-9 _ . : -\n", o.function.c_str(),
+                 proto::kMaxNameBytes);
     return kExitUsage;
   }
   proto::TaskSpec base;
@@ -181,7 +182,7 @@ void add_job_commands(CLI::App& app, Runners& runners) {
   submit->add_option("-q,--queue", o->queue, "Queue to put the tasks on")
       ->check([](const std::string& s) { return proto::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'"; })
       ->capture_default_str();
-  submit->add_option("-p,--priority", o->priority, "Higher runs first")->check(CLI::Range(-1000000, 1000000))->capture_default_str();
+  submit->add_option("-p,--priority", o->priority, "Higher runs first")->check(CLI::Range(-proto::kMaxPriority, proto::kMaxPriority))->capture_default_str();
   add_seconds_option(submit, "--delay", o->delay_s, 0, proto::kMaxDelayMs / 1000.0, "Seconds before the tasks may start")
       ->capture_default_str();
   add_seconds_option(submit, "--timeout", o->timeout_s, 0.001, proto::kMaxTimeoutMs / 1000.0, "Seconds an attempt may run before it fails")

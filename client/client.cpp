@@ -252,7 +252,7 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
   // A job in one batch: ask for its outcomes right behind the submission, by its key, saving a
   // round trip (the master handles the two in order).
   if (on_outcome && first.last)
-    wait_req = client.start(proto::Wait{0, 0, 0, 10000, static_cast<std::uint32_t>(kWaitPoll.count()), m.idempotency_key}, kWaitPoll);
+    wait_req = client.start(proto::Wait{0, 0, 0, proto::kDefaultWaitMax, static_cast<std::uint32_t>(kWaitPoll.count()), m.idempotency_key}, kWaitPoll);
   std::optional<proto::Accepted> first_reply;
   while (!first_reply) {
     auto got = client.next(Client::Clock::time_point::max());
@@ -295,7 +295,7 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
     if (all_read && in_flight.empty()) all_accepted = true;
     if (all_accepted && (!on_outcome || s.ended)) break;
     if (on_outcome && !wait_req && !s.ended)
-      wait_req = client.start(proto::Wait{0, s.job, after, 10000, static_cast<std::uint32_t>(kWaitPoll.count()), {}}, kWaitPoll);
+      wait_req = client.start(proto::Wait{0, s.job, after, proto::kDefaultWaitMax, static_cast<std::uint32_t>(kWaitPoll.count()), {}}, kWaitPoll);
     auto got = client.next(Client::Clock::time_point::max());
     if (!got) return got.error();
     if (!*got) continue;
@@ -323,7 +323,7 @@ Expected<JobSummary> follow_job(Client& client, proto::JobId job, bool until_end
   std::uint64_t after = 0;
   for (;;) {
     const auto timeout = until_end ? static_cast<std::uint32_t>(kWaitPoll.count()) : 0u;
-    auto r = client.call(proto::Wait{0, job, after, 10000, timeout, {}}, milliseconds(timeout));
+    auto r = client.call(proto::Wait{0, job, after, proto::kDefaultWaitMax, timeout, {}}, milliseconds(timeout));
     if (!r) return r.error();
     auto* o = std::get_if<proto::Outcomes>(&*r);
     if (!o) return unexpected_reply("WAIT", *r);

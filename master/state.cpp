@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/log.h"
+#include "common/overloaded.h"
 
 namespace taskmaster {
 
@@ -13,9 +14,6 @@ using namespace std::chrono;
 namespace proto = protocol;
 
 namespace {
-
-template <class... F> struct Overloaded : F... { using F::operator()...; };
-template <class... F> Overloaded(F...) -> Overloaded<F...>;
 
 // Identities are binary; logs show them as hex.
 std::string show_id(const std::string& identity) {
@@ -766,18 +764,10 @@ std::string MasterState::check_invariants() const {
 
 
 void MasterState::log_bad(const std::string& identity, const Error& e) {
-  const auto now = now_;
-  if (now - log_window_ >= seconds(1)) {
-    if (log_budget_ < 0) log_warn("(", -log_budget_, " more bad messages not logged)");
-    log_window_ = now;
-    log_budget_ = 10;
-  }
-  if (log_budget_ > 0) {
-    --log_budget_;
-    log_warn("bad message from peer ", show_id(identity), ": ", error_code_name(e.code), ": ", e.message);
-  } else {
-    --log_budget_;
-  }
+  const auto held = bad_message_log_.allow("", now_);
+  if (!held) return;
+  if (*held > 0) log_warn("(", *held, " more bad messages not logged)");
+  log_warn("bad message from peer ", show_id(identity), ": ", error_code_name(e.code), ": ", e.message);
 }
 
 nlohmann::json MasterState::status_json(TimePoint now) {

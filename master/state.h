@@ -16,6 +16,7 @@
 #include "master/journal.h"
 #include "master/task_table.h"
 #include "master/workers.h"
+#include "protocol/auth.h"
 #include "protocol/message.h"
 #include "protocol/sockets.h"
 
@@ -211,8 +212,8 @@ class MasterState : private TaskListener, private JobListener {
   bool dispatch_needed_ = false;  // tasks became queued or a worker got free slots
   std::size_t rr_ = 0;            // rotates which worker dispatch serves first
   TimePoint next_housekeeping_{};
-  TimePoint log_window_{};        // rate limit of bad-message log lines
-  int log_budget_ = 0;
+  // Bad-message log lines: at most 10 a second, then a count of those not logged.
+  protocol::RateLimitedLog bad_message_log_{std::chrono::seconds(1), 10};
 };
 
 }  // namespace taskmaster

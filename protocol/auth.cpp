@@ -222,16 +222,19 @@ void ZapHandler::handle_requests() {
 }
 
 std::optional<std::uint64_t> RateLimitedLog::allow(const std::string& key, std::chrono::steady_clock::time_point now) {
-  auto& [last, held] = last_[key];
-  if (last != std::chrono::steady_clock::time_point{} && now - last < period_) {
-    ++held;
-    return std::nullopt;
+  auto& w = windows_[key];
+  if (w.start == std::chrono::steady_clock::time_point{} || now - w.start >= period_) {
+    const auto held = w.held;
+    w = Window{now, 1, 0};
+    if (windows_.size() > 4096) windows_.clear();  // bounded memory under a flood of addresses
+    return held;
   }
-  const auto n = held;
-  last = now;
-  held = 0;
-  if (last_.size() > 4096) last_.clear();  // bounded memory under a flood of addresses
-  return n;
+  if (w.used < burst_) {
+    ++w.used;
+    return 0;
+  }
+  ++w.held;
+  return std::nullopt;
 }
 
 }  // namespace taskmaster::protocol

@@ -80,18 +80,26 @@ class ZapHandler {
 // The ZAP domain the master's socket uses.
 inline constexpr const char* kZapDomain = "taskmaster";
 
-// Rate-limits log lines per key (e.g. per peer address): at most one per `period`; the lines held
-// back are counted and reported with the next one that gets through.
+// Rate-limits log lines per key (e.g. per peer address): at most `burst` in a `period` (which starts
+// with the first line let through after the previous one ended); the lines held back are counted and
+// reported with the first one of the next period.
 class RateLimitedLog {
  public:
-  explicit RateLimitedLog(std::chrono::milliseconds period = std::chrono::seconds(1)) : period_(period) {}
-  // Returns the number of lines suppressed since the last one for this key, or nullopt if this one
-  // must be suppressed too.
+  explicit RateLimitedLog(std::chrono::milliseconds period = std::chrono::seconds(1), std::uint32_t burst = 1)
+      : period_(period), burst_(burst) {}
+  // Returns the number of lines suppressed for this key since the last period that let one through
+  // (0 within a period), or nullopt if this one must be suppressed too.
   std::optional<std::uint64_t> allow(const std::string& key, std::chrono::steady_clock::time_point now);
 
  private:
+  struct Window {
+    std::chrono::steady_clock::time_point start{};  // {}: none yet
+    std::uint32_t used = 0;                         // lines let through in it
+    std::uint64_t held = 0;                         // lines suppressed since its start
+  };
   std::chrono::milliseconds period_;
-  std::map<std::string, std::pair<std::chrono::steady_clock::time_point, std::uint64_t>> last_;
+  std::uint32_t burst_;
+  std::map<std::string, Window> windows_;
 };
 
 }  // namespace taskmaster::protocol

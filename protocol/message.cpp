@@ -1,260 +1,65 @@
-// Encoding and validation of the messages in message.h. See docs/PROTOCOL.md.
+// The per-message codecs of message.h: the command of each message, its decoder and its encoder.
+// See docs/PROTOCOL.md. The JSON writer is json_writer.{h,cpp}; the field validator fields.{h,cpp}.
 #include "protocol/message.h"
 
 #include <array>
-#include <charconv>
-#include <cstring>
 #include <limits>
-#include <type_traits>
+#include <utility>
 
+#include "protocol/fields.h"
 #include "protocol/json_doc.h"
+#include "protocol/json_writer.h"
 
 namespace taskmaster::protocol {
 
 using nlohmann::json;
+using detail::Bad;
+using detail::compact;
+using detail::fail;
+using detail::Fields;
+using detail::names;
+using detail::Where;
+using detail::Writer;
 
 namespace {
 
-// ---- the command table: one row per message type, in the order of the Message variant --------
+// ---- the command of each message (frame 1) ----------------------------------------------------
+// Adding a message: add it to the Message variant (message.h), then give it a Command here, a
+// decode_as and an encoder (BodyWriter); the tables are made from the variant.
 
-constexpr std::array<std::string_view, std::variant_size_v<Message>> kCommands = {
-    "HELLO",  "CREDIT",  "RESULTS", "HEARTBEAT", "BYE",       "WELCOME", "TASKS",  "ACK",   "SUBMIT",
-    "ACCEPTED", "WAIT",  "OUTCOMES", "CANCEL",   "CANCELLED", "STATUS",  "REPORT", "ERROR",
-};
+template <class T> struct Command;
+template <> struct Command<Hello> { static constexpr std::string_view name = "HELLO"; };
+template <> struct Command<Credit> { static constexpr std::string_view name = "CREDIT"; };
+template <> struct Command<Results> { static constexpr std::string_view name = "RESULTS"; };
+template <> struct Command<Heartbeat> { static constexpr std::string_view name = "HEARTBEAT"; };
+template <> struct Command<Bye> { static constexpr std::string_view name = "BYE"; };
+template <> struct Command<Welcome> { static constexpr std::string_view name = "WELCOME"; };
+template <> struct Command<Tasks> { static constexpr std::string_view name = "TASKS"; };
+template <> struct Command<Ack> { static constexpr std::string_view name = "ACK"; };
+template <> struct Command<Submit> { static constexpr std::string_view name = "SUBMIT"; };
+template <> struct Command<Accepted> { static constexpr std::string_view name = "ACCEPTED"; };
+template <> struct Command<Wait> { static constexpr std::string_view name = "WAIT"; };
+template <> struct Command<Outcomes> { static constexpr std::string_view name = "OUTCOMES"; };
+template <> struct Command<Cancel> { static constexpr std::string_view name = "CANCEL"; };
+template <> struct Command<Cancelled> { static constexpr std::string_view name = "CANCELLED"; };
+template <> struct Command<Status> { static constexpr std::string_view name = "STATUS"; };
+template <> struct Command<Report> { static constexpr std::string_view name = "REPORT"; };
+template <> struct Command<ErrorReply> { static constexpr std::string_view name = "ERROR"; };
 
 constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {
     "delayed", "queued", "running", "done", "dead", "cancelled"};
 
-// ---- JSON text writer ------------------------------------------------------------------------
-// Writes compact JSON directly, so that args and results (already compact JSON text) are copied
-// into a message without being parsed again.
-
-class Writer {
- public:
-  explicit Writer(std::string& out) : out_(out) {}
-
-  // Keys are string literals (our own ASCII constants): their length is known at compile time.
-  Writer& begin_object() { comma(); out_ += '{'; first_ = true; return *this; }
-  Writer& end_object() { out_ += '}'; first_ = false; return *this; }
-  template <std::size_t K> Writer& begin_array(const char (&k)[K]) { key_then(k, "["); first_ = true; return *this; }
-  Writer& end_array() { out_ += ']'; first_ = false; return *this; }
-  template <std::size_t K> Writer& begin_object(const char (&k)[K]) { key_then(k, "{"); first_ = true; return *this; }
-
-  template <std::size_t K>
-  Writer& field(const char (&k)[K], std::string_view v) { key_then(k, ""); append_json_string(out_, v); return *this; }
-  template <std::size_t K>
-  Writer& field(const char (&k)[K], const char* v) { return field(k, std::string_view(v)); }
-  template <std::size_t K>
-  Writer& field(const char (&k)[K], bool v) { key_then(k, v ? "true" : "false"); return *this; }
-  template <std::size_t K, class N, std::enable_if_t<std::is_integral_v<N> && !std::is_same_v<N, bool>, int> = 0>
-  Writer& field(const char (&k)[K], N v) {
-    char buf[K + 3 + kMaxDigits];
-    char* p = key(buf, k);
-    p = std::to_chars(p, buf + sizeof buf, v).ptr;
-    out_.append(buf, p);
-    return *this;
-  }
-  template <std::size_t K>
-  Writer& raw(const char (&k)[K], std::string_view json_text) { key_then(k, ""); out_ += json_text; return *this; }
-
-  template <class N> Writer& element(N v) {
-    char buf[1 + kMaxDigits];
-    char* p = buf;
-    if (!first_) *p++ = ',';
-    first_ = false;
-    p = std::to_chars(p, buf + sizeof buf, v).ptr;
-    out_.append(buf, p);
-    return *this;
-  }
-  Writer& element_string(std::string_view v) { comma(); append_json_string(out_, v); return *this; }
-
- private:
-  static constexpr std::size_t kMaxDigits = 20;  // of a 64-bit integer, with its sign
-
-  void comma() {
-    if (!first_) out_ += ',';
-    first_ = false;
-  }
-  // Writes ',"k":' at p (no comma before the first member) and returns its end. Pieces are
-  // composed on the stack and appended at once: std::string's append is an out-of-line call, and
-  // made per piece it was most of the cost of encoding.
-  template <std::size_t K>  // K counts the literal's terminating NUL
-  char* key(char* p, const char (&k)[K]) {
-    if (!first_) *p++ = ',';
-    first_ = false;
-    *p++ = '"';
-    std::memcpy(p, k, K - 1);
-    p += K - 1;
-    *p++ = '"';
-    *p++ = ':';
-    return p;
-  }
-  template <std::size_t K, std::size_t T>
-  void key_then(const char (&k)[K], const char (&tail)[T]) {
-    char buf[K + 3 + T];
-    char* p = key(buf, k);
-    std::memcpy(p, tail, T - 1);
-    out_.append(buf, p + T - 1);
-  }
-  template <std::size_t K>
-  void key_then(const char (&k)[K], std::string_view tail) {  // "true" or "false"
-    char buf[K + 3 + 5];
-    char* p = key(buf, k);
-    std::memcpy(p, tail.data(), tail.size());
-    out_.append(buf, p + tail.size());
-  }
-
-  std::string& out_;
-  bool first_ = true;
-};
-
-// ---- JSON reader with validation ---------------------------------------------------------------
-// Bodies are read into a JsonDoc (json_doc.h); Fields checks an object's fields against the rules
-// of PROTOCOL.md §4 and §6. Decoding throws Bad internally; decode() catches it, so nothing escapes
-// the decoder.
-
-struct Bad {
-  Error error;
-};
-
-[[noreturn]] void fail(ErrorCode code, std::string message) { throw Bad{Error{code, std::move(message)}}; }
-
-// Where a value sits in the body, for error messages: "SUBMIT.tasks[3].function". A chain of these
-// lives on the stack while decoding; the text is built only when there is an error to report.
-// A Where refers to its parent: keep the parent alive (name it) while the child is in use.
-struct Where {
-  std::string_view root;         // the command, at the top of the chain
-  const Where* parent = nullptr;
-  const char* key = nullptr;     // ".key" below the parent, or else
-  std::size_t index = 0;         // "[index]" below the parent
-
-  Where operator/(const char* k) const { return Where{{}, this, k, 0}; }
-  Where operator[](std::size_t i) const { return Where{{}, this, nullptr, i}; }
-
-  std::string str() const {
-    if (!parent) return std::string(root);
-    std::string s = parent->str();
-    if (key) {
-      s += '.';
-      s += key;
-    } else {
-      s += '[';
-      s += std::to_string(index);
-      s += ']';
-    }
-    return s;
-  }
-};
-
-class Fields {
- public:
-  Fields(JsonValue obj, const Where& where) : obj_(checked_object(obj, where)), where_(where) {}
-
-  bool has(const char* k) const { return static_cast<bool>(obj_.find(k)); }
-  const Where& where() const { return where_; }
-  Where path(const char* k) const { return where_ / k; }
-
-  JsonValue find(const char* k) const { return obj_.find(k); }
-  JsonValue need(const char* k) const {
-    const JsonValue v = find(k);
-    if (!v) fail(ErrorCode::BadField, where_.str() + ": field '" + k + "' is missing");
-    return v;
-  }
-
-  template <class N>
-  N integer(const char* k, N lo, N hi) const { return to_int<N>(need(k), path(k), lo, hi); }
-  template <class N>
-  N integer_or(const char* k, N dflt, N lo, N hi) const {
-    const JsonValue v = find(k);
-    return v ? to_int<N>(v, path(k), lo, hi) : dflt;
-  }
-  bool boolean_or(const char* k, bool dflt) const {
-    const JsonValue v = find(k);
-    if (!v) return dflt;
-    if (!v.is_boolean()) fail(ErrorCode::BadField, path(k).str() + " must be true or false");
-    return v.as_bool();
-  }
-  std::string text(const char* k, std::size_t max) const { return to_text(need(k), path(k), max); }
-  std::string text_or(const char* k, std::string dflt, std::size_t max) const {
-    const JsonValue v = find(k);
-    return v ? to_text(v, path(k), max) : std::move(dflt);
-  }
-  std::string name(const char* k) const { return to_name(need(k), path(k)); }
-  JsonValue array(const char* k, std::size_t max) const {
-    const JsonValue v = need(k);
-    if (!v.is_array()) fail(ErrorCode::BadField, path(k).str() + " must be an array");
-    if (v.size() > max)
-      fail(ErrorCode::TooLarge, path(k).str() + " has " + std::to_string(v.size()) + " items; the limit is " +
-                                    std::to_string(max));
-    return v;
-  }
-
-  template <class N>
-  static N to_int(JsonValue v, const Where& where, N lo, N hi) {
-    if (!v.is_integer())
-      fail(ErrorCode::BadField, where.str() + " must be an integer");
-    if constexpr (std::is_unsigned_v<N>) {
-      if (v.is_unsigned()) {
-        const std::uint64_t x = v.as_unsigned();
-        if (x >= lo && x <= hi) return static_cast<N>(x);
-      }
-    } else {
-      if (v.is_unsigned()) {
-        const std::uint64_t x = v.as_unsigned();
-        if (x <= static_cast<std::uint64_t>(hi) && static_cast<std::int64_t>(x) >= lo) return static_cast<N>(x);
-      } else {
-        const std::int64_t x = v.as_signed();
-        if (x >= lo && x <= hi) return static_cast<N>(x);
-      }
-    }
-    fail(ErrorCode::BadField, where.str() + " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
-  }
-  static std::string to_text(JsonValue v, const Where& where, std::size_t max) {
-    if (!v.is_string()) fail(ErrorCode::BadField, where.str() + " must be a string");
-    const std::string_view s = v.as_string();
-    if (s.size() > max)
-      fail(ErrorCode::TooLarge, where.str() + " is " + std::to_string(s.size()) + " bytes; the limit is " + std::to_string(max));
-    return std::string(s);
-  }
-  static std::string to_name(JsonValue v, const Where& where) {
-    std::string s = to_text(v, where, kMaxNameBytes);
-    if (!is_valid_name(s))
-      fail(ErrorCode::BadField, where.str() + " must be 1 to 128 characters of A-Z a-z 0-9 _ . : -");
-    return s;
-  }
-
- private:
-  static JsonValue checked_object(JsonValue v, const Where& where) {
-    if (!v.is_object()) fail(ErrorCode::BadField, where.str() + " must be a JSON object");
-    return v;
-  }
-
-  JsonObject obj_;
-  Where where_;
-};
-
-// An args or result value as compact JSON (PROTOCOL.md §4.4: its size is measured so).
-std::string compact(JsonValue v, const Where& where, std::size_t max) {
-  std::string s;
-  v.dump(s);
-  if (s.size() > max)
-    fail(ErrorCode::TooLarge, where.str() + " is " + std::to_string(s.size()) + " bytes as JSON; the limit is " + std::to_string(max));
-  return s;
-}
-
-std::vector<std::string> names(const Fields& f, const char* k) {
-  const JsonValue arr = f.array(k, kMaxListItems);
-  const Where list = f.path(k);
-  if (arr.size() == 0) fail(ErrorCode::BadField, list.str() + " must not be empty");
-  std::vector<std::string> out;
-  out.reserve(arr.size());
-  for (JsonValue e : arr.elements()) out.push_back(Fields::to_name(e, list[out.size()]));
-  return out;
-}
-
 // ---- per-message decoding -------------------------------------------------------------------
+// decode_as<T> reads the body of message T; the decoder table below has one per alternative of
+// Message (a missing one does not link).
 
-Hello decode_hello(const Fields& f) {
+template <class T> T decode_as(const Fields& f);
+
+std::uint64_t req_of(const Fields& f) {
+  return f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max());
+}
+
+template <> Hello decode_as<Hello>(const Fields& f) {
   Hello m;
   m.worker = f.text("worker", kMaxTextBytes);
   if (m.worker.empty()) fail(ErrorCode::BadField, f.path("worker").str() + " must not be empty");
@@ -277,7 +82,7 @@ Hello decode_hello(const Fields& f) {
   return m;
 }
 
-Results decode_results(const Fields& f) {
+template <> Results decode_as<Results>(const Fields& f) {
   Results m;
   const JsonValue arr = f.array("results", kMaxBatch);
   const Where list = f.path("results");
@@ -299,7 +104,7 @@ Results decode_results(const Fields& f) {
   return m;
 }
 
-Welcome decode_welcome(const Fields& f) {
+template <> Welcome decode_as<Welcome>(const Fields& f) {
   Welcome m;
   m.master = f.text("master", kMaxTextBytes);
   m.heartbeat_ms = f.integer<std::uint32_t>("heartbeat_ms", 1, kMaxTimeoutMs);
@@ -307,7 +112,7 @@ Welcome decode_welcome(const Fields& f) {
   return m;
 }
 
-Tasks decode_tasks(const Fields& f) {
+template <> Tasks decode_as<Tasks>(const Fields& f) {
   Tasks m;
   const JsonValue arr = f.array("tasks", kMaxBatch);
   const Where list = f.path("tasks");
@@ -327,7 +132,7 @@ Tasks decode_tasks(const Fields& f) {
   return m;
 }
 
-Ack decode_ack(const Fields& f) {
+template <> Ack decode_as<Ack>(const Fields& f) {
   Ack m;
   const JsonValue arr = f.array("tasks", kMaxBatch);
   const Where list = f.path("tasks");
@@ -342,14 +147,14 @@ void read_task_fields(const Fields& f, TaskSpec& t) {
   if (const JsonValue v = f.find("function")) t.function = Fields::to_name(v, f.path("function"));
   if (const JsonValue v = f.find("args")) t.args = compact(v, f.path("args"), kMaxArgsBytes);
   if (const JsonValue v = f.find("queue")) t.queue = Fields::to_name(v, f.path("queue"));
-  t.priority = f.integer_or<std::int32_t>("priority", t.priority, -1000000, 1000000);
+  t.priority = f.integer_or<std::int32_t>("priority", t.priority, -kMaxPriority, kMaxPriority);
   t.delay_ms = f.integer_or<std::uint64_t>("delay_ms", t.delay_ms, 0, kMaxDelayMs);
   t.timeout_ms = f.integer_or<std::uint32_t>("timeout_ms", t.timeout_ms, 1, kMaxTimeoutMs);
   t.max_attempts = f.integer_or<std::uint32_t>("max_attempts", t.max_attempts, 1, kMaxAttempts);
   t.backoff_ms = f.integer_or<std::uint32_t>("backoff_ms", t.backoff_ms, 0, kMaxBackoffMs);
 }
 
-Submit decode_submit(const Fields& f) {
+template <> Submit decode_as<Submit>(const Fields& f) {
   Submit m;
   m.req = f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max());
   m.job = f.integer_or<JobId>("job", 0, 0, std::numeric_limits<std::int64_t>::max());
@@ -377,7 +182,7 @@ Submit decode_submit(const Fields& f) {
   return m;
 }
 
-Accepted decode_accepted(const Fields& f) {
+template <> Accepted decode_as<Accepted>(const Fields& f) {
   Accepted m;
   m.req = f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max());
   m.job = f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max());
@@ -387,18 +192,18 @@ Accepted decode_accepted(const Fields& f) {
   return m;
 }
 
-Wait decode_wait(const Fields& f) {
+template <> Wait decode_as<Wait>(const Fields& f) {
   Wait m;
   m.req = f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max());
   m.idempotency_key = f.text_or("idempotency_key", "", kMaxTextBytes);
   if (m.idempotency_key.empty() || f.has("job")) m.job = f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max());
   m.after = f.integer_or<std::uint64_t>("after", 0, 0, std::numeric_limits<std::int64_t>::max());
-  m.max = f.integer_or<std::uint32_t>("max", 10000, 1, kMaxBatch);
-  m.timeout_ms = f.integer_or<std::uint32_t>("timeout_ms", 0, 0, 3600000);
+  m.max = f.integer_or<std::uint32_t>("max", kDefaultWaitMax, 1, kMaxBatch);
+  m.timeout_ms = f.integer_or<std::uint32_t>("timeout_ms", 0, 0, kMaxWaitMs);
   return m;
 }
 
-Outcomes decode_outcomes(const Fields& f) {
+template <> Outcomes decode_as<Outcomes>(const Fields& f) {
   Outcomes m;
   m.req = f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max());
   m.job = f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max());
@@ -427,48 +232,54 @@ Outcomes decode_outcomes(const Fields& f) {
   return m;
 }
 
-std::uint64_t req_of(const Fields& f) {
-  return f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max());
+template <> Credit decode_as<Credit>(const Fields& f) { return Credit{f.integer<std::uint32_t>("slots", 0, kMaxSlots)}; }
+template <> Heartbeat decode_as<Heartbeat>(const Fields&) { return Heartbeat{}; }
+template <> Bye decode_as<Bye>(const Fields&) { return Bye{}; }
+
+template <> Cancel decode_as<Cancel>(const Fields& f) {
+  return Cancel{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max())};
 }
 
-Message decode_body(std::size_t index, JsonValue body) {
-  const Where where{kCommands[index]};
-  Fields f(body, where);
-  switch (index) {
-    case 0: return decode_hello(f);
-    case 1: return Credit{f.integer<std::uint32_t>("slots", 0, kMaxSlots)};
-    case 2: return decode_results(f);
-    case 3: return Heartbeat{};
-    case 4: return Bye{};
-    case 5: return decode_welcome(f);
-    case 6: return decode_tasks(f);
-    case 7: return decode_ack(f);
-    case 8: return decode_submit(f);
-    case 9: return decode_accepted(f);
-    case 10: return decode_wait(f);
-    case 11: return decode_outcomes(f);
-    case 12: return Cancel{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max())};
-    case 13: return Cancelled{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max()),
-                              f.integer<std::uint64_t>("cancelled", 0, std::numeric_limits<std::int64_t>::max())};
-    case 14: return Status{req_of(f)};
-    case 15: {
-      const JsonValue s = f.need("status");
-      if (!s.is_object()) fail(ErrorCode::BadField, f.path("status").str() + " must be a JSON object");
-      // REPORT is the one message kept as a DOM (it is for people and tools, and rare).
-      std::string text;
-      s.dump(text);
-      return Report{req_of(f), json::parse(text)};
-    }
-    case 16: {
-      ErrorReply e;
-      e.req = req_of(f);
-      e.code = error_code_from_name(f.text("code", 64));
-      e.message = f.text("message", kMaxErrorBytes);
-      return e;
-    }
-  }
-  fail(ErrorCode::Internal, "no decoder for command " + where.str());
+template <> Cancelled decode_as<Cancelled>(const Fields& f) {
+  return Cancelled{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max()),
+                   f.integer<std::uint64_t>("cancelled", 0, std::numeric_limits<std::int64_t>::max())};
 }
+
+template <> Status decode_as<Status>(const Fields& f) { return Status{req_of(f)}; }
+
+template <> Report decode_as<Report>(const Fields& f) {
+  const JsonValue s = f.need("status");
+  if (!s.is_object()) fail(ErrorCode::BadField, f.path("status").str() + " must be a JSON object");
+  // REPORT is the one message kept as a DOM (it is for people and tools, and rare).
+  std::string text;
+  s.dump(text);
+  return Report{req_of(f), json::parse(text)};
+}
+
+template <> ErrorReply decode_as<ErrorReply>(const Fields& f) {
+  ErrorReply e;
+  e.req = req_of(f);
+  e.code = error_code_from_name(f.text("code", 64));
+  e.message = f.text("message", kMaxErrorBytes);
+  return e;
+}
+
+// ---- the tables: one entry per alternative of Message, in its order, made from the type list ----
+
+using Decoder = Message (*)(const Fields&);
+
+template <std::size_t... I>
+constexpr std::array<Decoder, sizeof...(I)> make_decoders(std::index_sequence<I...>) {
+  return {[](const Fields& f) { return Message(std::in_place_index<I>, decode_as<std::variant_alternative_t<I, Message>>(f)); }...};
+}
+template <std::size_t... I>
+constexpr std::array<std::string_view, sizeof...(I)> make_commands(std::index_sequence<I...>) {
+  return {Command<std::variant_alternative_t<I, Message>>::name...};
+}
+
+constexpr auto kIndexes = std::make_index_sequence<std::variant_size_v<Message>>{};
+constexpr std::array<Decoder, std::variant_size_v<Message>> kDecoders = make_decoders(kIndexes);
+constexpr std::array<std::string_view, std::variant_size_v<Message>> kCommands = make_commands(kIndexes);
 
 // ---- per-message encoding -------------------------------------------------------------------
 
@@ -624,8 +435,6 @@ struct SizeHint {
   std::size_t operator()(const Small&) const { return 256; }
 };
 
-constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
-
 }  // namespace
 
 std::string_view to_string(TaskState s) { return kStateNames[static_cast<std::size_t>(s)]; }
@@ -682,106 +491,13 @@ Expected<Message> decode(std::string_view signature, std::string_view command, s
         return make_error(ErrorCode::BadJson, std::string(where) + ": body contains a NUL byte");
       return make_error(ErrorCode::BadJson, std::string(where) + ": body is not valid JSON");
     }
-    return decode_body(index, doc.root());
+    const Where at{where};
+    return kDecoders[index](Fields(doc.root(), at));
   } catch (const Bad& bad) {
     return bad.error;
   } catch (const std::exception& e) {  // allocation failures
     return make_error(ErrorCode::BadField, std::string(where) + ": " + e.what());
   }
-}
-
-bool is_valid_name(std::string_view name) {
-  if (name.empty() || name.size() > kMaxNameBytes) return false;
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                    c == '.' || c == ':' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
-int json_depth(std::string_view text, int limit) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') {
-      if (++depth > deepest) {
-        deepest = depth;
-        if (deepest >= limit) return deepest;
-      }
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-      // Copy the longest run of plain ASCII at once.
-      std::size_t j = i + 1;
-      while (j < s.size()) {
-        const auto d = static_cast<unsigned char>(s[j]);
-        if (d < 0x20 || d >= 0x80 || d == '"' || d == '\\') break;
-        ++j;
-      }
-      out.append(s.data() + i, j - i);
-      i = j;
-      continue;
-    }
-    switch (c) {
-      case '"': out += "\\\""; ++i; continue;
-      case '\\': out += "\\\\"; ++i; continue;
-      case '\n': out += "\\n"; ++i; continue;
-      case '\r': out += "\\r"; ++i; continue;
-      case '\t': out += "\\t"; ++i; continue;
-      case '\b': out += "\\b"; ++i; continue;
-      case '\f': out += "\\f"; ++i; continue;
-      default: break;
-    }
-    if (c < 0x20) {
-      out += "\\u00";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xF];
-      ++i;
-      continue;
-    }
-    const std::size_t n = utf8_sequence(s, i);
-    if (n == 0) {
-      out += kReplacement;
-      ++i;
-    } else {
-      out.append(s.data() + i, n);
-      i += n;
-    }
-  }
-  out += '"';
-}
-
-std::string sanitize_text(std::string_view s, std::size_t max_bytes) {
-  std::string out;
-  out.reserve(std::min(s.size(), max_bytes));
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const std::size_t n = utf8_sequence(s, i);
-    const std::string_view piece = n ? s.substr(i, n) : kReplacement;
-    if (out.size() + piece.size() > max_bytes) break;
-    out += piece;
-    i += n ? n : 1;
-  }
-  return out;
 }
 
 }  // namespace taskmaster::protocol

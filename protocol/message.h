@@ -39,12 +39,16 @@ inline constexpr std::uint32_t kMaxAttempts = 1000;
 inline constexpr std::uint64_t kMaxDelayMs = 366ull * 24 * 3600 * 1000;  // a year
 inline constexpr std::uint32_t kMaxTimeoutMs = 7u * 24 * 3600 * 1000;     // a week
 inline constexpr std::uint32_t kMaxBackoffMs = 24u * 3600 * 1000;         // a day
+inline constexpr std::int32_t kMaxPriority = 1000000;  // a task's priority is from -kMaxPriority to kMaxPriority
+inline constexpr std::uint32_t kMaxWaitMs = 3600000;   // how long a WAIT may be held: an hour
 
 // Defaults of a task's optional fields (PROTOCOL.md §6.9).
 inline constexpr std::string_view kDefaultQueue = "default";
 inline constexpr std::uint32_t kDefaultTimeoutMs = 300000;  // 5 minutes
 inline constexpr std::uint32_t kDefaultMaxAttempts = 3;
 inline constexpr std::uint32_t kDefaultBackoffMs = 1000;    // doubled after each failed attempt
+// Default of WAIT's max (PROTOCOL.md §6.10).
+inline constexpr std::uint32_t kDefaultWaitMax = 10000;
 
 using TaskId = std::uint64_t;
 using JobId = std::uint64_t;

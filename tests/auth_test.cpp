@@ -30,6 +30,7 @@
 #include "protocol/auth.h"
 #include "protocol/probe.h"
 #include "protocol/sockets.h"
+#include "support/temp_dir.h"
 
 namespace taskmaster::protocol {
 namespace {
@@ -44,25 +45,7 @@ bool contains(const std::string& text, const std::string& part) { return text.fi
 
 // ---- files and the environment -----------------------------------------------------------------
 
-// A fresh directory, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "taskmaster-auth-XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string path(const std::string& name = "") const { return name.empty() ? path_.string() : (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 void write_file(const std::string& path, const std::string& content, mode_t mode = 0600) {
   fs::create_directories(fs::path(path).parent_path());
@@ -593,6 +576,22 @@ TEST_CASE("RateLimitedLog lets one line a period through per key, then tells how
   auto quiet = log.allow("10.0.0.1", t0 + 10000ms);
   REQUIRE(quiet);
   CHECK(*quiet == 0);
+}
+
+TEST_CASE("RateLimitedLog with a burst lets that many lines a period through, then counts the rest") {
+  RateLimitedLog log(1000ms, 3);
+  const auto t0 = Clock::time_point{} + 1h;
+  // When a line comes (after t0), and what allow says: the count held back before it, or -1 if it
+  // is held back itself. Three lines pass, the rest of the period is held back; the next period
+  // starts with its first line, which reports the two held back.
+  const std::pair<std::chrono::milliseconds, long long> steps[] = {
+      {0ms, 0}, {1ms, 0}, {2ms, 0}, {3ms, -1}, {999ms, -1}, {1000ms, 2}, {1001ms, 0},
+  };
+  for (const auto& step : steps) {
+    CAPTURE(step.first.count());
+    const auto got = log.allow("", t0 + step.first);
+    CHECK((got ? static_cast<long long>(*got) : -1) == step.second);
+  }
 }
 
 // ---- the ZAP handler -----------------------------------------------------------------------------

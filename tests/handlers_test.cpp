@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/temp_dir.h"
+
 namespace taskmaster {
 namespace {
 
@@ -73,19 +75,7 @@ double seconds_since(SteadyClock::time_point start) {
   return std::chrono::duration<double>(SteadyClock::now() - start).count();
 }
 
-// A unique directory, removed with everything in it at the end of the scope.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "taskmaster-handlers-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
+using test::TempDir;
 
 // Makes this process the reaper of its orphaned descendants while in scope, so that a killed
 // grandchild does not linger as a zombie waiting for init (which would keep kill(pid, 0) working).
@@ -304,7 +294,7 @@ TEST_CASE("exec takes an argv array of strings only") {
 TEST_CASE("exec at the deadline kills the whole process group") {
   TempDir dir;
   SubreaperScope reaper;
-  const auto pid_file = dir.path / "bg.pid";
+  const auto pid_file = std::filesystem::path(dir.path("bg.pid"));
   const auto reg = exec_only();
   const auto start = SteadyClock::now();
   const auto e = error_of([&] {
@@ -321,7 +311,7 @@ TEST_CASE("exec at the deadline kills the whole process group") {
 TEST_CASE("exec returns when the command exits, though a child of it keeps its output open") {
   TempDir dir;
   SubreaperScope reaper;
-  const auto pid_file = dir.path / "bg.pid";
+  const auto pid_file = std::filesystem::path(dir.path("bg.pid"));
   const auto reg = exec_only();
   const auto start = SteadyClock::now();
   const json r = call(reg, "exec", json::array({"sh", "-c", "echo started; sleep 30 & echo $! > '" + pid_file.string() + "'"}));

@@ -29,6 +29,7 @@
 #include "master/journal.h"
 #include "master/state.h"
 #include "support/sent_messages.h"
+#include "support/temp_dir.h"
 
 namespace taskmaster {
 namespace {
@@ -46,27 +47,10 @@ struct QuietLogs {
   ~QuietLogs() { set_log_level(before); }
 };
 
-// A fresh directory, removed with everything in it at the end.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "journal_test.XXXXXX").string();
-    if (!::mkdtemp(pattern.data())) throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
-    path = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    // Tests make parts of it unwritable; give the permissions back so that it can be removed.
-    for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::skip_permission_denied, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-      fs::permissions(it->path(), fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string db() const { return path + "/journal.db"; }
-};
+using test::TempDir;
+
+// The journal file in a test's directory.
+std::string db_in(const TempDir& dir) { return dir.path("journal.db"); }
 
 // A plain SQLite connection to a journal file, to look at it from outside.
 class Sql {
@@ -478,10 +462,10 @@ void workload(Node& n) {
 std::vector<std::string> committed_dumps() {
   TempDir dir;
   std::vector<std::string> dumps;
-  Node n(dir.path, workload_config());
-  dumps.push_back(Sql(dir.db()).dump());
+  Node n(dir.path(), workload_config());
+  dumps.push_back(Sql(db_in(dir)).dump());
   n.on_commit = [&](bool done) {
-    if (done) dumps.push_back(Sql(dir.db()).dump());
+    if (done) dumps.push_back(Sql(db_in(dir)).dump());
   };
   workload(n);
   REQUIRE(n.commit_failures == 0);
@@ -515,7 +499,7 @@ TEST_CASE("a replayed master has every task, job, finish order, key and id count
   std::vector<std::string> live_waits;
   TaskId last_task = 0;
   {
-    Node n(dir.path);
+    Node n(dir.path());
     CHECK(n.loaded.jobs == 0);
     CHECK(n.loaded.tasks == 0);
     n.hello("A", 0);
@@ -567,7 +551,7 @@ TEST_CASE("a replayed master has every task, job, finish order, key and id count
     CHECK(n.commit_failures == 0);
   }
 
-  Node n(dir.path);
+  Node n(dir.path());
   CHECK(n.loaded.jobs == 4);
   CHECK(n.loaded.tasks == 9);
   CHECK(n.loaded.requeued == 2);
@@ -606,7 +590,7 @@ TEST_CASE("a replayed master has every task, job, finish order, key and id count
   CHECK(n.ask<proto::ErrorReply>("C", n.submit_message({spec("echo", "1")}, "", 1, 2)).code == ErrorCode::NotAllowed);
   CHECK(n.ask<proto::ErrorReply>("C", n.submit_message({spec("echo", "1")}, "", 2, 1)).code == ErrorCode::NotAllowed);
   // Cancelled stays cancelled, and the flags are in the journal.
-  CHECK(Sql(dir.db()).rows("SELECT id, sealed, cancelled FROM jobs ORDER BY id") ==
+  CHECK(Sql(db_in(dir)).rows("SELECT id, sealed, cancelled FROM jobs ORDER BY id") ==
         std::vector<std::string>{"1|1|0", "2|1|0", "3|1|1", "4|1|0"});
   // New ids continue past the replayed ones.
   const auto fresh = n.submit({spec("echo", "\"new\"")});
@@ -626,7 +610,7 @@ TEST_CASE("running tasks come back queued with their attempt counted or dead on 
   QuietLogs quiet;
   TempDir dir;
   {
-    Node n(dir.path);
+    Node n(dir.path());
     n.hello("A", 3);
     const auto acc = n.submit({spec("echo", "\"c\"", 9, 1), spec("echo", "\"a\"", 5, 3), spec("echo", "\"b\"", 1, 1),
                                spec("echo", "\"queued\"", 0, 1)});
@@ -642,7 +626,7 @@ TEST_CASE("running tasks come back queued with their attempt counted or dead on 
   std::vector<std::string> first_tasks;
   std::string first_wait;
   {
-    Node n(dir.path);
+    Node n(dir.path());
     CHECK(n.loaded.requeued == 3);
     const Task* a = n.task(2);
     REQUIRE(a);
@@ -666,12 +650,12 @@ TEST_CASE("running tasks come back queued with their attempt counted or dead on 
     first_tasks = describe_tasks(n.state->tasks());
     first_wait = describe(w);
     // Replay's changes were committed (Node does it as the master does): the journal says so.
-    Sql sql(dir.db());
+    Sql sql(db_in(dir));
     CHECK(sql.rows("SELECT id, state, finished_seq FROM tasks ORDER BY id") ==
           std::vector<std::string>{"1|done|0", "2|queued|-1", "3|dead|1", "4|dead|2"});
     CHECK(sql.broken().empty());
   }
-  Node n(dir.path);
+  Node n(dir.path());
   CHECK(n.loaded.requeued == 0);  // nothing was running any more
   CHECK(describe_tasks(n.state->tasks()) == first_tasks);
   CHECK(describe(n.wait(1)) == first_wait);
@@ -692,14 +676,14 @@ TEST_CASE("a task running for a cancelled job is not run again after a replay") 
   QuietLogs quiet;
   TempDir dir;
   {
-    Node n(dir.path);
+    Node n(dir.path());
     n.hello("A", 1);
     const auto acc = n.submit({spec("echo", "1", 0, 3), spec("echo", "2", 0, 3)});
     REQUIRE(n.tasks_for("A").size() == 1);
     CHECK(n.ask<proto::Cancelled>("C", proto::Cancel{1, acc.job}).cancelled == 1);
     REQUIRE(n.task(1)->state == TaskState::Running);
   }
-  Node n(dir.path);
+  Node n(dir.path());
   // Its attempt died with the master; a failed attempt of a cancelled job is not retried.
   const Task* t = n.task(1);
   REQUIRE(t);
@@ -710,30 +694,30 @@ TEST_CASE("a task running for a cancelled job is not run again after a replay") 
   const auto w = n.wait(1);
   CHECK(w.finished == 2);
   CHECK(w.total == 2);
-  CHECK(Sql(dir.db()).rows("SELECT ended_at_ms IS NOT NULL FROM jobs") == std::vector<std::string>{"1"});
+  CHECK(Sql(db_in(dir)).rows("SELECT ended_at_ms IS NOT NULL FROM jobs") == std::vector<std::string>{"1"});
 }
 
 TEST_CASE("delayed tasks keep their ready time through a replay") {
   QuietLogs quiet;
   TempDir dir;
   {
-    Node n(dir.path);
+    Node n(dir.path());
     n.submit({spec("echo", "\"in 60 s\"", 0, 3, 60000), spec("echo", "\"in 120 s\"", 0, 3, 120000),
               spec("echo", "\"in 1 h\"", 0, 3, 3600000)});
     REQUIRE(n.task(1)->state == TaskState::Delayed);
   }
   // Simulate a master that was down for 90 s: the wall-clock ready times in the journal come 90 s
   // closer. (The journal keeps wall-clock times; the test cannot wait, so it moves them.)
-  Sql(dir.db(), false).exec("UPDATE tasks SET ready_at_ms = ready_at_ms - 90000");
+  Sql(db_in(dir), false).exec("UPDATE tasks SET ready_at_ms = ready_at_ms - 90000");
   // The new master's steady clock has nothing to do with the old one's.
   const TimePoint start = t0 + std::chrono::hours(5);
-  Node n(dir.path, patient_config(), start);
+  Node n(dir.path(), patient_config(), start);
   // The first was due 30 s ago: queued at once. The others have 30 s and 3510 s left.
   CHECK(n.task(1)->state == TaskState::Queued);
   CHECK(n.task(2)->state == TaskState::Delayed);
   CHECK(n.task(3)->state == TaskState::Delayed);
   // Queued by replay is recorded as such.
-  CHECK(Sql(dir.db()).rows("SELECT state FROM tasks ORDER BY id") == std::vector<std::string>{"queued", "delayed", "delayed"});
+  CHECK(Sql(db_in(dir)).rows("SELECT state FROM tasks ORDER BY id") == std::vector<std::string>{"queued", "delayed", "delayed"});
   n.hello("A", 10);
   auto first = n.tasks_for("A");
   REQUIRE(first.size() == 1);
@@ -761,11 +745,11 @@ TEST_CASE("a delayed task replayed before its time waits for it") {
   QuietLogs quiet;
   TempDir dir;
   {
-    Node n(dir.path);
+    Node n(dir.path());
     n.submit({spec("echo", "\"later\"", 0, 3, 60000)});
   }
   const TimePoint start = t0 - std::chrono::hours(3);
-  Node n(dir.path, patient_config(), start);
+  Node n(dir.path(), patient_config(), start);
   n.hello("A", 1);
   n.now = start + 55s;
   n.step();
@@ -795,7 +779,7 @@ TEST_CASE("a crash before or after any commit of a workload leaves exactly what 
     CAPTURE(c);
     TempDir dir;
     const auto end = in_child([&](auto& say) {
-      Node n(dir.path, workload_config());
+      Node n(dir.path(), workload_config());
       std::size_t seen = 0;
       n.on_commit = [&](bool done) {
         if (!done) ++seen;
@@ -806,8 +790,8 @@ TEST_CASE("a crash before or after any commit of a workload leaves exactly what 
       return c == 2 * commits ? 0 : 3;  // 3: the crash point never came
     });
     REQUIRE_MESSAGE(end.exited(0), end.how());
-    check_consistent(dir.path, "crash point " + std::to_string(c));
-    CHECK(Sql(dir.db()).dump() == dumps[expected]);
+    check_consistent(dir.path(), "crash point " + std::to_string(c));
+    CHECK(Sql(db_in(dir)).dump() == dumps[expected]);
   }
 }
 
@@ -827,13 +811,13 @@ TEST_CASE("a crash in the middle of writing a commit to the WAL leaves nothing o
   std::uint64_t wal_before = 0, growth = 0;
   {
     TempDir dir;
-    Node n(dir.path);
+    Node n(dir.path());
     prefix(n);
-    before = Sql(dir.db()).dump();
-    wal_before = file_size(dir.db() + "-wal");
+    before = Sql(db_in(dir)).dump();
+    wal_before = file_size(db_in(dir) + "-wal");
     big(n);
-    after = Sql(dir.db()).dump();
-    growth = file_size(dir.db() + "-wal") - wal_before;
+    after = Sql(db_in(dir)).dump();
+    growth = file_size(db_in(dir) + "-wal") - wal_before;
   }
   REQUIRE(before != after);
   REQUIRE(growth > 20 * 4096);  // many WAL frames: the cuts below fall at many places in it
@@ -843,9 +827,9 @@ TEST_CASE("a crash in the middle of writing a commit to the WAL leaves nothing o
     CAPTURE(cut);
     TempDir dir;
     const auto end = in_child([&](auto& say) {
-      Node n(dir.path);
+      Node n(dir.path());
       prefix(n);
-      const auto wal = file_size(dir.db() + "-wal");
+      const auto wal = file_size(db_in(dir) + "-wal");
       say("wal " + std::to_string(wal));
       if (wal != wal_before) return 4;
       rlimit core{0, 0};
@@ -857,10 +841,10 @@ TEST_CASE("a crash in the middle of writing a commit to the WAL leaves nothing o
       return 0;  // not reached unless the limit did not bite
     });
     REQUIRE_MESSAGE(end.killed_by(SIGXFSZ), end.how());
-    check_consistent(dir.path, "cut at " + std::to_string(cut));
-    CHECK(Sql(dir.db()).dump() == before);
+    check_consistent(dir.path(), "cut at " + std::to_string(cut));
+    CHECK(Sql(db_in(dir)).dump() == before);
     // And the master goes on from there.
-    Node n(dir.path);
+    Node n(dir.path());
     CHECK(n.loaded.jobs == 1);
     // The key is free again; after a crash ids continue past those reserved in DIR/ids.
     const auto again = n.submit({spec("echo", "1")}, "big-key");
@@ -870,9 +854,9 @@ TEST_CASE("a crash in the middle of writing a commit to the WAL leaves nothing o
   // The same with room for the whole commit: all of it is there (the cuts above were real ones).
   TempDir dir;
   const auto end = in_child([&](auto&) {
-    Node n(dir.path);
+    Node n(dir.path());
     prefix(n);
-    const auto wal = file_size(dir.db() + "-wal");
+    const auto wal = file_size(db_in(dir) + "-wal");
     n.on_commit = [&](bool done) {
       if (!done) limit_file_size(wal + growth);
     };
@@ -880,8 +864,8 @@ TEST_CASE("a crash in the middle of writing a commit to the WAL leaves nothing o
     return n.commit_failures;
   });
   REQUIRE_MESSAGE(end.exited(0), end.how());
-  check_consistent(dir.path, "no cut");
-  CHECK(Sql(dir.db()).dump() == after);
+  check_consistent(dir.path(), "no cut");
+  CHECK(Sql(db_in(dir)).dump() == after);
 }
 
 TEST_CASE("a crash in the middle of a checkpoint loses nothing") {
@@ -899,23 +883,23 @@ TEST_CASE("a crash in the middle of a checkpoint loses nothing") {
   std::uint64_t db_before = 0, growth = 0;
   {
     TempDir dir;
-    Node n(dir.path);
+    Node n(dir.path());
     work(n);
-    expected = Sql(dir.db()).dump();
-    db_before = file_size(dir.db());
+    expected = Sql(db_in(dir)).dump();
+    db_before = file_size(db_in(dir));
     n.journal->checkpoint();
-    growth = file_size(dir.db()) - db_before;
-    CHECK(Sql(dir.db()).dump() == expected);
+    growth = file_size(db_in(dir)) - db_before;
+    CHECK(Sql(db_in(dir)).dump() == expected);
   }
   REQUIRE(growth > 20 * 4096);
   for (std::uint64_t cut : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{4096}, growth / 2, growth - 1}) {
     CAPTURE(cut);
     TempDir dir;
     const auto end = in_child([&](auto& say) {
-      Node n(dir.path);
+      Node n(dir.path());
       work(n);
-      const auto db = file_size(dir.db());
-      say("db " + std::to_string(db) + " wal " + std::to_string(file_size(dir.db() + "-wal")));
+      const auto db = file_size(db_in(dir));
+      say("db " + std::to_string(db) + " wal " + std::to_string(file_size(db_in(dir) + "-wal")));
       if (db != db_before) return 4;
       rlimit core{0, 0};
       ::setrlimit(RLIMIT_CORE, &core);
@@ -924,8 +908,8 @@ TEST_CASE("a crash in the middle of a checkpoint loses nothing") {
       return 0;
     });
     REQUIRE_MESSAGE(end.killed_by(SIGXFSZ), end.how());
-    check_consistent(dir.path, "checkpoint cut at " + std::to_string(cut));
-    CHECK(Sql(dir.db()).dump() == expected);
+    check_consistent(dir.path(), "checkpoint cut at " + std::to_string(cut));
+    CHECK(Sql(db_in(dir)).dump() == expected);
   }
 }
 
@@ -934,9 +918,9 @@ TEST_CASE("a commit the disk refuses is reported, leaves nothing behind, and lat
   TempDir dir;
   const auto end = in_child([&](auto& say) {
     ::signal(SIGXFSZ, SIG_IGN);  // writes past the limit fail with EFBIG instead
-    Node n(dir.path);
+    Node n(dir.path());
     n.submit({spec("echo", "\"kept\"")}, "kept-key");
-    const auto wal = file_size(dir.db() + "-wal");
+    const auto wal = file_size(db_in(dir) + "-wal");
     // 1. A small turn: its writes reach the disk only at COMMIT, which fails.
     limit_file_size(wal + 100);
     n.deliver("C", n.submit_message({spec("echo", "\"lost-small\"")}, "lost-key"));
@@ -968,13 +952,13 @@ TEST_CASE("a commit the disk refuses is reported, leaves nothing behind, and lat
   const std::string said = end.said;
   INFO(said);
   // Each refused turn answers its SUBMIT with `unavailable`, and keeps nothing of it in memory.
-  CHECK(said.find("small: failures 1 unavailable 1 of 1 jobs 1 error cannot write the journal " + dir.db() + ": ") != std::string::npos);
+  CHECK(said.find("small: failures 1 unavailable 1 of 1 jobs 1 error cannot write the journal " + db_in(dir) + ": ") != std::string::npos);
   CHECK(said.find("big: failures 2 unavailable 1 of 1 jobs 1 error cannot write the journal") != std::string::npos);
   // The job refused twice was never acknowledged: the key is free. Ids of refused submissions are
   // not given again (jobs 2 and 3, tasks 2 to 62 were undone).
   CHECK(said.find("after: failures 2 job 4 duplicate 0") != std::string::npos);
-  check_consistent(dir.path, "after refused commits");
-  Sql sql(dir.db());
+  check_consistent(dir.path(), "after refused commits");
+  Sql sql(db_in(dir));
   CHECK(sql.number("SELECT count(*) FROM tasks WHERE args LIKE '%lost%'") == 0);
   CHECK(sql.rows("SELECT id, idempotency_key, total FROM jobs ORDER BY id") == std::vector<std::string>{"1|kept-key|1", "4|lost-key|1"});
   CHECK(sql.rows("SELECT id, job, args FROM tasks ORDER BY id") == std::vector<std::string>{"1|1|\"kept\"", "63|4|\"after\""});
@@ -985,7 +969,7 @@ TEST_CASE("a full disk costs only what it could not write: workers, leases and r
   TempDir dir;
   const auto end = in_child([&](auto& say) {
     ::signal(SIGXFSZ, SIG_IGN);  // writes past the limit fail with EFBIG instead
-    Node n(dir.path);
+    Node n(dir.path());
     n.hello("W", 2);
     const auto job = n.submit({spec("echo", "\"a\""), spec("echo", "\"b\"")}, "kept").job;
     const auto given = n.tasks_for("W");
@@ -1022,8 +1006,8 @@ TEST_CASE("a full disk costs only what it could not write: workers, leases and r
   // Held, not lost: the result is acknowledged once it is on disk; the worker never had to say HELLO.
   CHECK(end.said.find("early acks 0 not_allowed 0 workers 1 second running 1") != std::string::npos);
   CHECK(end.said.find("after: acks 1 first acked 1 outcomes \"A\" \"B\" submitted 2") != std::string::npos);
-  check_consistent(dir.path, "after a full disk");
-  Sql sql(dir.db());
+  check_consistent(dir.path(), "after a full disk");
+  Sql sql(db_in(dir));
   CHECK(sql.number("SELECT count(*) FROM tasks WHERE args LIKE '%lost%'") == 0);
   CHECK(sql.rows("SELECT id, state, outcome FROM tasks ORDER BY id") == std::vector<std::string>{"1|done|\"A\"", "2|done|\"B\""});
 }
@@ -1031,7 +1015,7 @@ TEST_CASE("a full disk costs only what it could not write: workers, leases and r
 TEST_CASE("commit rules: a task reaches a worker only once its creation is committed, replies only after the commit") {
   QuietLogs quiet;
   TempDir dir;
-  Node n(dir.path);
+  Node n(dir.path());
   n.hello("W", 4);
   // A task created earlier (durable), and one created in the same turn as its dispatch.
   const auto old = n.submit({spec("echo", "1")});
@@ -1061,7 +1045,7 @@ TEST_CASE("a refused turn: a repeated SUBMIT gets no acknowledgement either, a c
   TempDir dir;
   const auto end = in_child([&](auto& say) {
     ::signal(SIGXFSZ, SIG_IGN);
-    Node n(dir.path);
+    Node n(dir.path());
     const auto open_job = n.submit({spec("echo", "1")}, "open", 0, 0, /*more=*/true).job;
     limit_file_size(1);
     // One turn: a SUBMIT and its resend (same key), a batch for the open job, and its CANCEL.
@@ -1086,7 +1070,7 @@ TEST_CASE("a refused turn: a repeated SUBMIT gets no acknowledgement either, a c
   REQUIRE_MESSAGE(end.exited(0), end.how());
   INFO(end.said);
   CHECK(end.said.find("unavailable 4 accepted 0 more not_allowed fresh duplicate 0") != std::string::npos);
-  check_consistent(dir.path, "after a refused turn");
+  check_consistent(dir.path(), "after a refused turn");
 }
 
 TEST_CASE("the journal and its directory are private whatever the umask") {
@@ -1094,14 +1078,14 @@ TEST_CASE("the journal and its directory are private whatever the umask") {
   TempDir dir;
   const auto old = ::umask(0);
   {
-    Node n(dir.path + "/data");
+    Node n(dir.path() + "/data");
     n.submit({spec("echo", "1")});
   }
   ::umask(old);
   struct stat st{};
-  REQUIRE(::stat((dir.path + "/data").c_str(), &st) == 0);
+  REQUIRE(::stat((dir.path() + "/data").c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0700);
-  REQUIRE(::stat((dir.path + "/data/journal.db").c_str(), &st) == 0);
+  REQUIRE(::stat((dir.path() + "/data/journal.db").c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
 }
 
@@ -1110,7 +1094,7 @@ TEST_CASE("ids are never given twice, even when the journal lost its last transa
   TempDir dir;
   // A master that crashes (the child ends with _exit) after handing out ids.
   const auto end = in_child([&](auto& say) {
-    Node n(dir.path);
+    Node n(dir.path());
     const auto a = n.submit({spec("echo", "1"), spec("echo", "2")});
     say("job " + std::to_string(a.job) + " last task " + std::to_string(a.first_task + a.count - 1));
     ::_exit(0);  // here, with the journal open: a crash
@@ -1119,11 +1103,11 @@ TEST_CASE("ids are never given twice, even when the journal lost its last transa
   REQUIRE_MESSAGE(end.exited(0), end.how());
   REQUIRE(end.said == "job 1 last task 2\n");
   // A WAL cut short: every transaction is gone (none was checkpointed into the database file).
-  REQUIRE(::truncate((dir.db() + "-wal").c_str(), 0) == 0);
+  REQUIRE(::truncate((db_in(dir) + "-wal").c_str(), 0) == 0);
   JobId next_job = 0;
   TaskId next_task = 0;
   {
-    Node again(dir.path);
+    Node again(dir.path());
     CHECK(again.loaded.tasks == 0);
     const auto b = again.submit({spec("echo", "3")});
     CHECK(b.first_task > 2);
@@ -1132,7 +1116,7 @@ TEST_CASE("ids are never given twice, even when the journal lost its last transa
     next_task = b.first_task + 1;
   }
   // A clean stop and start continues right after the last ids, with no gap.
-  Node third(dir.path);
+  Node third(dir.path());
   const auto c = third.submit({spec("echo", "4")});
   CHECK(c.job == next_job);
   CHECK(c.first_task == next_task);
@@ -1145,7 +1129,7 @@ TEST_CASE("a result delivered twice is recorded once") {
   TempDir dir;
   MasterConfig c = patient_config();
   c.worker_timeout = 3s;
-  Node n(dir.path, c);
+  Node n(dir.path(), c);
   n.hello("W", 1);
   n.submit({spec("echo", "1"), spec("echo", "2")});
   auto a = n.tasks_for("W");
@@ -1194,7 +1178,7 @@ TEST_CASE("a result delivered twice is recorded once") {
   CHECK(t->outcome == "\"first\"");
   const auto w = n.wait(1);
   CHECK(std::count_if(w.outcomes.begin(), w.outcomes.end(), [&](auto& o) { return o.task == a[0].task; }) == 1);
-  Sql sql(dir.db());
+  Sql sql(db_in(dir));
   CHECK(sql.rows("SELECT state, outcome FROM tasks WHERE id = " + std::to_string(a[0].task)) ==
         std::vector<std::string>{"done|\"first\""});
   CHECK(sql.number("SELECT count(*) FROM tasks WHERE finished_seq >= 0 AND id = " + std::to_string(a[0].task)) == 1);
@@ -1206,14 +1190,14 @@ TEST_CASE("a result for an attempt that replay ended is dropped - the task runs 
   TempDir dir;
   proto::Assignment a;
   {
-    Node n(dir.path);
+    Node n(dir.path());
     n.hello("W", 1);
     n.submit({spec("echo", "1")});
     auto held = n.tasks_for("W");
     REQUIRE(held.size() == 1);
     a = held[0];
   }
-  Node n(dir.path);
+  Node n(dir.path());
   // The worker reconnects to the new master, still running attempt 1, and sends its result.
   n.hello("W", 1, {{a.task, a.attempt}});
   CHECK(n.tasks_for("W").empty());  // its slot is taken by the attempt it says it runs
@@ -1229,7 +1213,7 @@ TEST_CASE("a result for an attempt that replay ended is dropped - the task runs 
   n.result("W", again[0], true, "\"now\"");
   n.result("W", again[0], true, "\"now again\"");
   CHECK(n.state->counters().unheld_results == 1);
-  CHECK(Sql(dir.db()).rows("SELECT state, attempts, outcome, finished_seq FROM tasks") == std::vector<std::string>{"done|2|\"now\"|0"});
+  CHECK(Sql(db_in(dir)).rows("SELECT state, attempts, outcome, finished_seq FROM tasks") == std::vector<std::string>{"done|2|\"now\"|0"});
   CHECK(n.wait(1).outcomes.size() == 1);
 }
 
@@ -1242,14 +1226,14 @@ TEST_CASE("results past their TTL leave the journal - replay does not bring them
   c.result_ttl = 10s;
   JobId gone = 0;
   {
-    Node n(dir.path, c);
+    Node n(dir.path(), c);
     const auto stays = n.submit({spec("nobody-runs-this", "1")}, "", 0, 0, true);  // never ends
     n.hello("W", 5);
     const auto acc = n.submit({spec("echo", "1"), spec("echo", "2"), spec("echo", "3")}, "ttl-key");
     gone = acc.job;
     REQUIRE(gone == stays.job + 1);
     for (auto& a : n.tasks_for("W")) n.result("W", a, true, "0");
-    Sql sql(dir.db());
+    Sql sql(db_in(dir));
     auto rows = [&](const char* table, const char* column) {
       return sql.number(std::string("SELECT count(*) FROM ") + table + " WHERE " + column + " = " + std::to_string(gone));
     };
@@ -1267,7 +1251,7 @@ TEST_CASE("results past their TTL leave the journal - replay does not bring them
     CHECK(sql.number("SELECT count(*) FROM jobs") == 1);
     CHECK(sql.broken().empty());
   }
-  Node n(dir.path, c);
+  Node n(dir.path(), c);
   CHECK(n.loaded.jobs == 1);
   CHECK(n.loaded.tasks == 1);
   CHECK(n.ask<proto::ErrorReply>("C", proto::Wait{1, gone, 0, 10, 0}).code == ErrorCode::UnknownJob);
@@ -1284,14 +1268,14 @@ TEST_CASE("a job that ended before a restart expires on time after it") {
   MasterConfig c = patient_config();
   c.result_ttl = 60s;
   {
-    Node n(dir.path, c);
+    Node n(dir.path(), c);
     const auto acc = n.submit({spec("echo", "1")});
     n.ask<proto::Cancelled>("C", proto::Cancel{1, acc.job});  // ends now
   }
   // Down for 30 s: the end time in the journal comes 30 s closer.
-  Sql(dir.db(), false).exec("UPDATE jobs SET ended_at_ms = ended_at_ms - 30000");
+  Sql(db_in(dir), false).exec("UPDATE jobs SET ended_at_ms = ended_at_ms - 30000");
   const TimePoint start = t0 + std::chrono::hours(7);
-  Node n(dir.path, c, start);
+  Node n(dir.path(), c, start);
   CHECK(n.loaded.jobs == 1);
   n.now = start + 25s;  // 55 s after it ended (less the ms this test took)
   n.step();
@@ -1299,33 +1283,33 @@ TEST_CASE("a job that ended before a restart expires on time after it") {
   n.now = start + 31s;
   n.step();
   CHECK(n.jobs() == 0);
-  CHECK(Sql(dir.db()).number("SELECT count(*) FROM tasks") == 0);
+  CHECK(Sql(db_in(dir)).number("SELECT count(*) FROM tasks") == 0);
 }
 
 // ---- bad disk, bad journal ----------------------------------------------------------------------
 
 TEST_CASE("a directory in use by another journal is refused until it is closed") {
   TempDir dir;
-  auto first = std::make_unique<Journal>(dir.path);
+  auto first = std::make_unique<Journal>(dir.path());
   try {
-    Journal second(dir.path);
+    Journal second(dir.path());
     FAIL("a second journal opened the same directory");
   } catch (const std::runtime_error& e) {
     const std::string what = e.what();
     CHECK(what.find("in use by another master") != std::string::npos);
     CHECK(what.find("(pid " + std::to_string(::getpid()) + ")") != std::string::npos);
-    CHECK(what.find(dir.path) != std::string::npos);
+    CHECK(what.find(dir.path()) != std::string::npos);
   }
   first.reset();
-  CHECK_NOTHROW(Journal again(dir.path));
+  CHECK_NOTHROW(Journal again(dir.path()));
   // A crashed holder does not keep it: its lock goes with the process.
   const auto end = in_child([&](auto&) {
-    auto* leaked = new Journal(dir.path);  // never closed
+    auto* leaked = new Journal(dir.path());  // never closed
     (void)leaked;
     return 0;
   });
   REQUIRE(end.exited(0));
-  CHECK_NOTHROW(Journal after_crash(dir.path));
+  CHECK_NOTHROW(Journal after_crash(dir.path()));
 }
 
 TEST_CASE("a file that is not a journal is refused, left as it is, and the message says how to move it aside") {
@@ -1333,53 +1317,53 @@ TEST_CASE("a file that is not a journal is refused, left as it is, and the messa
   std::string garbage;
   for (int i = 0; i < 300; ++i) garbage += "this is not a database, it is a shopping list\n";
   {
-    std::ofstream f(dir.db(), std::ios::binary);
+    std::ofstream f(db_in(dir), std::ios::binary);
     f << garbage;
   }
   try {
-    Journal j(dir.path);
+    Journal j(dir.path());
     FAIL("a garbage journal was opened");
   } catch (const std::runtime_error& e) {
     const std::string what = e.what();
-    CHECK(what.find(dir.db()) != std::string::npos);
-    CHECK(what.find("mv " + dir.db() + " " + dir.db() + ".broken") != std::string::npos);
+    CHECK(what.find(db_in(dir)) != std::string::npos);
+    CHECK(what.find("mv " + db_in(dir) + " " + db_in(dir) + ".broken") != std::string::npos);
   }
-  std::ifstream f(dir.db(), std::ios::binary);
+  std::ifstream f(db_in(dir), std::ios::binary);
   CHECK(std::string(std::istreambuf_iterator<char>(f), {}) == garbage);
   // Moved aside as told, a new journal starts (the failed open did not keep the directory locked).
-  fs::rename(dir.db(), dir.db() + ".broken");
-  CHECK_NOTHROW(Journal j(dir.path));
+  fs::rename(db_in(dir), db_in(dir) + ".broken");
+  CHECK_NOTHROW(Journal j(dir.path()));
 }
 
 TEST_CASE("a damaged journal or one of a newer schema is refused with a clear message") {
   QuietLogs quiet;
   TempDir dir;
   {
-    Node n(dir.path);
+    Node n(dir.path());
     for (int i = 0; i < 5; ++i) n.submit({spec("echo", "\"" + std::string(3000, 'd') + "\"")});
     n.journal->checkpoint();
   }
   SUBCASE("a page overwritten") {
-    const auto root = Sql(dir.db()).number("SELECT rootpage FROM sqlite_schema WHERE name = 'tasks'");
+    const auto root = Sql(db_in(dir)).number("SELECT rootpage FROM sqlite_schema WHERE name = 'tasks'");
     {
-      std::fstream f(dir.db(), std::ios::binary | std::ios::in | std::ios::out);
+      std::fstream f(db_in(dir), std::ios::binary | std::ios::in | std::ios::out);
       f.seekp((root - 1) * 4096);  // the tasks table's root page
       const std::string junk(4096, '\xA5');
       f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
     }
     try {
-      Journal j(dir.path);
+      Journal j(dir.path());
       FAIL("a damaged journal was opened");
     } catch (const std::runtime_error& e) {
       const std::string what = e.what();
-      CHECK(what.find(dir.db()) != std::string::npos);
+      CHECK(what.find(db_in(dir)) != std::string::npos);
       CHECK(what.find("mv ") != std::string::npos);
     }
   }
   SUBCASE("a newer schema") {
-    Sql(dir.db(), false).exec("UPDATE meta SET value = 99 WHERE key = 'schema_version'");
+    Sql(db_in(dir), false).exec("UPDATE meta SET value = 99 WHERE key = 'schema_version'");
     try {
-      Journal j(dir.path);
+      Journal j(dir.path());
       FAIL("a journal of a newer schema was opened");
     } catch (const std::runtime_error& e) {
       const std::string what = e.what();
@@ -1388,17 +1372,17 @@ TEST_CASE("a damaged journal or one of a newer schema is refused with a clear me
     }
   }
   SUBCASE("journal.db is a directory") {
-    fs::remove(dir.db());
-    fs::create_directory(dir.db());
+    fs::remove(db_in(dir));
+    fs::create_directory(db_in(dir));
     try {
-      Journal j(dir.path);
+      Journal j(dir.path());
       FAIL("a directory was opened as the journal");
     } catch (const std::runtime_error& e) {
-      CHECK(std::string(e.what()).find(dir.db()) != std::string::npos);
+      CHECK(std::string(e.what()).find(db_in(dir)) != std::string::npos);
     }
     // Fixed, it opens: the failed attempt released the lock.
-    fs::remove(dir.db());
-    CHECK_NOTHROW(Journal j(dir.path));
+    fs::remove(db_in(dir));
+    CHECK_NOTHROW(Journal j(dir.path()));
   }
 }
 
@@ -1465,18 +1449,18 @@ TEST_CASE("a read error in the middle of the replay stops it: no master starts w
 TEST_CASE("a data directory that cannot be made or written is refused clearly") {
   TempDir dir;
   SUBCASE("a path through a file") {
-    { std::ofstream f(dir.path + "/file"); }
+    { std::ofstream f(dir.path() + "/file"); }
     try {
-      Journal j(dir.path + "/file/data");
+      Journal j(dir.path() + "/file/data");
       FAIL("a journal under a file");
     } catch (const std::runtime_error& e) {
-      CHECK(std::string(e.what()).find("cannot create data directory " + dir.path + "/file/data") != std::string::npos);
+      CHECK(std::string(e.what()).find("cannot create data directory " + dir.path() + "/file/data") != std::string::npos);
     }
   }
   SUBCASE("no write permission") {
-    const std::string parent = dir.path + "/read-only";
+    const std::string parent = dir.path() + "/read-only";
     fs::create_directory(parent);
-    fs::permissions(dir.path, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read |
+    fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read |
                                   fs::perms::others_exec);
     fs::permissions(parent, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read | fs::perms::group_exec |
                                 fs::perms::others_read | fs::perms::others_exec);
@@ -1515,7 +1499,7 @@ TEST_CASE("the journal grows with its data and stays bounded when results expire
   TempDir dir;
   MasterConfig c = patient_config();
   c.result_ttl = 1s;
-  Node n(dir.path, c);
+  Node n(dir.path(), c);
   n.hello("W", 100);
   const auto empty = n.journal->bytes();
   CHECK(empty > 0);
@@ -1531,8 +1515,8 @@ TEST_CASE("the journal grows with its data and stays bounded when results expire
     n.deliver("W", r);
     n.advance(1100ms);  // the job expires
     REQUIRE(n.state->tasks().size() == 0);
-    if (cycle == 10) at10 = n.journal->bytes(), db10 = file_size(dir.db());
-    if (cycle == 40) at40 = n.journal->bytes(), db40 = file_size(dir.db());
+    if (cycle == 10) at10 = n.journal->bytes(), db10 = file_size(db_in(dir));
+    if (cycle == 40) at40 = n.journal->bytes(), db40 = file_size(db_in(dir));
   }
   CHECK(n.commit_failures == 0);
   INFO("bytes: empty ", empty, ", after the first submission ", after_first, ", after cycle 10 ", at10, ", after cycle 40 ", at40,
@@ -1540,19 +1524,19 @@ TEST_CASE("the journal grows with its data and stays bounded when results expire
   CHECK(after_first > empty + 100 * 8000);  // the args are in it
   CHECK(at40 < at10 * 3 / 2);
   CHECK(db40 < db10 * 3 / 2 + 100 * 4096);
-  CHECK(Sql(dir.db()).number("SELECT count(*) FROM tasks") == 0);
+  CHECK(Sql(db_in(dir)).number("SELECT count(*) FROM tasks") == 0);
   // A checkpoint writes the WAL back and truncates it.
-  const auto wal = file_size(dir.db() + "-wal");
+  const auto wal = file_size(db_in(dir) + "-wal");
   CHECK(wal > 0);
   n.journal->checkpoint();
-  CHECK(file_size(dir.db() + "-wal") == 0);
+  CHECK(file_size(db_in(dir) + "-wal") == 0);
   CHECK(n.journal->bytes() < at40);
-  CHECK(n.journal->bytes() <= file_size(dir.db()) + file_size(dir.db() + "-shm"));
+  CHECK(n.journal->bytes() <= file_size(db_in(dir)) + file_size(db_in(dir) + "-shm"));
 }
 
 TEST_CASE("a checkpoint with a transaction open waits for the commit") {
   TempDir dir;
-  Journal j(dir.path);
+  Journal j(dir.path());
   TaskTable tasks;
   Task t;
   t.id = 1;
@@ -1564,10 +1548,10 @@ TEST_CASE("a checkpoint with a transaction open waits for the commit") {
   CHECK(j.dirty());
   REQUIRE(j.commit());
   CHECK_FALSE(j.dirty());
-  CHECK(Sql(dir.db()).number("SELECT count(*) FROM tasks") == 1);
+  CHECK(Sql(db_in(dir)).number("SELECT count(*) FROM tasks") == 1);
   j.checkpoint();
-  CHECK(file_size(dir.db() + "-wal") == 0);
-  CHECK(Sql(dir.db()).number("SELECT count(*) FROM tasks") == 1);
+  CHECK(file_size(db_in(dir) + "-wal") == 0);
+  CHECK(Sql(db_in(dir)).number("SELECT count(*) FROM tasks") == 1);
 }
 
 }  // TEST_SUITE

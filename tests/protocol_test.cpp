@@ -332,7 +332,8 @@ TEST_CASE("the limits table of PROTOCOL.md gives the values of message.h") {
       {"kMaxResultBytes", kMaxResultBytes},   {"kMaxErrorBytes", kMaxErrorBytes}, {"kMaxNameBytes", kMaxNameBytes},
       {"kMaxTextBytes", kMaxTextBytes},       {"kMaxListItems", kMaxListItems}, {"kMaxJsonDepth", kMaxJsonDepth},
       {"kMaxSlots", kMaxSlots},               {"kMaxAttempts", kMaxAttempts},   {"kMaxDelayMs", kMaxDelayMs},
-      {"kMaxTimeoutMs", kMaxTimeoutMs},       {"kMaxBackoffMs", kMaxBackoffMs},
+      {"kMaxTimeoutMs", kMaxTimeoutMs},       {"kMaxBackoffMs", kMaxBackoffMs}, {"kMaxValueDepth", kMaxValueDepth},
+      {"kMaxWaitsPerPeer", kMaxWaitsPerPeer}, {"kMaxPriority", kMaxPriority},   {"kMaxWaitMs", kMaxWaitMs},
   };
   static const std::regex row(R"(^\| `(k[A-Za-z]+)` \| ([0-9]+))");
   std::map<std::string, std::uint64_t> documented;
@@ -890,6 +891,16 @@ TEST_CASE("args and results can nest 61 levels inside a message: 3 levels are th
   CHECK(code_of(dec("SUBMIT", defaults_head + args_of_depth(kMaxJsonDepth - 1) + R"(},"tasks":[{"function":"f"}]})")) == "bad_json");
 }
 
+TEST_CASE("a value nesting kMaxValueDepth levels fits wherever a message carries one") {
+  const std::string v = std::string(static_cast<std::size_t>(kMaxValueDepth), '[') +
+                        std::string(static_cast<std::size_t>(kMaxValueDepth), ']');
+  CHECK(code_of(dec("TASKS", R"({"tasks":[{"task":1,"job":1,"attempt":1,"function":"f","timeout_ms":1,"args":)" + v + "}]}")) == "ok");
+  CHECK(code_of(dec("RESULTS", R"({"results":[{"task":1,"attempt":1,"result":)" + v + "}]}")) == "ok");
+  CHECK(code_of(dec("SUBMIT", R"({"defaults":{"args":)" + v + R"(},"tasks":[{"function":"f","args":)" + v + "}]}")) == "ok");
+  CHECK(code_of(dec("OUTCOMES", R"({"job":1,"after":0,"finished":1,"total":1,"outcomes":[{"task":1,"args":)" + v +
+                                    R"(,"status":"done","result":)" + v + R"(,"attempts":1}]})")) == "ok");
+}
+
 TEST_CASE("invalid UTF-8 anywhere in a body is bad_json") {
   const std::vector<std::string> bad = {
       "\xFF", "\x80", "\xC0\x80", "\xC1\xBF", "\xE0\x80\xAF", "\xED\xA0\x80", "\xED\xBF\xBF", "\xF4\x90\x80\x80",
@@ -998,12 +1009,12 @@ const std::vector<Ranged>& ranged_fields() {
       {"SUBMIT", "/req", 0, kMaxId},
       {"SUBMIT", "/job", 0, kMaxId},
       {"SUBMIT", "/seq", 0, kMaxI32},
-      {"SUBMIT", "/tasks/0/priority", -1000000, 1000000},
+      {"SUBMIT", "/tasks/0/priority", -kMaxPriority, kMaxPriority},
       {"SUBMIT", "/tasks/0/delay_ms", 0, kMaxDelayMs},
       {"SUBMIT", "/tasks/0/timeout_ms", 1, kMaxTimeoutMs},
       {"SUBMIT", "/tasks/0/max_attempts", 1, kMaxAttempts},
       {"SUBMIT", "/tasks/0/backoff_ms", 0, kMaxBackoffMs},
-      {"SUBMIT", "/defaults/priority", -1000000, 1000000},
+      {"SUBMIT", "/defaults/priority", -kMaxPriority, kMaxPriority},
       {"SUBMIT", "/defaults/delay_ms", 0, kMaxDelayMs},
       {"SUBMIT", "/defaults/timeout_ms", 1, kMaxTimeoutMs},
       {"SUBMIT", "/defaults/max_attempts", 1, kMaxAttempts},
@@ -1016,7 +1027,7 @@ const std::vector<Ranged>& ranged_fields() {
       {"WAIT", "/job", 1, kMaxId},
       {"WAIT", "/after", 0, kMaxId},
       {"WAIT", "/max", 1, kMaxBatch},
-      {"WAIT", "/timeout_ms", 0, 3600000},
+      {"WAIT", "/timeout_ms", 0, kMaxWaitMs},
       {"OUTCOMES", "/req", 0, kMaxId},
       {"OUTCOMES", "/job", 1, kMaxId},
       {"OUTCOMES", "/after", 0, kMaxId},

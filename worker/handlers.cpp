@@ -9,7 +9,8 @@ using nlohmann::json;
 
 void HandlerRegistry::add(std::string name, Handler handler) {
   if (!protocol::is_valid_name(name))
-    throw std::invalid_argument("invalid function name '" + name + "': use 1 to 128 of A-Z a-z 0-9 _ . : -");
+    throw std::invalid_argument("invalid function name '" + name + "': use 1 to " + std::to_string(protocol::kMaxNameBytes) +
+                                " of A-Z a-z 0-9 _ . : -");
   handlers_[std::move(name)] = std::move(handler);
 }
 

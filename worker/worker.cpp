@@ -5,6 +5,7 @@
 #include <random>
 
 #include "common/log.h"
+#include "common/overloaded.h"
 
 namespace taskmaster {
 
@@ -13,9 +14,6 @@ using Clock = steady_clock;
 namespace proto = protocol;
 
 namespace {
-
-template <class... F> struct Overloaded : F... { using F::operator()...; };
-template <class... F> Overloaded(F...) -> Overloaded<F...>;
 
 std::string host_name() {
   char buf[256] = {};

@@ -1,85 +1,54 @@
 #include "support/process.h"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <stdexcept>
 
 #include <doctest/doctest.h>
 
-extern char** environ;
-
 namespace taskmaster::test {
 
-ChildProcess::ChildProcess(std::vector<std::string> argv, Options options) : argv_(std::move(argv)) {
-  // A child that exits before reading all its input must not take the test runner with it.
-  static const bool ignore_sigpipe = [] { return ::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
-  (void)ignore_sigpipe;
-  int out[2], err[2], in[2] = {-1, -1};
-  if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) throw std::runtime_error("pipe failed");
-  if (options.stdin_data && pipe2(in, O_CLOEXEC)) throw std::runtime_error("pipe failed");
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  if (options.stdin_data) posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-  else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-  // The test runner may block signals; the child starts with none blocked and default handlers.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  for (int s : {SIGINT, SIGTERM, SIGPIPE}) sigaddset(&defaults, s);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::vector<char*> args;
-  for (auto& a : argv_) args.push_back(a.data());
-  args.push_back(nullptr);
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
-  for (auto& e : options.env) env_strings.push_back(e);
-  std::vector<char*> env;
-  for (auto& e : env_strings) env.push_back(e.data());
-  env.push_back(nullptr);
-  const int rc = posix_spawn(&pid_, args[0], &fa, &attr, args.data(), env.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  ::close(out[1]);
-  ::close(err[1]);
-  if (options.stdin_data) ::close(in[0]);
-  if (rc != 0) {
-    ::close(out[0]);
-    ::close(err[0]);
-    throw std::runtime_error("cannot start " + argv_[0] + ": " + std::strerror(rc));
-  }
-  out_thread_ = std::thread(&ChildProcess::reader, this, out[0], &out_, &out_eof_);
-  err_thread_ = std::thread(&ChildProcess::reader, this, err[0], &err_, &err_eof_);
+namespace {
+
+Child::Options child_options(const ChildProcess::Options& options) {
+  Child::Options o;
+  o.env = environment({}, options.env);  // the test runner's, plus the extra entries
+  o.pipe_stdin = options.stdin_data.has_value();
+  o.pipe_stdout = true;
+  o.pipe_stderr = true;
+  return o;
+}
+
+// A child that exits before reading all its input must not take the test runner with it.
+bool ignore_sigpipe() {
+  static const bool ignored = ::signal(SIGPIPE, SIG_IGN) != SIG_ERR;
+  return ignored;
+}
+
+}  // namespace
+
+ChildProcess::ChildProcess(std::vector<std::string> argv, Options options)
+    : child_((ignore_sigpipe(), std::move(argv)), child_options(options)) {
+  out_thread_ = std::thread(&ChildProcess::reader, this, child_.stdout_fd(), &out_, &out_eof_);
+  err_thread_ = std::thread(&ChildProcess::reader, this, child_.stderr_fd(), &err_, &err_eof_);
   if (options.stdin_data) {
-    in_thread_ = std::thread([fd = in[1], data = std::move(*options.stdin_data)] {
+    in_thread_ = std::thread([this, fd = child_.stdin_fd(), data = std::move(*options.stdin_data)] {
       std::size_t done = 0;
       while (done < data.size()) {
         const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
         if (n <= 0 && errno != EINTR) break;
         if (n > 0) done += static_cast<std::size_t>(n);
       }
-      ::close(fd);
+      child_.close_stdin();
     });
   }
 }
 
 ChildProcess::~ChildProcess() {
-  if (!status_) {
-    ::kill(pid_, SIGKILL);
+  if (running()) {
+    child_.signal(SIGKILL);
     wait(10s);
   }
   // Something the process started may still hold its pipes open: do not wait for it forever.
@@ -112,7 +81,7 @@ void ChildProcess::reader(int fd, std::string* sink, bool* eof) {
     sink->append(buf, static_cast<std::size_t>(n));
     changed_.notify_all();
   }
-  ::close(fd);
+  // The fd is closed by child_ once this thread is joined.
 }
 
 std::optional<std::string> ChildProcess::read_line(std::chrono::milliseconds timeout) {
@@ -150,29 +119,11 @@ bool ChildProcess::wait_eof(std::chrono::milliseconds timeout) {
   return changed_.wait_for(lock, timeout, [&] { return out_eof_ && err_eof_; });
 }
 
-void ChildProcess::signal(int sig) {
-  if (!status_) ::kill(pid_, sig);
-}
+void ChildProcess::signal(int sig) { child_.signal(sig); }
 
-std::optional<int> ChildProcess::wait(std::chrono::milliseconds timeout) {
-  if (status_) return status_;
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    int st = 0;
-    const pid_t r = ::waitpid(pid_, &st, WNOHANG);
-    if (r == pid_) {
-      status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      return status_;
-    }
-    if (r < 0 && errno != EINTR) return std::nullopt;
-    if (Clock::now() >= deadline) return std::nullopt;
-    // No child-exit fd to block on here: check again shortly (bounded by the deadline above).
-    std::unique_lock lock(mutex_);
-    changed_.wait_for(lock, 10ms);
-  }
-}
+std::optional<int> ChildProcess::wait(std::chrono::milliseconds timeout) { return child_.wait(Clock::now() + timeout); }
 
-bool ChildProcess::running() { return !wait(0ms).has_value(); }
+bool ChildProcess::running() { return child_.running(); }
 
 void wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout, const std::string& what) {
   const auto deadline = Clock::now() + timeout;
@@ -183,17 +134,6 @@ void wait_until(const std::function<bool()>& pred, std::chrono::milliseconds tim
     std::unique_lock lock(m);
     never.wait_for(lock, 20ms);  // wait_until's polling interval
   }
-}
-
-TempDir::TempDir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "taskmaster-test-XXXXXX").string();
-  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
 }
 
 }  // namespace taskmaster::test

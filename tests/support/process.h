@@ -1,5 +1,5 @@
-// ChildProcess: a real process started by a test, with its stdout and stderr collected in the
-// background, and stopped (by its PID only) when the object goes away.
+// ChildProcess: a real process started by a test (a Child of common/process.h), with its stdout
+// and stderr collected in the background, and stopped (by its PID only) when the object goes away.
 #pragma once
 
 #include <sys/types.h>
@@ -13,6 +13,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "common/process.h"
+#include "support/temp_dir.h"  // the tests' TempDir
 
 namespace taskmaster::test {
 
@@ -32,7 +35,7 @@ class ChildProcess {
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_.pid(); }
 
   // The next whole line of stdout, waiting at most `timeout`; nullopt at EOF or timeout.
   std::optional<std::string> read_line(std::chrono::milliseconds timeout);
@@ -53,9 +56,7 @@ class ChildProcess {
  private:
   void reader(int fd, std::string* sink, bool* eof);
 
-  std::vector<std::string> argv_;
-  pid_t pid_ = -1;
-  std::optional<int> status_;
+  Child child_;  // owns the pipes; destroyed after the threads that use them are joined
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::string out_, err_;
@@ -68,16 +69,5 @@ class ChildProcess {
 // Polls `pred` until it holds or `timeout` passes; then fails the test with `what`.
 // This, and never a fixed sleep, is how system tests wait for something to happen.
 void wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout, const std::string& what);
-
-// A directory removed (with everything in it) at the end of the test.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 }  // namespace taskmaster::test
