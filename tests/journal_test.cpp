@@ -1403,17 +1403,17 @@ TEST_CASE("a journal row with a state this version does not know stops the repla
   QuietLogs quiet;
   TempDir dir;
   {
-    Node n(dir.path);
+    Node n(dir.path());
     n.submit({spec("echo", "1"), spec("echo", "2"), spec("echo", "3")});
   }
-  Sql(dir.db(), false).exec("UPDATE tasks SET state = 'paused' WHERE id = 2");
-  const std::string what = replay_failure(dir.path);
-  CHECK(what.find(dir.db()) != std::string::npos);
+  Sql(db_in(dir), false).exec("UPDATE tasks SET state = 'paused' WHERE id = 2");
+  const std::string what = replay_failure(dir.path());
+  CHECK(what.find(db_in(dir)) != std::string::npos);
   CHECK(what.find("task 2 has state 'paused'") != std::string::npos);
-  CHECK(what.find("mv " + dir.db()) != std::string::npos);
+  CHECK(what.find("mv " + db_in(dir)) != std::string::npos);
   // Nothing was changed by the failed replay: put right, the journal replays whole.
-  Sql(dir.db(), false).exec("UPDATE tasks SET state = 'queued' WHERE id = 2");
-  const auto r = replay(dir.path);
+  Sql(db_in(dir), false).exec("UPDATE tasks SET state = 'queued' WHERE id = 2");
+  const auto r = replay(dir.path());
   CHECK(r.loaded.tasks == 3);
   CHECK(r.broken.empty());
 }
@@ -1422,14 +1422,14 @@ TEST_CASE("a read error in the middle of the replay stops it: no master starts w
   QuietLogs quiet;
   TempDir dir;
   {
-    Node n(dir.path);
+    Node n(dir.path());
     for (int i = 0; i < 50; ++i) n.submit({spec("echo", std::to_string(i))});
   }
   // The tasks table becomes a view whose rows past the 20th fail to read (SQLite's abs() of the
   // smallest integer is an error at step time), with triggers so that the master's statements
   // still prepare. The replay meets the error after reading 20 tasks.
   {
-    Sql sql(dir.db(), false);
+    Sql sql(db_in(dir), false);
     sql.exec("ALTER TABLE tasks RENAME TO real_tasks");
     sql.exec(
         "CREATE VIEW tasks AS SELECT id, job, function, queue, args, priority, timeout_ms, max_attempts, backoff_ms, state, attempts,"
@@ -1439,11 +1439,11 @@ TEST_CASE("a read error in the middle of the replay stops it: no master starts w
       sql.exec(std::string("CREATE TRIGGER tasks_") + op + " INSTEAD OF " + op + " ON tasks BEGIN SELECT 1; END");
     CHECK(sql.rows("SELECT count(*) FROM real_tasks") == std::vector<std::string>{"50"});
   }
-  const std::string what = replay_failure(dir.path);
-  CHECK(what.find("cannot read a task from journal " + dir.db()) != std::string::npos);
+  const std::string what = replay_failure(dir.path());
+  CHECK(what.find("cannot read a task from journal " + db_in(dir)) != std::string::npos);
   CHECK(what.find("integer overflow") != std::string::npos);
   CHECK(what.find("part of its journal") != std::string::npos);
-  CHECK(what.find("mv " + dir.db()) != std::string::npos);
+  CHECK(what.find("mv " + db_in(dir)) != std::string::npos);
 }
 
 TEST_CASE("a data directory that cannot be made or written is refused clearly") {
