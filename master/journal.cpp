@@ -73,8 +73,10 @@ TimePoint steady_of(std::int64_t ms, TimePoint now) {
   return now + milliseconds(ms - wall_now);
 }
 
+// A column as text; NULL is "". A NULL pointer for a column that is not NULL is SQLite out of memory.
 std::string text(sqlite3_stmt* s, int col) {
   const auto* p = sqlite3_column_text(s, col);
+  if (!p && sqlite3_column_type(s, col) != SQLITE_NULL) throw std::runtime_error("out of memory reading a text column");
   return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s, col))) : std::string();
 }
 
@@ -399,8 +401,28 @@ Status Journal::commit() {
 }
 
 Journal::Contents Journal::load(TimePoint now) {
+  try {
+    return read_all(now);
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    if (what.find(path_) != std::string::npos) throw;
+    throw std::runtime_error("cannot replay journal " + path_ + ": " + what + "; the master does not start with part of its journal." +
+                             move_aside_hint(path_));
+  }
+}
+
+Journal::Contents Journal::read_all(TimePoint now) {
   Contents c;
   const auto i64 = [](sqlite3_stmt* s, int col) { return static_cast<std::uint64_t>(sqlite3_column_int64(s, col)); };
+  // A value past what this version writes is a damaged (or foreign) row, not one to cut down.
+  const auto ranged = [&](sqlite3_stmt* s, int col, std::uint64_t max, const char* what, std::uint64_t id) {
+    const std::int64_t v = sqlite3_column_int64(s, col);
+    if (v < 0 || static_cast<std::uint64_t>(v) > max)
+      throw std::runtime_error("journal " + path_ + ": " + what + " of row " + std::to_string(id) + " is " + std::to_string(v) +
+                               ", outside 0 … " + std::to_string(max) + "; the master does not start with part of its journal." +
+                               move_aside_hint(path_));
+    return static_cast<std::uint64_t>(v);
+  };
   {
     Statement j = prepare("SELECT id, idempotency_key, total, sealed, cancelled, ended_at_ms FROM jobs ORDER BY id");
     while (step_row(j.get(), "a job")) {
@@ -423,7 +445,7 @@ Journal::Contents Journal::load(TimePoint now) {
                                                      " has seq " + std::to_string(seq) + ", past any this version gives." +
                                                      move_aside_hint(path_));
       c.batches.push_back({i64(b.get(), 0), static_cast<std::uint32_t>(seq),
-                           {i64(b.get(), 2), static_cast<std::uint32_t>(i64(b.get(), 3))}});
+                           {i64(b.get(), 2), static_cast<std::uint32_t>(ranged(b.get(), 3, UINT32_MAX, "the task count", i64(b.get(), 0)))}});
     }
   }
   {
@@ -440,9 +462,9 @@ Journal::Contents Journal::load(TimePoint now) {
       r.queue = text(s, 3);
       task.args = text(s, 4);
       task.priority = sqlite3_column_int(s, 5);
-      task.timeout_ms = static_cast<std::uint32_t>(sqlite3_column_int64(s, 6));
-      task.max_attempts = static_cast<std::uint16_t>(sqlite3_column_int(s, 7));
-      task.backoff_ms = static_cast<std::uint32_t>(sqlite3_column_int64(s, 8));
+      task.timeout_ms = static_cast<std::uint32_t>(ranged(s, 6, UINT32_MAX, "timeout_ms", task.id));
+      task.max_attempts = static_cast<std::uint16_t>(ranged(s, 7, UINT16_MAX, "max_attempts", task.id));
+      task.backoff_ms = static_cast<std::uint32_t>(ranged(s, 8, UINT32_MAX, "backoff_ms", task.id));
       const std::string state = text(s, 9);
       const auto parsed = protocol::task_state_from_string(state);
       if (!parsed)
@@ -450,7 +472,7 @@ Journal::Contents Journal::load(TimePoint now) {
                                  "', which this taskmaster does not know (a newer version's journal, or a damaged one); the master"
                                  " does not start with part of its journal." + move_aside_hint(path_));
       task.state = *parsed;
-      task.attempts = static_cast<std::uint16_t>(sqlite3_column_int(s, 10));
+      task.attempts = static_cast<std::uint16_t>(ranged(s, 10, UINT16_MAX, "attempts", task.id));
       task.ready_at = steady_of(sqlite3_column_int64(s, 11), now);
       task.outcome = text(s, 12);
       r.worker = text(s, 13);

@@ -114,6 +114,7 @@ class Journal {
   void exec(const char* sql);
   void begin();
   Statement prepare(const char* sql);
+  Contents read_all(TimePoint now);  // load() without the message that names the journal
   // A step of a read: true for a row, false at the end; throws for an error.
   bool step_row(sqlite3_stmt* s, const char* what);
   // Binding and running a write; the first failure of the transaction is kept for commit().

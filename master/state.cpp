@@ -96,7 +96,8 @@ MasterState::Recovered MasterState::recover(Journal& journal, TimePoint now) {
     const Task& t = *tasks_.find(id);
     if (was_running) ++r.requeued;
     if (rule) changed.push_back(id);
-    if (proto::is_final(t.state)) finished[job].emplace_back(rule ? INT64_MAX : row.finished_seq, id);
+    // A finished task without a place (none recorded) gets one after the others, as the rule's do.
+    if (proto::is_final(t.state)) finished[job].emplace_back(rule || row.finished_seq < 0 ? INT64_MAX : row.finished_seq, id);
     else if (rule) save_task(t, -1, false);  // queued by the rule: saved as such
   }
   r.tasks = c.tasks.size();
@@ -737,12 +738,13 @@ std::vector<MasterState::Outgoing> MasterState::take_outbox() {
 // ---- diagnostics ------------------------------------------------------------------------------
 
 std::string MasterState::check_invariants() const {
-  std::uint64_t worker_refs = 0;
+  TaskTable::RefCounts worker_refs;  // name id -> references the sessions hold
   std::set<std::pair<TaskId, std::uint32_t>> held;  // (task, attempt) some session holds
   for (const auto& [id, w] : workers_.sessions()) {
-    worker_refs += (w.name ? 1 : 0);
     for (const auto* ids : {&w.filter.queues, &w.filter.functions})
-      worker_refs += static_cast<std::uint64_t>(std::count_if(ids->begin(), ids->end(), [](std::uint32_t n) { return n != 0; }));
+      for (auto n : *ids)
+        if (n) ++worker_refs[n];
+    if (w.name) ++worker_refs[w.name];
     if (w.held.size() > std::max<std::size_t>(w.slots, w.ceiling))
       return "worker " + tasks_.names().name(w.name) + " holds " + std::to_string(w.held.size()) + " attempts with credit for " +
              std::to_string(w.slots);
@@ -751,14 +753,35 @@ std::string MasterState::check_invariants() const {
   if (auto e = tasks_.check_invariants(worker_refs); !e.empty()) return e;
   std::string bad;
   tasks_.for_each([&](const Task& t) {
-    if (bad.empty() && t.state == TaskState::Running && !held.count({t.id, t.attempts}))
+    if (!bad.empty()) return;
+    if (t.state == TaskState::Running && !held.count({t.id, t.attempts}))
       bad = "task " + std::to_string(t.id) + " is running attempt " + std::to_string(t.attempts) + ", which no worker holds";
+    else if (tasks_.job_cancelled(t.job) && (t.state == TaskState::Queued || t.state == TaskState::Delayed))
+      bad = "task " + std::to_string(t.id) + " of a cancelled job is " + std::string(proto::to_string(t.state));
   });
   if (!bad.empty()) return bad;
+  std::size_t cancelled = 0;
   for (const auto& [id, j] : jobs_.all()) {
+    std::uint64_t in_batches = 0;
+    for (const auto& b : j.batches) in_batches += b.count;
+    if (in_batches != j.total) return "job " + std::to_string(id) + " counts " + std::to_string(j.total) + " tasks in batches of " +
+                                      std::to_string(in_batches);
     if (j.finished.size() > j.total) return "job " + std::to_string(id) + " has more finished tasks than tasks";
+    std::uint64_t failed = 0;
+    std::set<TaskId> seen;
+    for (TaskId t : j.finished) {
+      const Task* task = tasks_.find(t);
+      if (!seen.insert(t).second) return "job " + std::to_string(id) + " lists task " + std::to_string(t) + " twice as finished";
+      if (!task || task->job != id || !proto::is_final(task->state))
+        return "job " + std::to_string(id) + " lists task " + std::to_string(t) + " as finished, which it is not";
+      failed += task->state == TaskState::Done ? 0 : 1;
+    }
+    if (failed != j.failed) return "job " + std::to_string(id) + "'s failed count is wrong";
     if (j.ended_at.has_value() != j.ended()) return "job " + std::to_string(id) + "'s end time does not match whether it ended";
+    if (j.cancelled != tasks_.job_cancelled(id)) return "job " + std::to_string(id) + "'s cancel mark differs in the task table";
+    cancelled += j.cancelled ? 1 : 0;
   }
+  if (cancelled != tasks_.cancelled_jobs()) return "the task table marks jobs cancelled that do not exist";
   return "";
 }
 

@@ -44,6 +44,25 @@ void Names::release(std::uint32_t id) {
   free_.push_back(id);
 }
 
+std::string Names::check() const {
+  std::uint64_t refs = 0;
+  std::size_t held = 0;
+  for (std::uint32_t id = 1; id < names_.size(); ++id) {
+    refs += names_[id].refs;
+    if (names_[id].refs == 0) continue;
+    ++held;
+    auto it = ids_.find(names_[id].name);
+    if (it == ids_.end() || it->second != id) return "name id " + std::to_string(id) + " is held but not found by its name";
+  }
+  if (names_[0].refs != 0) return "name id 0 is counted";
+  for (auto id : free_)
+    if (id == 0 || id >= names_.size() || names_[id].refs != 0) return "name id " + std::to_string(id) + " is free but referenced";
+  if (held != ids_.size()) return std::to_string(ids_.size()) + " names known for " + std::to_string(held) + " held";
+  if (held + free_.size() + 1 != names_.size()) return "name ids are lost: neither held nor free";
+  if (refs != references_) return "the names' reference total is wrong";
+  return "";
+}
+
 std::uint32_t Names::find(std::string_view name) const {
   auto it = ids_.find(std::string(name));
   return it == ids_.end() ? 0 : it->second;
@@ -300,7 +319,7 @@ void TaskTable::unlease(TaskId id, std::uint32_t attempt) {
   if (t.state != TaskState::Running || t.attempts != attempt) return;
   --t.attempts;
   if (t.attempts == 0) set_worker(t, 0);  // no attempt ran anywhere
-  move_to(t, TaskState::Queued);
+  move_to(t, job_cancelled(t.job) ? TaskState::Cancelled : TaskState::Queued);  // a cancelled job takes no more attempts
 }
 
 void TaskTable::set_outcome(Task& t, std::string outcome) {
@@ -399,7 +418,7 @@ std::optional<TimePoint> TaskTable::next_deadline() const {
   return d;
 }
 
-std::string TaskTable::check_invariants(std::uint64_t extra_refs) const {
+std::string TaskTable::check_invariants(const RefCounts& extra_refs) const {
   const auto fail = [](auto... parts) {
     std::string s;
     ((s += [](const auto& p) {
@@ -449,10 +468,15 @@ std::string TaskTable::check_invariants(std::uint64_t extra_refs) const {
   std::size_t indexed = 0;
   std::unordered_set<TaskId> in_heaps;  // entries may be stale (tasks that left the queue)
   for (const auto& [key, b] : buckets_) {
+    for (auto heap = b.heap; !heap.empty(); heap.pop()) {
+      const Task* t = find(heap.top().id);
+      if (!t || t->state != TaskState::Queued) continue;  // a stale entry
+      if (bucket_key(t->queue, t->function) != key) return fail("queued task ", t->id, " is in another bucket's heap");
+      in_heaps.insert(t->id);
+    }
     auto it = live.find(key);
     if (it == live.end() || it->second != b.live) return fail("bucket ", b.queue, "/", b.function, " counts ", b.live, " queued tasks");
     if (bucket_key(b.queue, b.function) != key) return fail("bucket ", key, " is keyed wrongly");
-    for (auto heap = b.heap; !heap.empty(); heap.pop()) in_heaps.insert(heap.top().id);
     if (b.indexed) {
       ++indexed;
       if (!index_.count({b.head, key})) return fail("bucket ", b.queue, "/", b.function, " is not where the index says");
@@ -462,12 +486,20 @@ std::string TaskTable::check_invariants(std::uint64_t extra_refs) const {
   for (const auto& [id, t] : tasks_)
     if (t.state == TaskState::Queued && !in_heaps.count(id)) return fail("queued task ", id, " is missing from its bucket");
   if (indexed != index_.size()) return fail("the index has ", index_.size(), " entries for ", indexed, " buckets");
-  for (const auto& [id, n] : refs)
-    if (names_.references(id) < n) return fail("name ", names_.name(id), " has ", names_.references(id), " references for ", n, " uses");
-  std::uint64_t from_tasks = 0;
-  for (const auto& [id, n] : refs) from_tasks += n;
-  if (names_.references() != from_tasks + extra_refs)
-    return fail(names_.references(), " name references held, but tasks hold ", from_tasks, " and others ", extra_refs);
+  if (auto e = names_.check(); !e.empty()) return e;
+  for (const auto& [id, n] : extra_refs) refs[id] += n;
+  std::uint64_t uses = 0;
+  for (const auto& [id, n] : refs) {
+    uses += n;
+    if (names_.references(id) != n) return fail("name ", names_.name(id), " has ", names_.references(id), " references for ", n, " uses");
+  }
+  if (names_.references() != uses) return fail(names_.references(), " name references held for ", uses, " uses");
+  // Every delayed task has its timer (stale timers of tasks that left may stay).
+  std::unordered_set<TaskId> timed;
+  for (auto heap = delayed_; !heap.empty(); heap.pop())
+    if (const Task* t = find(heap.top().id); t && t->state == TaskState::Delayed && t->ready_at == heap.top().at) timed.insert(t->id);
+  for (const auto& [id, t] : tasks_)
+    if (t.state == TaskState::Delayed && !timed.count(id)) return fail("delayed task ", id, " has no timer");
   return "";
 }
 

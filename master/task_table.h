@@ -66,6 +66,8 @@ class Names {
   std::size_t size() const { return ids_.size(); }
   std::uint64_t references() const { return references_; }
   std::uint64_t references(std::uint32_t id) const { return id < names_.size() ? names_[id].refs : 0; }
+  // Its own bookkeeping: every held id found by its name, free ids unreferenced. "" if right.
+  std::string check() const;
 
  private:
   struct Entry {
@@ -177,6 +179,7 @@ class TaskTable {
   void restore_cancelled_job(JobId job) { cancelled_jobs_.insert(job); }
   // Forgets the job's mark once its tasks are gone.
   void forget_job(JobId job) { cancelled_jobs_.erase(job); }
+  std::size_t cancelled_jobs() const { return cancelled_jobs_.size(); }
   // Forgets a finished task (its results' time is up). Does nothing unless the task is done, dead
   // or cancelled.
   void erase(TaskId id);
@@ -203,11 +206,13 @@ class TaskTable {
 
   // Checks what the table's bookkeeping promises: the counts per state add up to the tasks held,
   // queued() and every bucket's count match the queued tasks, every queued task is in its bucket
-  // and every bucket with queued tasks in the index, running tasks and lease timers match,
-  // unfinished() and bytes() are right, and every name reference is accounted for (`extra_refs`:
-  // references held outside the table, by worker sessions). Returns the first violation found, ""
-  // if none. O(tasks): for tests and the fuzzer.
-  std::string check_invariants(std::uint64_t extra_refs = 0) const;
+  // and every bucket with queued tasks in the index, running tasks and lease timers match, delayed
+  // tasks have their timers, unfinished() and bytes() are right, Names is consistent, and every
+  // name's references are exactly its uses (`extra_refs`: name id -> references held outside the
+  // table, by worker sessions). Returns the first violation found, "" if none. O(tasks log tasks):
+  // for tests and the fuzzer.
+  using RefCounts = std::unordered_map<std::uint32_t, std::uint64_t>;
+  std::string check_invariants(const RefCounts& extra_refs = {}) const;
 
   // Delay before the next attempt after `failed_attempts` failures: backoff doubled each time,
   // at most an hour.

@@ -54,10 +54,10 @@ TaskSpec spec(std::string args = "1") { return TaskSpec{.function = "square", .a
 // name references taken by the test itself (filters, workers) counted apart.
 struct CheckedTable : TaskTable {
   using TaskTable::TaskTable;
-  std::uint64_t test_refs = 0;
+  RefCounts test_refs;
   std::uint32_t acquire(std::string_view name) {
     const auto id = names().acquire(name);
-    test_refs += id ? 1 : 0;
+    if (id) ++test_refs[id];
     return id;
   }
   ~CheckedTable() { CHECK(check_invariants(test_refs) == ""); }
