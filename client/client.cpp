@@ -118,7 +118,7 @@ std::uint64_t Client::start(proto::Message request, milliseconds patience) {
     return req;
   }
   if (pending_.empty()) last_progress_ = now;  // the silence clock runs only while we wait
-  auto& p = pending_[req] = Pending{proto::command_name(request), std::move(body), patience, now};
+  auto& p = pending_[req] = Pending{proto::command_name(request), std::move(body), patience, now, {}, {}};
   send_pending(p, now);
   return req;
 }
@@ -247,7 +247,7 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
   m.idempotency_key = options.idempotency_key.empty() ? random_key() : options.idempotency_key;
   m.tasks = std::move(first.tasks);
   std::uint64_t after = 0;
-  std::optional<std::uint64_t> wait_req;
+  std::uint64_t wait_req = 0;  // the WAIT in flight; 0: none (request ids start at 1)
   const auto submit_req = client.start(m);
   // A job in one batch: ask for its outcomes right behind the submission, by its key, saving a
   // round trip (the master handles the two in order).
@@ -264,8 +264,8 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
       const auto* a = std::get_if<proto::Accepted>(&reply.message);
       if (!a) return unexpected_reply("SUBMIT", reply.message);
       first_reply = *a;
-    } else if (wait_req && reply.req == *wait_req) {
-      wait_req.reset();
+    } else if (wait_req && reply.req == wait_req) {
+      wait_req = 0;
       if (auto* o = std::get_if<proto::Outcomes>(&reply.message)) {
         s.job = o->job;
         after = take_outcomes(*o, s, *on_outcome);
@@ -306,8 +306,8 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
       if (!a) return unexpected_reply("SUBMIT", reply.message);
       submitted += a->count;
       in_flight.erase(it);
-    } else if (wait_req && reply.req == *wait_req) {
-      wait_req.reset();
+    } else if (wait_req && reply.req == wait_req) {
+      wait_req = 0;
       auto* o = std::get_if<proto::Outcomes>(&reply.message);
       if (!o) return unexpected_reply("WAIT", reply.message);
       after = take_outcomes(*o, s, *on_outcome);

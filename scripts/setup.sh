@@ -13,6 +13,7 @@ build=(
 )
 tests=(
   doctest-dev
+  clang-format  # scripts/format.sh (the layout check of scripts/test.sh)
   # fuzzing and sanitizers (clang), wire capture, syscall traces, network namespaces, deploy checks
   clang libclang-rt-14-dev tcpdump strace iproute2 nftables procps sqlite3 util-linux python3 python3-yaml
 )

@@ -282,7 +282,7 @@ struct Node : test::SentMessages {
   void result(const std::string& w, TaskId task, std::uint32_t attempt, bool ok, std::string value) {
     deliver(w, proto::Results{{proto::Result{task, attempt, ok, std::move(value)}}});
   }
-  proto::Outcomes wait(JobId job) { return ask<proto::Outcomes>("C", proto::Wait{9, job, 0, 10000, 0}); }
+  proto::Outcomes wait(JobId job) { return ask<proto::Outcomes>("C", proto::Wait{9, job, 0, 10000, 0, {}}); }
   const Task* task(TaskId id) const { return state->tasks().find(id); }
   std::int64_t jobs() {
     return ask<proto::Report>("C", proto::Status{1}).status["jobs"].get<std::int64_t>();
@@ -1254,7 +1254,7 @@ TEST_CASE("results past their TTL leave the journal - replay does not bring them
   Node n(dir.path(), c);
   CHECK(n.loaded.jobs == 1);
   CHECK(n.loaded.tasks == 1);
-  CHECK(n.ask<proto::ErrorReply>("C", proto::Wait{1, gone, 0, 10, 0}).code == ErrorCode::UnknownJob);
+  CHECK(n.ask<proto::ErrorReply>("C", proto::Wait{1, gone, 0, 10, 0, {}}).code == ErrorCode::UnknownJob);
   const auto again = n.submit({spec("echo", "1")}, "ttl-key");
   CHECK_FALSE(again.duplicate);
   // A new job, with ids never handed out before (not those of the expired job).

@@ -40,8 +40,7 @@ proto::PeerSocketOptions watched(proto::PeerSocketOptions o, proto::ConnectionMo
 }  // namespace
 
 Worker::Worker(zmq::context_t& ctx, WorkerConfig config, const HandlerRegistry& handlers)
-    : ctx_(ctx),
-      config_(std::move(config)),
+    : config_(std::move(config)),
       handlers_(handlers),
       host_(host_name()),
       pool_(ctx, handlers, config_.threads),

@@ -87,7 +87,6 @@ class Worker {
   std::uint32_t slots() const;
   void resize_credit(std::chrono::steady_clock::time_point now);
 
-  zmq::context_t& ctx_;
   WorkerConfig config_;
   const HandlerRegistry& handlers_;
   std::string name_;
