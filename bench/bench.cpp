@@ -38,10 +38,10 @@ constexpr milliseconds kStartTimeout{20000};  // a master or worker must be up w
 // What every configuration of one run shares.
 struct Run {
   Options o;
-  std::string tmp;                       // temporary directory: key, logs, data directories
+  std::string tmp;                        // temporary directory: key, logs, data directories
   std::optional<proto::CurveKeys> curve;  // what the in-process clients use
-  std::vector<std::string> env;          // the environment of every process started
-  std::vector<std::string> key_args;     // key options of every process started
+  std::vector<std::string> env;           // the environment of every process started
+  std::vector<std::string> key_args;      // key options of every process started
   std::string queue = "default";
   bool own_master = true;
   std::vector<std::string> master_args;  // how masters keep state: --in-memory, or nothing (older builds)
@@ -129,8 +129,8 @@ class Setup {
     master_ = std::make_unique<Child>(argv, child_options(run_.env, log("master"), false, true));
     auto line = master_->read_line(Clock::now() + kStartTimeout);
     if (!line || line->rfind("tcp://", 0) != 0)
-      return make_error(ErrorCode::Internal, "the master did not start (no endpoint on its stdout); its log " + log("master") + ":\n" +
-                                                 tail_of(log("master")));
+      return make_error(ErrorCode::Internal,
+                        "the master did not start (no endpoint on its stdout); its log " + log("master") + ":\n" + tail_of(log("master")));
     endpoint_ = *line;
     return Ok{};
   }
@@ -149,8 +149,8 @@ class Setup {
   // Starts `count` worker processes (one slot each) and waits until the master has them all.
   Status start_workers(unsigned count) {
     for (unsigned i = 0; i < count; ++i) {
-      std::vector<std::string> argv = {run_.o.exe, "worker", "--connect", endpoint_, "-j", std::to_string(run_.o.worker_threads),
-                                       "--queue", run_.queue};
+      std::vector<std::string> argv = {run_.o.exe, "worker",  "--connect", endpoint_, "-j", std::to_string(run_.o.worker_threads),
+                                       "--queue",  run_.queue};
       argv.insert(argv.end(), run_.key_args.begin(), run_.key_args.end());
       workers_.push_back(std::make_unique<Child>(argv, child_options(run_.env, log("worker-" + std::to_string(i + 1)), false, false)));
     }
@@ -169,7 +169,8 @@ class Setup {
           return make_error(ErrorCode::Internal, "a worker exited at start; its log " + w->log_path() + ":\n" + tail_of(w->log_path()));
       if (Clock::now() >= deadline)
         return make_error(ErrorCode::Internal, std::to_string(seen) + " of " + std::to_string(pids.size()) +
-                                                   " workers joined the master within " + std::to_string(kStartTimeout.count() / 1000) + " s");
+                                                   " workers joined the master within " + std::to_string(kStartTimeout.count() / 1000) +
+                                                   " s");
       std::this_thread::sleep_for(milliseconds(20));  // polling the master's status, bounded by the deadline
     }
   }
@@ -196,9 +197,9 @@ class Setup {
 };
 
 // Returns the failure of `expr` (an Expected or Status), with the setup's context, if it failed.
-#define BENCH_TRY(setup, expr)                                      \
-  do {                                                              \
-    if (auto s_ = (expr); !s_) return (setup).failed(s_.error());   \
+#define BENCH_TRY(setup, expr)                                    \
+  do {                                                            \
+    if (auto s_ = (expr); !s_) return (setup).failed(s_.error()); \
   } while (0)
 
 // Master, client, W workers, 100 warm-up tasks: what throughput-like configurations start with.
@@ -528,9 +529,7 @@ Expected<Row> repeated(Run& r, const std::string& what, const std::function<Expe
   return m;
 }
 
-bool selected(const Options& o, const std::string& config) {
-  return std::find(o.only.begin(), o.only.end(), config) != o.only.end();
-}
+bool selected(const Options& o, const std::string& config) { return std::find(o.only.begin(), o.only.end(), config) != o.only.end(); }
 
 Status run_all(Run& r) {
   const Options& o = r.o;
@@ -628,7 +627,8 @@ Expected<Options> resolve(Options o) {
   for (auto n : o.n)
     if (n == 0) return make_error(ErrorCode::BadField, "--n: each N must be positive");
   if (o.durable && !o.connect.empty())
-    return make_error(ErrorCode::BadField, "--durable applies to the masters the benchmark starts; with --connect the master's own setup applies");
+    return make_error(ErrorCode::BadField,
+                      "--durable applies to the masters the benchmark starts; with --connect the master's own setup applies");
   return o;
 }
 
@@ -672,8 +672,8 @@ Status run(const Options& options, const std::function<void(const std::string&)>
     r.curve = r.o.curve;
     r.queue = "bench-" + std::to_string(::getpid());  // our workers serve only our tasks
   }
-  log_info("taskmaster bench: ", mode_of(r), " master", r.own_master ? "s (one per configuration)" : " at " + r.o.connect,
-           ", security ", security_of(r), ", logs in ", r.tmp, keep ? " (kept)" : "");
+  log_info("taskmaster bench: ", mode_of(r), " master", r.own_master ? "s (one per configuration)" : " at " + r.o.connect, ", security ",
+           security_of(r), ", logs in ", r.tmp, keep ? " (kept)" : "");
 
   Status result = Ok{};
   if (r.own_master) {

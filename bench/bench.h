@@ -39,28 +39,28 @@ inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "throughput", "
 // Every list or count left empty (or 0) takes the default of the mode: the full benchmark, or the
 // small smoke test of --quick (well under a minute).
 struct Options {
-  std::vector<std::string> only;             // configurations to run; empty: all of kConfigs
-  std::vector<unsigned> workers;             // W: {2, 4}; quick {2}
-  std::vector<std::uint64_t> n;              // N of throughput and cli: {20000, 200000}; quick {2000}
-  unsigned worker_threads = 1;               // -j of each worker process (PEERS.md: 1)
-  unsigned repeat = 1;                       // runs per configuration; the RESULT line is their median
+  std::vector<std::string> only;  // configurations to run; empty: all of kConfigs
+  std::vector<unsigned> workers;  // W: {2, 4}; quick {2}
+  std::vector<std::uint64_t> n;   // N of throughput and cli: {20000, 200000}; quick {2000}
+  unsigned worker_threads = 1;    // -j of each worker process (PEERS.md: 1)
+  unsigned repeat = 1;            // runs per configuration; the RESULT line is their median
   bool quick = false;
-  bool durable = false;                      // masters journal to a temporary --data-dir
-  std::string connect;                       // an existing master; "" = start one per configuration
+  bool durable = false;  // masters journal to a temporary --data-dir
+  std::string connect;   // an existing master; "" = start one per configuration
   // With `connect`: the keys (nullopt: --insecure), and the key options passed on to the processes
   // started here (workers, `taskmaster submit`), e.g. {"--key-file", PATH}.
   std::optional<protocol::CurveKeys> curve;
   std::vector<std::string> key_args;
-  bool insecure = false;                     // own master: no key (to see what encryption costs)
-  std::uint64_t latency_trips = 0;           // 2000; quick 200 (after warm-up ones: 100; quick 20)
-  std::uint64_t memory_n = 0;                // 1000000; quick 20000
-  std::vector<std::uint64_t> backlog;        // {1000, 1000000}; quick {1000, 20000}
-  std::size_t sim_workers = 0;               // 2000; quick 50
-  std::uint64_t sim_n = 0;                   // tasks spread over them: 20000; quick 1000
-  double idle_s = 0;                         // idle CPU window: 5 s; quick 1 s
-  std::uint64_t ceiling_n = 0;               // 200000; quick 20000
-  std::chrono::seconds timeout{600};         // bound on each configuration
-  std::string exe;                           // the taskmaster binary; "" = this process's own
+  bool insecure = false;               // own master: no key (to see what encryption costs)
+  std::uint64_t latency_trips = 0;     // 2000; quick 200 (after warm-up ones: 100; quick 20)
+  std::uint64_t memory_n = 0;          // 1000000; quick 20000
+  std::vector<std::uint64_t> backlog;  // {1000, 1000000}; quick {1000, 20000}
+  std::size_t sim_workers = 0;         // 2000; quick 50
+  std::uint64_t sim_n = 0;             // tasks spread over them: 20000; quick 1000
+  double idle_s = 0;                   // idle CPU window: 5 s; quick 1 s
+  std::uint64_t ceiling_n = 0;         // 200000; quick 20000
+  std::chrono::seconds timeout{600};   // bound on each configuration
+  std::string exe;                     // the taskmaster binary; "" = this process's own
 };
 
 // Fills every default left open (see Options). Fails on an unknown configuration name or a

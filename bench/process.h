@@ -76,7 +76,7 @@ class Watchdog {
 
 // What /proc says about a process (all its threads).
 struct ProcStats {
-  double cpu_s = 0;            // utime + stime
+  double cpu_s = 0;             // utime + stime
   std::uint64_t rss_bytes = 0;  // VmRSS
   std::uint64_t hwm_bytes = 0;  // VmHWM: peak resident set
 };

@@ -30,8 +30,8 @@ struct SimulatedWorkers::Sim {
   std::atomic<std::uint64_t> tasks{0};
 };
 
-SimulatedWorkers::SimulatedWorkers(std::string endpoint, std::optional<proto::CurveKeys> curve, std::string queue,
-                                   std::size_t count, unsigned threads)
+SimulatedWorkers::SimulatedWorkers(std::string endpoint, std::optional<proto::CurveKeys> curve, std::string queue, std::size_t count,
+                                   unsigned threads)
     : endpoint_(std::move(endpoint)), curve_(std::move(curve)), queue_(std::move(queue)), count_(count) {
   ctx_.set(zmq::ctxopt::io_threads, 2);
   ctx_.set(zmq::ctxopt::max_sockets, static_cast<int>(count + 64));

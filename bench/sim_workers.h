@@ -22,8 +22,7 @@ namespace taskmaster::bench {
 class SimulatedWorkers {
  public:
   // Starts `count` workers on `threads` threads, connecting to `endpoint`; they serve `queue`.
-  SimulatedWorkers(std::string endpoint, std::optional<protocol::CurveKeys> curve, std::string queue, std::size_t count,
-                   unsigned threads);
+  SimulatedWorkers(std::string endpoint, std::optional<protocol::CurveKeys> curve, std::string queue, std::size_t count, unsigned threads);
   // Stops the threads and closes every socket (without BYE: the master is stopped next anyway).
   ~SimulatedWorkers();
   SimulatedWorkers(const SimulatedWorkers&) = delete;

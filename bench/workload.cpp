@@ -40,9 +40,7 @@ void Ledger::fail(std::string why) {
   if (wrong_++ == 0) first_error_ = std::move(why);
 }
 
-void Ledger::take(const proto::Outcome& o) {
-  take(o.task, std::string(proto::to_string(o.status)), o.args, o.value);
-}
+void Ledger::take(const proto::Outcome& o) { take(o.task, std::string(proto::to_string(o.status)), o.args, o.value); }
 
 void Ledger::take(std::uint64_t task, const std::string& status, const std::string& args, const std::string& result) {
   ++received_;
@@ -58,7 +56,8 @@ void Ledger::take(std::uint64_t task, const std::string& status, const std::stri
 
 Status Ledger::verify() const {
   if (wrong_ > 0)
-    return make_error(ErrorCode::Internal, "verification failed: " + std::to_string(wrong_) + " wrong outcomes; the first: " + first_error_);
+    return make_error(ErrorCode::Internal,
+                      "verification failed: " + std::to_string(wrong_) + " wrong outcomes; the first: " + first_error_);
   if (received_ != submitted_)
     return make_error(ErrorCode::Internal, "verification failed: " + std::to_string(submitted_) + " tasks submitted, " +
                                                std::to_string(received_) + " outcomes received");

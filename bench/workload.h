@@ -61,8 +61,8 @@ struct RunOptions {
 // Submits `n` square tasks as one job through the client library, as fast as it takes them, and
 // collects every outcome (run_job with a TaskSource and an OutcomeSink). Fails if the run is wrong.
 struct Collected {
-  double seconds = 0;          // from just before the first submit to the last outcome verified
-  std::uint64_t replies = 0;   // OUTCOMES replies the outcomes came in
+  double seconds = 0;         // from just before the first submit to the last outcome verified
+  std::uint64_t replies = 0;  // OUTCOMES replies the outcomes came in
 };
 Expected<Collected> submit_and_collect(Client& client, std::uint64_t n, const RunOptions& o);
 

@@ -131,7 +131,8 @@ Expected<double> zmq_pipeline_tasks_per_s(unsigned workers, std::uint64_t n, std
     vent.send(zmq::buffer(&s, sizeof s), zmq::send_flags::dontwait);
   }
   finish();
-  if (lost) return make_error(ErrorCode::Internal, "zmq ceiling: verification failed: " + std::to_string(n - received) + " results never came");
+  if (lost)
+    return make_error(ErrorCode::Internal, "zmq ceiling: verification failed: " + std::to_string(n - received) + " results never came");
   if (wrong) return make_error(ErrorCode::Internal, "zmq ceiling: verification failed: " + std::to_string(wrong) + " wrong results");
   return static_cast<double>(n) / elapsed;
 }

@@ -70,7 +70,8 @@ int run_bench(BenchOptions& o) {
 
 void add_bench_command(CLI::App& app, Runners& runners) {
   auto o = std::make_shared<BenchOptions>();
-  auto* cmd = app.add_subcommand("bench", "Benchmark: the standard workload (square) against fresh local masters, one RESULT line per configuration");
+  auto* cmd = app.add_subcommand(
+      "bench", "Benchmark: the standard workload (square) against fresh local masters, one RESULT line per configuration");
   std::string configs;
   for (const auto& c : bench::kConfigs) configs += (configs.empty() ? "" : ",") + c;
   cmd->add_option("--only", o->bench.only, "Configurations to run, comma-separated: " + configs + " (default: all)")->delimiter(',');
@@ -103,11 +104,10 @@ void add_bench_command(CLI::App& app, Runners& runners) {
   add_seconds_option(cmd, "--timeout", o->timeout_s, 1, 86400,
                      "Seconds each configuration may take before the benchmark stops everything and fails")
       ->capture_default_str();
-  cmd->footer(std::string(
-                  "Prints one line per configuration: RESULT config=NAME key=value ... (with --repeat, also DETAIL lines);\n"
-                  "progress goes to stderr. Every result is verified (n*n, each task exactly once); a wrong run exits 1.\n"
-                  "Each configuration gets a fresh master (127.0.0.1, port 0, a fresh key) and fresh worker processes; all are\n"
-                  "stopped by PID at the end, on errors and on Ctrl-C. TASKMASTER_BENCH_KEEP=1 keeps their logs.\n") +
+  cmd->footer(std::string("Prints one line per configuration: RESULT config=NAME key=value ... (with --repeat, also DETAIL lines);\n"
+                          "progress goes to stderr. Every result is verified (n*n, each task exactly once); a wrong run exits 1.\n"
+                          "Each configuration gets a fresh master (127.0.0.1, port 0, a fresh key) and fresh worker processes; all are\n"
+                          "stopped by PID at the end, on errors and on Ctrl-C. TASKMASTER_BENCH_KEEP=1 keeps their logs.\n") +
               kExitCodesHelp);
   runners[cmd] = [o] { return run_bench(*o); };
 }

@@ -17,11 +17,11 @@ using Runners = std::map<const CLI::App*, Runner>;
 
 void add_master_command(CLI::App& app, Runners& runners);
 void add_worker_command(CLI::App& app, Runners& runners);
-void add_job_commands(CLI::App& app, Runners& runners);     // submit, wait, results
-void add_status_command(CLI::App& app, Runners& runners);   // status, cancel
+void add_job_commands(CLI::App& app, Runners& runners);    // submit, wait, results
+void add_status_command(CLI::App& app, Runners& runners);  // status, cancel
 void add_keygen_command(CLI::App& app, Runners& runners);
-void add_health_command(CLI::App& app, Runners& runners);   // for healthchecks: exit code only
-void add_bench_command(CLI::App& app, Runners& runners);    // bench/ does the work
+void add_health_command(CLI::App& app, Runners& runners);  // for healthchecks: exit code only
+void add_bench_command(CLI::App& app, Runners& runners);   // bench/ does the work
 
 // Builds the whole application.
 void add_commands(CLI::App& app, Runners& runners);

@@ -31,8 +31,7 @@ int run_health(const HealthOptions& o) {
   if (!*r) {
     char seconds[32];
     std::snprintf(seconds, sizeof seconds, "%g", o.connection.connect_timeout_s);
-    return report(make_error(ErrorCode::Unreachable,
-                             "the master at " + options->endpoint + " did not answer within " + seconds + " s"));
+    return report(make_error(ErrorCode::Unreachable, "the master at " + options->endpoint + " did not answer within " + seconds + " s"));
   }
   if (auto s = as_status((*r)->message); !s) return report(s.error());
   if (o.verbose) {

@@ -50,7 +50,7 @@ Expected<std::string> parse_args(const std::string& text) {
   }
   if (compact.size() > proto::kMaxArgsBytes)
     return make_error(ErrorCode::TooLarge, "args are " + std::to_string(compact.size()) + " bytes as JSON; the limit is " +
-                                                std::to_string(proto::kMaxArgsBytes));
+                                               std::to_string(proto::kMaxArgsBytes));
   return compact;
 }
 
@@ -182,12 +182,16 @@ void add_job_commands(CLI::App& app, Runners& runners) {
   submit->add_option("-q,--queue", o->queue, "Queue to put the tasks on")
       ->check([](const std::string& s) { return proto::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'"; })
       ->capture_default_str();
-  submit->add_option("-p,--priority", o->priority, "Higher runs first")->check(CLI::Range(-proto::kMaxPriority, proto::kMaxPriority))->capture_default_str();
+  submit->add_option("-p,--priority", o->priority, "Higher runs first")
+      ->check(CLI::Range(-proto::kMaxPriority, proto::kMaxPriority))
+      ->capture_default_str();
   add_seconds_option(submit, "--delay", o->delay_s, 0, proto::kMaxDelayMs / 1000.0, "Seconds before the tasks may start")
       ->capture_default_str();
   add_seconds_option(submit, "--timeout", o->timeout_s, 0.001, proto::kMaxTimeoutMs / 1000.0, "Seconds an attempt may run before it fails")
       ->capture_default_str();
-  submit->add_option("--max-attempts", o->max_attempts, "Attempts before a task is dead")->check(CLI::Range(1u, proto::kMaxAttempts))->capture_default_str();
+  submit->add_option("--max-attempts", o->max_attempts, "Attempts before a task is dead")
+      ->check(CLI::Range(1u, proto::kMaxAttempts))
+      ->capture_default_str();
   add_seconds_option(submit, "--backoff", o->backoff_s, 0, proto::kMaxBackoffMs / 1000.0,
                      "Seconds before the first retry; doubled after each further failure")
       ->capture_default_str();

@@ -87,8 +87,7 @@ void add_master_command(CLI::App& app, Runners& runners) {
                      "Seconds a job's results are kept after the job ends (at least 1: clients that wait read the last "
                      "outcomes after the job ended)")
       ->capture_default_str();
-  add_seconds_option(cmd, "--handshake-timeout", o->handshake_timeout_s, 0.1, 600,
-                     "Seconds a new connection has to complete its handshake")
+  add_seconds_option(cmd, "--handshake-timeout", o->handshake_timeout_s, 0.1, 600, "Seconds a new connection has to complete its handshake")
       ->capture_default_str();
   auto* dir = cmd->add_option("-d,--data-dir", o->data_dir,
                               "Directory of the durable journal (default: " + default_data_dir() + "); created if missing")
@@ -97,7 +96,8 @@ void add_master_command(CLI::App& app, Runners& runners) {
   const auto defaults = with_default_limits({});
   cmd->add_option("--max-queued", o->max_queued,
                   "Unfinished tasks the master holds at most; a SUBMIT past it is refused (unavailable) and retried by the "
-                  "client (default here: " + std::to_string(defaults.max_queued) + ", one per 2 KiB of memory)")
+                  "client (default here: " +
+                      std::to_string(defaults.max_queued) + ", one per 2 KiB of memory)")
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
   cmd->add_option("--max-task-bytes", o->max_task_bytes,
                   "Bytes of args and results of all tasks held at most (default here: " + std::to_string(defaults.max_task_bytes) +
@@ -110,7 +110,8 @@ void add_master_command(CLI::App& app, Runners& runners) {
   cmd->footer(std::string("By default every accepted submission and every result is durable before it is acknowledged.\n"
                           "Without a key it refuses to start, unless --insecure (then nothing is authenticated or encrypted).\n"
                           "Prints the bound endpoint (e.g. tcp://0.0.0.0:41234) as the first line of stdout; logs go to stderr.\n"
-                          "Stops cleanly on SIGINT or SIGTERM.\n") + kExitCodesHelp);
+                          "Stops cleanly on SIGINT or SIGTERM.\n") +
+              kExitCodesHelp);
   cmd->callback([o] { check_master(*o); });
   runners[cmd] = [o] { return run_master(*o); };
 }

@@ -49,8 +49,7 @@ std::string seconds_text(double seconds) {
   return ec == std::errc() ? std::string(buf, end) : std::to_string(seconds);
 }
 
-CLI::Option* add_seconds_option(CLI::App* cmd, const std::string& names, double& seconds, double min, double max,
-                                const std::string& help) {
+CLI::Option* add_seconds_option(CLI::App* cmd, const std::string& names, double& seconds, double min, double max, const std::string& help) {
   auto self = std::make_shared<CLI::Option*>(nullptr);
   auto* opt = cmd->add_option(names, seconds, help);
   *self = opt;
@@ -59,8 +58,8 @@ CLI::Option* add_seconds_option(CLI::App* cmd, const std::string& names, double&
         double v = 0;
         const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
         if (ec != std::errc() || end != value.data() + value.size() || !std::isfinite(v) || v < min || v > max)
-          throw UsageError((*self)->get_name() + " '" + value + "': expected a number of seconds from " + seconds_text(min) +
-                           " to " + seconds_text(max));
+          throw UsageError((*self)->get_name() + " '" + value + "': expected a number of seconds from " + seconds_text(min) + " to " +
+                           seconds_text(max));
         return {};
       },
       "SECONDS in [" + seconds_text(min) + " - " + seconds_text(max) + "]"));
@@ -108,8 +107,7 @@ Expected<ClientOptions> ConnectionOptions::client() const {
 
 void add_connection_options(CLI::App* cmd, ConnectionOptions& o) {
   add_endpoint_option(cmd, "-c,--connect", o.endpoint, protocol::EndpointUse::Connect,
-                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH",
-                      kAddressEnv)
+                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH", kAddressEnv)
       ->capture_default_str();
   add_seconds_option(cmd, "--connect-timeout", o.connect_timeout_s, 0.001, kMaxWaitSeconds,
                      "Seconds to wait for the first connection; then exit 3")
@@ -122,8 +120,7 @@ void add_connection_options(CLI::App* cmd, ConnectionOptions& o) {
 
 void add_check_connection_options(CLI::App* cmd, ConnectionOptions& o) {
   add_endpoint_option(cmd, "-c,--connect", o.endpoint, protocol::EndpointUse::Connect,
-                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH",
-                      kAddressEnv)
+                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH", kAddressEnv)
       ->capture_default_str();
   add_seconds_option(cmd, "-t,--timeout,--connect-timeout", o.connect_timeout_s, 0.001, kMaxWaitSeconds,
                      "Seconds the whole check may take (connecting and the answer); then exit 3")

@@ -30,16 +30,13 @@ CLI::Option* add_endpoint_option(CLI::App* cmd, const std::string& names, std::s
 
 // An option that takes a number of seconds from `min` to `max`; anything else (NaN and infinities
 // included) is a usage error: --timeout 'nan': expected a number of seconds from 0.001 to 604800.
-CLI::Option* add_seconds_option(CLI::App* cmd, const std::string& names, double& seconds, double min, double max,
-                                const std::string& help);
+CLI::Option* add_seconds_option(CLI::App* cmd, const std::string& names, double& seconds, double min, double max, const std::string& help);
 
 // Seconds as a short text: 0.001, 1.5, 604800.
 std::string seconds_text(double seconds);
 
 // Milliseconds of a number of seconds that add_seconds_option has checked.
-inline std::chrono::milliseconds to_ms(double seconds) {
-  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
-}
+inline std::chrono::milliseconds to_ms(double seconds) { return std::chrono::milliseconds(static_cast<long long>(seconds * 1000)); }
 
 // A check for a string option that must not be empty when given (e.g. --key-file "").
 CLI::Validator not_empty(const std::string& what);

@@ -85,9 +85,7 @@ std::string cell(const nlohmann::json& v) {
 }
 
 // A count: 64 bits (value(key, 0) would read it as an int and cut counts past 2^31).
-std::string count_cell(const nlohmann::json& object, const char* key) {
-  return cell(object.value(key, std::uint64_t{0}));
-}
+std::string count_cell(const nlohmann::json& object, const char* key) { return cell(object.value(key, std::uint64_t{0})); }
 
 // Left-aligns the first column, right-aligns the others.
 std::string table(const std::vector<std::vector<std::string>>& rows) {
@@ -113,8 +111,8 @@ std::string table(const std::vector<std::vector<std::string>>& rows) {
 
 std::string format_status(const nlohmann::json& st) {
   std::ostringstream s;
-  s << "master " << cell(st.value("master", "")) << ", up " << cell(st.value("uptime_s", 0.0)) << " s; "
-    << count_cell(st, "jobs") << " jobs, " << count_cell(st, "tasks") << " tasks kept\n\n";
+  s << "master " << cell(st.value("master", "")) << ", up " << cell(st.value("uptime_s", 0.0)) << " s; " << count_cell(st, "jobs")
+    << " jobs, " << count_cell(st, "tasks") << " tasks kept\n\n";
   std::vector<std::vector<std::string>> q{{"queue", "delayed", "queued", "running", "done", "dead", "cancelled"}};
   const auto queues = st.value("queues", nlohmann::json::object());
   for (const auto& [name, counts] : queues.items()) {
@@ -136,8 +134,7 @@ std::string format_status(const nlohmann::json& st) {
 
 std::string format_health(const nlohmann::json& st) {
   return "master=" + cell(st.value("master", "")) + " uptime_s=" + cell(st.value("uptime_s", 0.0)) +
-         " workers=" + std::to_string(st.value("workers", nlohmann::json::array()).size()) + " tasks=" + count_cell(st, "tasks") +
-         "\n";
+         " workers=" + std::to_string(st.value("workers", nlohmann::json::array()).size()) + " tasks=" + count_cell(st, "tasks") + "\n";
 }
 
 }  // namespace taskmaster::cli

@@ -69,25 +69,25 @@ void add_worker_command(CLI::App& app, Runners& runners) {
   auto o = std::make_shared<WorkerOptions>();
   auto* cmd = app.add_subcommand("worker", "Run a worker: it connects to a master and runs the tasks it is given");
   add_endpoint_option(cmd, "-c,--connect", o->endpoint, protocol::EndpointUse::Connect,
-                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH",
-                      kAddressEnv)
+                      "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH", kAddressEnv)
       ->capture_default_str();
   cmd->add_option("-j,--threads", o->threads, "Tasks run at once (default: the number of cores)")
       ->check(CLI::Range(1u, 4096u))
       ->capture_default_str();
-  cmd->add_option("-q,--queue", o->queues, "A queue to serve; repeat for several (default: default)")
-      ->check([](const std::string& s) { return protocol::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'"; });
+  cmd->add_option("-q,--queue", o->queues, "A queue to serve; repeat for several (default: default)")->check([](const std::string& s) {
+    return protocol::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'";
+  });
   cmd->add_option("--prefetch", o->prefetch,
                   "Tasks held beyond the running ones (default: automatic, about 20 ms of work per thread); --threads plus "
-                  "--prefetch is at most " + std::to_string(protocol::kMaxSlots))
+                  "--prefetch is at most " +
+                      std::to_string(protocol::kMaxSlots))
       ->check(CLI::Range(0, static_cast<int>(protocol::kMaxSlots)));
   cmd->add_flag("--allow-exec", o->allow_exec, "Also serve 'exec' (runs command lines sent by any client: trusted setups only)");
-  cmd->add_option("--name", o->name, "The worker's name in status (default: HOST-PID-RANDOM)")
-      ->check([](const std::string& s) {
-        return !s.empty() && s.size() <= protocol::kMaxTextBytes
-                   ? std::string()
-                   : "the name must be 1 to " + std::to_string(protocol::kMaxTextBytes) + " bytes";
-      });
+  cmd->add_option("--name", o->name, "The worker's name in status (default: HOST-PID-RANDOM)")->check([](const std::string& s) {
+    return !s.empty() && s.size() <= protocol::kMaxTextBytes
+               ? std::string()
+               : "the name must be 1 to " + std::to_string(protocol::kMaxTextBytes) + " bytes";
+  });
   add_key_options(cmd, o->key);
   cmd->footer(std::string("Built-in functions: square, echo, sleep, fail (and exec with --allow-exec).\n"
                           "SIGTERM or SIGINT drains: no new tasks, running ones finish, then exit 0; a second one stops at once.\n") +

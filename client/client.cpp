@@ -46,8 +46,8 @@ Status as_status(const proto::Message& m) {
 }
 
 Error unexpected_reply(std::string_view request, const proto::Message& got) {
-  return Error{ErrorCode::Internal,
-               "the master answered " + std::string(request) + " with " + std::string(proto::command_name(got)) + "; expected another reply"};
+  return Error{ErrorCode::Internal, "the master answered " + std::string(request) + " with " + std::string(proto::command_name(got)) +
+                                        "; expected another reply"};
 }
 
 Client::Client(zmq::context_t& ctx, ClientOptions options)
@@ -72,17 +72,14 @@ Status Client::read_monitor(Clock::time_point now) {
         // Whatever was in flight may be lost with the old connection: send it again now.
         for (auto& [req, p] : pending_) p.resend_at = now;
         break;
-      case proto::ConnectionEvent::Kind::Disconnected:
-        connected_ = false;
-        break;
+      case proto::ConnectionEvent::Kind::Disconnected: connected_ = false; break;
       case proto::ConnectionEvent::Kind::HandshakeFailed:
         connected_ = false;
         // Final only when definite (a key or mechanism mismatch, or a master that answers and
         // refuses our key); a handshake cut short is a master restarting or a proxy without one.
         if (auto why = judge_.failed(*e, now)) return make_error(ErrorCode::AuthFailed, *why);
         break;
-      default:
-        break;
+      default: break;
     }
   }
   return Ok{};
@@ -171,8 +168,8 @@ Expected<std::optional<Reply>> Client::next(Clock::time_point deadline) {
       if (!unavailable_.empty())
         return make_error(ErrorCode::Unavailable, "the master at " + options_.endpoint + " still refuses after " +
                                                       seconds_of(options_.retry_timeout) + " s of retrying: " + unavailable_);
-      return make_error(ErrorCode::Unreachable, "no answer from the master at " + options_.endpoint + " for " +
-                                                    seconds_of(options_.retry_timeout) + " s");
+      return make_error(ErrorCode::Unreachable,
+                        "no answer from the master at " + options_.endpoint + " for " + seconds_of(options_.retry_timeout) + " s");
     }
     Clock::time_point wake = deadline;
     for (auto& [req, p] : pending_) {
@@ -252,7 +249,8 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
   // A job in one batch: ask for its outcomes right behind the submission, by its key, saving a
   // round trip (the master handles the two in order).
   if (on_outcome && first.last)
-    wait_req = client.start(proto::Wait{0, 0, 0, proto::kDefaultWaitMax, static_cast<std::uint32_t>(kWaitPoll.count()), m.idempotency_key}, kWaitPoll);
+    wait_req = client.start(proto::Wait{0, 0, 0, proto::kDefaultWaitMax, static_cast<std::uint32_t>(kWaitPoll.count()), m.idempotency_key},
+                            kWaitPoll);
   std::optional<proto::Accepted> first_reply;
   while (!first_reply) {
     auto got = client.next(Client::Clock::time_point::max());
@@ -295,7 +293,8 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
     if (all_read && in_flight.empty()) all_accepted = true;
     if (all_accepted && (!on_outcome || s.ended)) break;
     if (on_outcome && !wait_req && !s.ended)
-      wait_req = client.start(proto::Wait{0, s.job, after, proto::kDefaultWaitMax, static_cast<std::uint32_t>(kWaitPoll.count()), {}}, kWaitPoll);
+      wait_req = client.start(proto::Wait{0, s.job, after, proto::kDefaultWaitMax, static_cast<std::uint32_t>(kWaitPoll.count()), {}},
+                              kWaitPoll);
     auto got = client.next(Client::Clock::time_point::max());
     if (!got) return got.error();
     if (!*got) continue;

@@ -24,7 +24,7 @@ namespace taskmaster {
 
 struct ClientOptions {
   std::string endpoint = "tcp://127.0.0.1:5555";
-  std::optional<protocol::CurveKeys> curve;          // keys derived from the shared key; nullopt: --insecure
+  std::optional<protocol::CurveKeys> curve;         // keys derived from the shared key; nullopt: --insecure
   std::chrono::milliseconds connect_timeout{5000};  // first connection: give up after this
   std::chrono::milliseconds retry_timeout{60000};   // later: keep trying this long without an answer
 };
@@ -70,7 +70,7 @@ class Client {
     std::string body;  // encoded once
     std::chrono::milliseconds patience;
     Clock::time_point resend_at;
-    std::chrono::milliseconds backoff{0};  // after an `unavailable` answer
+    std::chrono::milliseconds backoff{0};            // after an `unavailable` answer
     std::optional<Clock::time_point> refused_since;  // the first `unavailable` answer of a run of them
   };
   void send_pending(Pending& p, Clock::time_point now);
@@ -110,10 +110,10 @@ using TaskSource = std::function<std::optional<protocol::TaskSpec>()>;  // nullo
 using OutcomeSink = std::function<void(protocol::JobId, const std::vector<protocol::Outcome>&)>;
 
 struct JobOptions {
-  std::string idempotency_key;       // "" = a random one, so resends never duplicate the job
-  std::size_t batch_tasks = 10000;   // tasks per SUBMIT at most
-  std::size_t batch_bytes = 4 << 20; // args bytes per SUBMIT at most
-  std::size_t window = 4;            // SUBMIT batches in flight at once
+  std::string idempotency_key;        // "" = a random one, so resends never duplicate the job
+  std::size_t batch_tasks = 10000;    // tasks per SUBMIT at most
+  std::size_t batch_bytes = 4 << 20;  // args bytes per SUBMIT at most
+  std::size_t window = 4;             // SUBMIT batches in flight at once
 };
 
 // Submits a job: all tasks from `source`, in pipelined batches. `on_accepted` is called once, when

@@ -6,12 +6,10 @@ namespace taskmaster {
 
 namespace {
 constexpr std::pair<ErrorCode, std::string_view> kErrorNames[] = {
-    {ErrorCode::BadFrame, "bad_frame"},         {ErrorCode::BadSignature, "bad_signature"},
-    {ErrorCode::UnknownCommand, "unknown_command"}, {ErrorCode::TooLarge, "too_large"},
-    {ErrorCode::BadJson, "bad_json"},           {ErrorCode::BadField, "bad_field"},
-    {ErrorCode::NotAllowed, "not_allowed"},     {ErrorCode::UnknownJob, "unknown_job"},
-    {ErrorCode::UnknownTask, "unknown_task"},   {ErrorCode::Unavailable, "unavailable"},
-    {ErrorCode::Unreachable, "unreachable"},    {ErrorCode::AuthFailed, "auth_failed"},
+    {ErrorCode::BadFrame, "bad_frame"},      {ErrorCode::BadSignature, "bad_signature"}, {ErrorCode::UnknownCommand, "unknown_command"},
+    {ErrorCode::TooLarge, "too_large"},      {ErrorCode::BadJson, "bad_json"},           {ErrorCode::BadField, "bad_field"},
+    {ErrorCode::NotAllowed, "not_allowed"},  {ErrorCode::UnknownJob, "unknown_job"},     {ErrorCode::UnknownTask, "unknown_task"},
+    {ErrorCode::Unavailable, "unavailable"}, {ErrorCode::Unreachable, "unreachable"},    {ErrorCode::AuthFailed, "auth_failed"},
     {ErrorCode::Internal, "internal"},
 };
 }  // namespace

@@ -37,8 +37,7 @@ struct Error {
   std::string message;  // what and where: "SUBMIT: tasks[3].function must be a string"
 };
 
-template <class T>
-class Expected {
+template <class T> class Expected {
  public:
   Expected(T value) : v_(std::in_place_index<0>, std::move(value)) {}
   Expected(Error error) : v_(std::in_place_index<1>, std::move(error)) {}
@@ -47,16 +46,28 @@ class Expected {
   explicit operator bool() const { return has_value(); }
 
   // REQUIRES: has_value()
-  T& value() & { assert(has_value()); return std::get<0>(v_); }
-  const T& value() const& { assert(has_value()); return std::get<0>(v_); }
-  T&& value() && { assert(has_value()); return std::get<0>(std::move(v_)); }
+  T& value() & {
+    assert(has_value());
+    return std::get<0>(v_);
+  }
+  const T& value() const& {
+    assert(has_value());
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    assert(has_value());
+    return std::get<0>(std::move(v_));
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
   // REQUIRES: !has_value()
-  const Error& error() const { assert(!has_value()); return std::get<1>(v_); }
+  const Error& error() const {
+    assert(!has_value());
+    return std::get<1>(v_);
+  }
 
  private:
   std::variant<T, Error> v_;

@@ -8,7 +8,6 @@
 #include <mutex>
 #include <string>
 
-
 namespace taskmaster {
 namespace {
 
@@ -55,8 +54,8 @@ void log_line(LogLevel level, std::string_view text) {
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
   std::lock_guard lock(g_mutex);
-  std::fprintf(stderr, "%s.%03dZ %s %s: %.*s\n", stamp, static_cast<int>(ms), g_name.c_str(),
-               level_name(level), static_cast<int>(text.size()), text.data());
+  std::fprintf(stderr, "%s.%03dZ %s %s: %.*s\n", stamp, static_cast<int>(ms), g_name.c_str(), level_name(level),
+               static_cast<int>(text.size()), text.data());
 }
 
 }  // namespace taskmaster

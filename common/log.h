@@ -18,8 +18,7 @@ void set_log_name(std::string_view name);
 
 void log_line(LogLevel level, std::string_view text);
 
-template <class... Args>
-void log(LogLevel level, const Args&... args) {
+template <class... Args> void log(LogLevel level, const Args&... args) {
   if (level < log_level()) return;
   std::ostringstream out;
   (out << ... << args);

@@ -133,8 +133,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 5: state.receive(id, proto::Message(proto::Bye{}), now); break;
       case 6:
         if (!jobs.empty())
-          state.receive(id, proto::Message(proto::Wait{in.byte(), jobs[in.byte() % jobs.size()], in.byte() % 8u, 1u + in.byte() % 8,
-                                                       in.byte() * 10u, {}}),
+          state.receive(id,
+                        proto::Message(
+                            proto::Wait{in.byte(), jobs[in.byte() % jobs.size()], in.byte() % 8u, 1u + in.byte() % 8, in.byte() * 10u, {}}),
                         now);
         break;
       case 7:

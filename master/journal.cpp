@@ -120,13 +120,13 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
 
   const bool existed = fs::exists(path_, ec);
   if (const int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600); fd >= 0) {
-    struct stat st{};
+    struct stat st {};
     if (::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0 && ::fchmod(fd, 0600) == 0)
       log_warn("journal ", path_, " could be read by others; it is now 0600");
     ::close(fd);
   }
   for (const char* suffix : {"-wal", "-shm"}) {  // left by an older version after a crash
-    struct stat st{};
+    struct stat st {};
     const std::string f = path_ + suffix;
     if (::stat(f.c_str(), &st) == 0 && (st.st_mode & 077) != 0) (void)::chmod(f.c_str(), 0600);
   }
@@ -171,7 +171,8 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
     st_->upd_task = prepare(
         "UPDATE tasks SET state = ?2, attempts = ?3, ready_at_ms = ?4, outcome = ?5, worker = ?6, finished_seq = ?7 WHERE id = ?1");
     st_->del_task = prepare("DELETE FROM tasks WHERE id = ?1");
-    st_->put_job = prepare("INSERT OR REPLACE INTO jobs(id, idempotency_key, total, sealed, cancelled, ended_at_ms) VALUES (?1,?2,?3,?4,?5,?6)");
+    st_->put_job = prepare(
+        "INSERT OR REPLACE INTO jobs(id, idempotency_key, total, sealed, cancelled, ended_at_ms) VALUES (?1,?2,?3,?4,?5,?6)");
     st_->put_batch = prepare("INSERT OR REPLACE INTO batches(job, seq, first_task, count) VALUES (?1,?2,?3,?4)");
     st_->del_job = prepare("DELETE FROM jobs WHERE id = ?1");
     st_->del_batches = prepare("DELETE FROM batches WHERE job = ?1");
@@ -441,11 +442,13 @@ Journal::Contents Journal::read_all(TimePoint now) {
     Statement b = prepare("SELECT job, seq, first_task, count FROM batches ORDER BY job, seq");
     while (step_row(b.get(), "a batch")) {
       const auto seq = i64(b.get(), 1);
-      if (seq > UINT32_MAX) throw std::runtime_error("journal " + path_ + ": a batch of job " + std::to_string(i64(b.get(), 0)) +
-                                                     " has seq " + std::to_string(seq) + ", past any this version gives." +
-                                                     move_aside_hint(path_));
-      c.batches.push_back({i64(b.get(), 0), static_cast<std::uint32_t>(seq),
-                           {i64(b.get(), 2), static_cast<std::uint32_t>(ranged(b.get(), 3, UINT32_MAX, "the task count", i64(b.get(), 0)))}});
+      if (seq > UINT32_MAX)
+        throw std::runtime_error("journal " + path_ + ": a batch of job " + std::to_string(i64(b.get(), 0)) + " has seq " +
+                                 std::to_string(seq) + ", past any this version gives." + move_aside_hint(path_));
+      c.batches.push_back(
+          {i64(b.get(), 0),
+           static_cast<std::uint32_t>(seq),
+           {i64(b.get(), 2), static_cast<std::uint32_t>(ranged(b.get(), 3, UINT32_MAX, "the task count", i64(b.get(), 0)))}});
     }
   }
   {
@@ -470,7 +473,8 @@ Journal::Contents Journal::read_all(TimePoint now) {
       if (!parsed)
         throw std::runtime_error("journal " + path_ + ": task " + std::to_string(task.id) + " has state '" + state +
                                  "', which this taskmaster does not know (a newer version's journal, or a damaged one); the master"
-                                 " does not start with part of its journal." + move_aside_hint(path_));
+                                 " does not start with part of its journal." +
+                                 move_aside_hint(path_));
       task.state = *parsed;
       task.attempts = static_cast<std::uint16_t>(ranged(s, 10, UINT16_MAX, "attempts", task.id));
       task.ready_at = steady_of(sqlite3_column_int64(s, 11), now);
@@ -497,7 +501,8 @@ Journal::Contents Journal::read_all(TimePoint now) {
     // crash, the end of the reservation.
     if (!reserved_.clean && (c.next_task + kReservedTasks < reserved_.task || c.next_job + kReservedJobs < reserved_.job))
       log_warn("journal ", path_, " ends at task id ", c.next_task, " and job id ", c.next_job, ", before ids the last master reserved (",
-               reserved_.task, ", ", reserved_.job, "): its last transactions may be lost (a WAL cut short?); ids continue past the"
+               reserved_.task, ", ", reserved_.job,
+               "): its last transactions may be lost (a WAL cut short?); ids continue past the"
                " reservation, so none is given twice");
     c.next_job = std::max(c.next_job, reserved_.job);
     c.next_task = std::max(c.next_task, reserved_.task);

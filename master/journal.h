@@ -140,9 +140,9 @@ class Journal {
   sqlite3* db_ = nullptr;
   bool in_transaction_ = false;
   std::optional<Statements> st_;  // finalized before the database closes
-  std::string failure_;  // the first write error of the open transaction
-  Reserved reserved_;    // as DIR/ids says now
-  JobId next_job_ = 1;   // the next ids, as the transactions so far have them
+  std::string failure_;           // the first write error of the open transaction
+  Reserved reserved_;             // as DIR/ids says now
+  JobId next_job_ = 1;            // the next ids, as the transactions so far have them
   TaskId next_task_ = 1;
 };
 

@@ -32,8 +32,7 @@ std::string random_instance() {
 // stay below 2^53 (exact in a JSON double) until 2095.
 std::uint64_t since_2026_ms() {
   constexpr std::int64_t kEpochMs = 1767225600000;  // 2026-01-01T00:00:00Z
-  const std::int64_t ms =
-      duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count() - kEpochMs;
+  const std::int64_t ms = duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count() - kEpochMs;
   return static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 0));
 }
 
@@ -67,9 +66,10 @@ MasterConfig with_monitor(MasterConfig c, proto::ConnectionMonitor& m) {
 
 Master::Master(zmq::context_t& ctx, MasterConfig config)
     : config_(std::move(config)),
-      zap_(config_.socket.curve ? std::make_unique<proto::ZapHandler>(
-                                      ctx, config_.socket.curve->client_public,
-                                      [this](const std::string& address, const std::string& why) { log_rejection(address, why, Clock::now()); })
+      zap_(config_.socket.curve ? std::make_unique<proto::ZapHandler>(ctx, config_.socket.curve->client_public,
+                                                                      [this](const std::string& address, const std::string& why) {
+                                                                        log_rejection(address, why, Clock::now());
+                                                                      })
                                 : nullptr),
       monitor_(ctx),
       journal_(config_.data_dir ? std::make_unique<Journal>(*config_.data_dir) : nullptr),
@@ -97,8 +97,9 @@ std::string Master::endpoint() { return proto::bound_endpoint(socket_); }
 
 void Master::run(int stop_fd) {
   log_info("serving on ", endpoint(), " (instance ", state_->instance(), ")");
-  if (!zap_) log_warn("running WITHOUT a key (--insecure): no authentication, no encryption; anyone who can reach ", endpoint(),
-                      " can submit tasks, run them and read every result");
+  if (!zap_)
+    log_warn("running WITHOUT a key (--insecure): no authentication, no encryption; anyone who can reach ", endpoint(),
+             " can submit tasks, run them and read every result");
   zmq::pollitem_t items[] = {
       {socket_.handle(), 0, ZMQ_POLLIN, 0},
       {monitor_.socket().handle(), 0, ZMQ_POLLIN, 0},
@@ -112,7 +113,8 @@ void Master::run(int stop_fd) {
     // Sleep until a message comes or the state's next deadline.
     auto now = Clock::now();
     milliseconds timeout(100);
-    if (auto d = state_->next_deadline()) timeout = std::clamp(duration_cast<milliseconds>(*d - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
+    if (auto d = state_->next_deadline())
+      timeout = std::clamp(duration_cast<milliseconds>(*d - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
     try {
       zmq::poll(items, count, timeout);
     } catch (const zmq::error_t& e) {

@@ -10,9 +10,9 @@
 
 #include <zmq.hpp>
 
+#include "master/state.h"
 #include "protocol/auth.h"
 #include "protocol/sockets.h"
-#include "master/state.h"
 
 namespace taskmaster {
 
@@ -48,8 +48,8 @@ class Master {
   std::unique_ptr<Journal> journal_;  // null: in memory only
   std::string instance_;
   std::unique_ptr<MasterState> state_;
-  zmq::socket_t socket_;              // bound once the state is ready
-  std::map<std::uint32_t, std::string> peers_;  // fd -> address of connections in their handshake
+  zmq::socket_t socket_;                             // bound once the state is ready
+  std::map<std::uint32_t, std::string> peers_;       // fd -> address of connections in their handshake
   std::optional<protocol::ConnectionEvent> failed_;  // a handshake failure waiting for its disconnect
   protocol::RateLimitedLog rejections_;
 };

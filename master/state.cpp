@@ -53,7 +53,12 @@ MasterConfig with_default_limits(MasterConfig c) {
 }
 
 MasterState::MasterState(MasterConfig config, std::string instance, TimePoint start)
-    : config_(with_default_limits(std::move(config))), instance_(std::move(instance)), tasks_(this), jobs_(this), started_(start), now_(start) {}
+    : config_(with_default_limits(std::move(config))),
+      instance_(std::move(instance)),
+      tasks_(this),
+      jobs_(this),
+      started_(start),
+      now_(start) {}
 
 void MasterState::start_ids_at(JobId first_job, TaskId first_task) {
   jobs_.set_next_id(first_job);
@@ -70,7 +75,7 @@ void MasterState::turn(TimePoint now) {
   for (auto& [id, tasks] : out_acks_)
     for (std::size_t i = 0; i < tasks.size(); i += proto::kMaxBatch)
       push(id, proto::Ack{std::vector<TaskId>(tasks.begin() + static_cast<std::ptrdiff_t>(i),
-                                               tasks.begin() + static_cast<std::ptrdiff_t>(std::min(tasks.size(), i + proto::kMaxBatch)))});
+                                              tasks.begin() + static_cast<std::ptrdiff_t>(std::min(tasks.size(), i + proto::kMaxBatch)))});
   out_acks_.clear();
 }
 
@@ -146,27 +151,27 @@ void MasterState::receive(const std::string& id, Expected<proto::Message> decode
     reply_error(id, 0, decoded.error().code, decoded.error().message);
     return;
   }
-  std::visit(Overloaded{
-                 [&](proto::Hello& m) { on_hello(id, m, now); },
-                 [&](proto::Credit& m) { on_credit(id, m); },
-                 [&](proto::Results& m) { on_results(id, m, now); },
-                 [&](proto::Heartbeat&) {
-                   if (!workers_.find(id)) reply_error(id, 0, ErrorCode::NotAllowed, "HEARTBEAT: unknown worker; send HELLO");
-                 },
-                 [&](proto::Bye&) { on_bye(id, now); },
-                 [&](proto::Submit& m) { on_submit(id, m, now); },
-                 [&](proto::Wait& m) { on_wait(id, m, now); },
-                 [&](proto::Cancel& m) { on_cancel(id, m, now); },
-                 [&](proto::Status& m) { on_status(id, m, now); },
-                 [&](auto& m) {  // a command only the master sends
-                   ++counters_.bad_messages;
-                   const Error e{ErrorCode::NotAllowed,
-                                 std::string(proto::command_name(proto::Message(m))) + " is sent by the master, not to it"};
-                   log_bad(id, e);
-                   reply_error(id, 0, e.code, e.message);
-                 },
-             },
-             *decoded);
+  std::visit(
+      Overloaded{
+          [&](proto::Hello& m) { on_hello(id, m, now); },
+          [&](proto::Credit& m) { on_credit(id, m); },
+          [&](proto::Results& m) { on_results(id, m, now); },
+          [&](proto::Heartbeat&) {
+            if (!workers_.find(id)) reply_error(id, 0, ErrorCode::NotAllowed, "HEARTBEAT: unknown worker; send HELLO");
+          },
+          [&](proto::Bye&) { on_bye(id, now); },
+          [&](proto::Submit& m) { on_submit(id, m, now); },
+          [&](proto::Wait& m) { on_wait(id, m, now); },
+          [&](proto::Cancel& m) { on_cancel(id, m, now); },
+          [&](proto::Status& m) { on_status(id, m, now); },
+          [&](auto& m) {  // a command only the master sends
+            ++counters_.bad_messages;
+            const Error e{ErrorCode::NotAllowed, std::string(proto::command_name(proto::Message(m))) + " is sent by the master, not to it"};
+            log_bad(id, e);
+            reply_error(id, 0, e.code, e.message);
+          },
+      },
+      *decoded);
 }
 
 void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now) {
@@ -212,8 +217,8 @@ void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now
   // their results are checked against the task table when they come.
   for (const auto& r : m.running) w.held[r.task] = r.attempt;
   w.ceiling = std::max<std::size_t>(m.slots, w.held.size());
-  log_info("worker ", m.worker, " (", m.host, ", pid ", m.pid, ") joined with ", m.slots, " slots, functions ",
-           m.functions.size(), ", queues ", m.queues.size());
+  log_info("worker ", m.worker, " (", m.host, ", pid ", m.pid, ") joined with ", m.slots, " slots, functions ", m.functions.size(),
+           ", queues ", m.queues.size());
   reply(id, proto::Welcome{instance_, static_cast<std::uint32_t>(config_.heartbeat.count()),
                            static_cast<std::uint32_t>(config_.worker_timeout.count())});
   dispatch_needed_ = true;
@@ -278,8 +283,8 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
     if (job->sealed)
       return reply_error(id, m.req, ErrorCode::NotAllowed, "SUBMIT: job " + std::to_string(m.job) + " is complete; it takes no more tasks");
     if (m.seq != job->batches.size())
-      return reply_error(id, m.req, ErrorCode::BadField, "SUBMIT: seq " + std::to_string(m.seq) + " is out of order; expected " +
-                                                              std::to_string(job->batches.size()));
+      return reply_error(id, m.req, ErrorCode::BadField,
+                         "SUBMIT: seq " + std::to_string(m.seq) + " is out of order; expected " + std::to_string(job->batches.size()));
   }
   if (auto refusal = over_bounds(m)) {
     ++counters_.refused_full;
@@ -324,9 +329,9 @@ void MasterState::on_wait(const std::string& id, const proto::Wait& m, TimePoint
   // Held requests cost memory until they are answered: a bounded number per peer.
   const auto held = std::count_if(waits_.begin(), waits_.end(), [&](const PendingWait& p) { return p.identity == id; });
   if (static_cast<std::size_t>(held) >= proto::kMaxWaitsPerPeer)
-    return reply_error(id, m.req, ErrorCode::TooLarge,
-                       "WAIT: this peer already has " + std::to_string(held) + " requests held; the limit is " +
-                           std::to_string(proto::kMaxWaitsPerPeer));
+    return reply_error(
+        id, m.req, ErrorCode::TooLarge,
+        "WAIT: this peer already has " + std::to_string(held) + " requests held; the limit is " + std::to_string(proto::kMaxWaitsPerPeer));
   waits_.push_back(std::move(w));
 }
 
@@ -468,16 +473,16 @@ void MasterState::resave() {
   journal_->next_ids_saved(jobs_.next_id(), tasks_.last_id() + 1);
 }
 
-std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, std::vector<Outgoing> held, TimePoint now,
-                                                             bool attempted) {
+std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, std::vector<Outgoing> held, TimePoint now, bool attempted) {
   if (attempted) {
     ++counters_.journal_failures;
     next_commit_retry_ = now + kCommitRetry;
   }
   last_journal_failure_ = e.message;
   if (!resave_needed_ || now - last_journal_error_ >= seconds(10)) {
-    log_error(e.message, "; requests that need the journal are refused (unavailable) until it can be written; workers, leases"
-                         " and running attempts are kept");
+    log_error(e.message,
+              "; requests that need the journal are refused (unavailable) until it can be written; workers, leases"
+              " and running attempts are kept");
     last_journal_error_ = now;
   }
   resave_needed_ = true;
@@ -508,7 +513,9 @@ std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, st
     held.push_back({w.identity, proto::ErrorReply{w.request.req, ErrorCode::Unavailable, "the job's submission was not kept; ask again"}});
     return true;
   });
-  const auto discarded = [&](TaskId t) { return std::any_of(undone.begin(), undone.end(), [t](const Job::Batch& b) { return b.contains(t); }); };
+  const auto discarded = [&](TaskId t) {
+    return std::any_of(undone.begin(), undone.end(), [t](const Job::Batch& b) { return b.contains(t); });
+  };
   if (!undone.empty())
     for (auto& [id, w] : workers_.sessions()) std::erase_if(w.held, [&](const auto& h) { return discarded(h.first); });
   const std::string why = "the master could not write its journal (" + e.message + ")";
@@ -517,9 +524,8 @@ std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, st
     std::visit(Overloaded{
                    [&](proto::Accepted& a) {
                      // A batch undone here, whether this reply was the first or a repeat's.
-                     const bool mine = std::any_of(undone.begin(), undone.end(), [&](const Job::Batch& b) {
-                       return b.first == a.first_task && b.count == a.count;
-                     });
+                     const bool mine = std::any_of(undone.begin(), undone.end(),
+                                                   [&](const Job::Batch& b) { return b.first == a.first_task && b.count == a.count; });
                      if (!mine) return now_out.push_back(std::move(o));  // a batch made durable earlier
                      now_out.push_back({o.identity, proto::ErrorReply{a.req, ErrorCode::Unavailable,
                                                                       why + "; nothing of this submission was kept: submit it again"}});
@@ -738,7 +744,7 @@ std::vector<MasterState::Outgoing> MasterState::take_outbox() {
 // ---- diagnostics ------------------------------------------------------------------------------
 
 std::string MasterState::check_invariants() const {
-  TaskTable::RefCounts worker_refs;  // name id -> references the sessions hold
+  TaskTable::RefCounts worker_refs;                 // name id -> references the sessions hold
   std::set<std::pair<TaskId, std::uint32_t>> held;  // (task, attempt) some session holds
   for (const auto& [id, w] : workers_.sessions()) {
     for (const auto* ids : {&w.filter.queues, &w.filter.functions})
@@ -764,8 +770,8 @@ std::string MasterState::check_invariants() const {
   for (const auto& [id, j] : jobs_.all()) {
     std::uint64_t in_batches = 0;
     for (const auto& b : j.batches) in_batches += b.count;
-    if (in_batches != j.total) return "job " + std::to_string(id) + " counts " + std::to_string(j.total) + " tasks in batches of " +
-                                      std::to_string(in_batches);
+    if (in_batches != j.total)
+      return "job " + std::to_string(id) + " counts " + std::to_string(j.total) + " tasks in batches of " + std::to_string(in_batches);
     if (j.finished.size() > j.total) return "job " + std::to_string(id) + " has more finished tasks than tasks";
     std::uint64_t failed = 0;
     std::set<TaskId> seen;
@@ -784,7 +790,6 @@ std::string MasterState::check_invariants() const {
   if (cancelled != tasks_.cancelled_jobs()) return "the task table marks jobs cancelled that do not exist";
   return "";
 }
-
 
 void MasterState::log_bad(const std::string& identity, const Error& e) {
   const auto held = bad_message_log_.allow("", now_);
@@ -829,30 +834,29 @@ nlohmann::json MasterState::status_json(TimePoint now) {
   }
   json journal = nullptr;
   if (journal_) journal = {{"path", journal_->path()}, {"bytes", journal_->bytes()}, {"writable", !resave_needed_}};
-  return {{"master", instance_},
-          {"journal", journal},
-          {"uptime_s", duration<double>(now - started_).count()},
-          {"queues", queues},
-          {"workers", workers},
-          {"jobs", jobs_.size()},
-          {"tasks", tasks_.size()},
-          {"rates", {{"submitted_per_s", sub / window}, {"finished_per_s", fin / window}}},
-          {"counters",
-           {{"submitted", counters_.submitted},
-            {"finished", counters_.finished},
-            {"bad_messages", counters_.bad_messages},
-            {"stale_results", counters_.stale_results},
-            {"unheld_results", counters_.unheld_results},
-            {"workers_lost", counters_.workers_lost},
-            {"expired_jobs", counters_.expired_jobs},
-            {"refused_full", counters_.refused_full},
-            {"journal_failures", counters_.journal_failures}}},
-          {"limits",
-           {{"max_queued", config_.max_queued},
-            {"max_task_bytes", config_.max_task_bytes},
-            {"max_journal_bytes", config_.max_journal_bytes}}},
-          {"unfinished", tasks_.unfinished()},
-          {"task_bytes", tasks_.bytes()}};
+  return {
+      {"master", instance_},
+      {"journal", journal},
+      {"uptime_s", duration<double>(now - started_).count()},
+      {"queues", queues},
+      {"workers", workers},
+      {"jobs", jobs_.size()},
+      {"tasks", tasks_.size()},
+      {"rates", {{"submitted_per_s", sub / window}, {"finished_per_s", fin / window}}},
+      {"counters",
+       {{"submitted", counters_.submitted},
+        {"finished", counters_.finished},
+        {"bad_messages", counters_.bad_messages},
+        {"stale_results", counters_.stale_results},
+        {"unheld_results", counters_.unheld_results},
+        {"workers_lost", counters_.workers_lost},
+        {"expired_jobs", counters_.expired_jobs},
+        {"refused_full", counters_.refused_full},
+        {"journal_failures", counters_.journal_failures}}},
+      {"limits",
+       {{"max_queued", config_.max_queued}, {"max_task_bytes", config_.max_task_bytes}, {"max_journal_bytes", config_.max_journal_bytes}}},
+      {"unfinished", tasks_.unfinished()},
+      {"task_bytes", tasks_.bytes()}};
 }
 
 }  // namespace taskmaster

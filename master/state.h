@@ -23,17 +23,17 @@
 namespace taskmaster {
 
 struct MasterConfig {
-  protocol::MasterSocketOptions socket;                  // endpoint and socket limits
-  std::chrono::milliseconds heartbeat{1000};             // how often each side sends something
-  std::chrono::milliseconds worker_timeout{3000};        // a worker silent this long is presumed dead
+  protocol::MasterSocketOptions socket;                          // endpoint and socket limits
+  std::chrono::milliseconds heartbeat{1000};                     // how often each side sends something
+  std::chrono::milliseconds worker_timeout{3000};                // a worker silent this long is presumed dead
   std::chrono::milliseconds result_ttl{std::chrono::hours(24)};  // results kept after a job ends
-  std::size_t max_messages_per_turn = 4096;              // fairness between receiving and timers
-  std::optional<std::string> data_dir;                   // the journal's directory; nullopt: memory only
+  std::size_t max_messages_per_turn = 4096;                      // fairness between receiving and timers
+  std::optional<std::string> data_dir;                           // the journal's directory; nullopt: memory only
   // Bounds on what the master holds (PROTOCOL.md §4.6); a SUBMIT past one is refused. 0: the
   // default sized to this machine's memory (default_limits()).
-  std::uint64_t max_queued = 0;        // unfinished tasks (delayed, queued, running)
-  std::uint64_t max_task_bytes = 0;    // args and results of every task held, finished or not
-  std::uint64_t max_journal_bytes = 0; // the journal on disk; 0: no bound but the disk's
+  std::uint64_t max_queued = 0;         // unfinished tasks (delayed, queued, running)
+  std::uint64_t max_task_bytes = 0;     // args and results of every task held, finished or not
+  std::uint64_t max_journal_bytes = 0;  // the journal on disk; 0: no bound but the disk's
 };
 
 // max_queued and max_task_bytes for this machine: a quarter of physical memory for task bytes, and
@@ -42,14 +42,14 @@ MasterConfig with_default_limits(MasterConfig c);
 
 // Counters shown by `taskmaster status` (PROTOCOL.md §6.12).
 struct MasterCounters {
-  std::uint64_t submitted = 0;       // tasks accepted
-  std::uint64_t finished = 0;        // tasks that reached done, dead or cancelled
-  std::uint64_t bad_messages = 0;    // malformed or not allowed
-  std::uint64_t stale_results = 0;   // results for attempts that were no longer current
-  std::uint64_t unheld_results = 0;  // results for tasks the sender did not hold
-  std::uint64_t workers_lost = 0;    // workers presumed dead
-  std::uint64_t expired_jobs = 0;    // jobs whose results' time was up
-  std::uint64_t refused_full = 0;    // SUBMITs refused by a bound (max_queued and the like)
+  std::uint64_t submitted = 0;         // tasks accepted
+  std::uint64_t finished = 0;          // tasks that reached done, dead or cancelled
+  std::uint64_t bad_messages = 0;      // malformed or not allowed
+  std::uint64_t stale_results = 0;     // results for attempts that were no longer current
+  std::uint64_t unheld_results = 0;    // results for tasks the sender did not hold
+  std::uint64_t workers_lost = 0;      // workers presumed dead
+  std::uint64_t expired_jobs = 0;      // jobs whose results' time was up
+  std::uint64_t refused_full = 0;      // SUBMITs refused by a bound (max_queued and the like)
   std::uint64_t journal_failures = 0;  // commits that failed (disk full, I/O error)
 };
 
@@ -181,7 +181,7 @@ class MasterState : private TaskListener, private JobListener {
   MasterCounters counters_;
   Rates rates_;
   TimePoint started_;
-  TimePoint now_{};               // the `now` of the message or turn being handled
+  TimePoint now_{};  // the `now` of the message or turn being handled
 
   // Outbox: what leaves now and what waits for the commit, each in order. ACKs gather per worker
   // during the turn.
@@ -192,20 +192,20 @@ class MasterState : private TaskListener, private JobListener {
   // this turn, to undo if its commit fails.
   struct BatchUndo {
     JobId job;
-    bool created;       // the batch created the job
+    bool created;  // the batch created the job
     bool was_sealed;
     Job::Batch batch;
   };
   std::vector<TaskId> dirty_tasks_;
   std::vector<JobId> dirty_jobs_;
   std::vector<BatchUndo> batches_;
-  bool resave_needed_ = false;       // the last commit failed: write dirty_* again
-  TaskId durable_tasks_ = 1;         // tasks below this id have a committed creation
-  TimePoint next_commit_retry_{};    // after a failed commit, when to try again without new work
-  TimePoint last_journal_error_{};   // rate limit of the log line
+  bool resave_needed_ = false;        // the last commit failed: write dirty_* again
+  TaskId durable_tasks_ = 1;          // tasks below this id have a committed creation
+  TimePoint next_commit_retry_{};     // after a failed commit, when to try again without new work
+  TimePoint last_journal_error_{};    // rate limit of the log line
   std::string last_journal_failure_;  // why the last commit failed
-  std::uint64_t journal_bytes_ = 0;  // the journal's size, read at housekeeping
-  JobId first_job_ = 1;              // this instance's first job id (in memory: from the clock)
+  std::uint64_t journal_bytes_ = 0;   // the journal's size, read at housekeeping
+  JobId first_job_ = 1;               // this instance's first job id (in memory: from the clock)
 
   std::vector<PendingWait> waits_;
   bool waits_dirty_ = false;      // a task finished or a job changed since waits were last checked

@@ -318,7 +318,7 @@ void TaskTable::unlease(TaskId id, std::uint32_t attempt) {
   Task& t = get(id);
   if (t.state != TaskState::Running || t.attempts != attempt) return;
   --t.attempts;
-  if (t.attempts == 0) set_worker(t, 0);  // no attempt ran anywhere
+  if (t.attempts == 0) set_worker(t, 0);                                        // no attempt ran anywhere
   move_to(t, job_cancelled(t.job) ? TaskState::Cancelled : TaskState::Queued);  // a cancelled job takes no more attempts
 }
 
@@ -347,8 +347,8 @@ Status TaskTable::complete(TaskId id, std::uint32_t attempt, bool ok, std::strin
   Task& t = it->second;
   if (t.state != TaskState::Running || t.attempts != attempt)
     return make_error(ErrorCode::UnknownTask, "task " + std::to_string(id) + " attempt " + std::to_string(attempt) +
-                                                  " is not current (task is " + std::string(to_string(t.state)) +
-                                                  ", attempt " + std::to_string(t.attempts) + ")");
+                                                  " is not current (task is " + std::string(to_string(t.state)) + ", attempt " +
+                                                  std::to_string(t.attempts) + ")");
   if (ok) {
     set_outcome(t, std::move(value));
     move_to(t, TaskState::Done);
@@ -421,10 +421,11 @@ std::optional<TimePoint> TaskTable::next_deadline() const {
 std::string TaskTable::check_invariants(const RefCounts& extra_refs) const {
   const auto fail = [](auto... parts) {
     std::string s;
-    ((s += [](const auto& p) {
-       if constexpr (std::is_arithmetic_v<std::decay_t<decltype(p)>>) return std::to_string(p);
-       else return std::string(p);
-     }(parts)),
+    ((s +=
+      [](const auto& p) {
+        if constexpr (std::is_arithmetic_v<std::decay_t<decltype(p)>>) return std::to_string(p);
+        else return std::string(p);
+      }(parts)),
      ...);
     return s;
   };
@@ -454,7 +455,8 @@ std::string TaskTable::check_invariants(const RefCounts& extra_refs) const {
   for (const auto& [q, c] : counts_) {
     auto it = counts.find(q);
     if (it == counts.end()) {
-      if (std::any_of(c.begin(), c.end(), [](std::uint64_t n) { return n != 0; })) return fail("queue ", q, " counts tasks it does not have");
+      if (std::any_of(c.begin(), c.end(), [](std::uint64_t n) { return n != 0; }))
+        return fail("queue ", q, " counts tasks it does not have");
       return fail("queue ", q, " has an empty counts entry");
     }
     if (it->second != c) return fail("the state counts of queue ", names_.name(q), " do not match its tasks");

@@ -90,10 +90,10 @@ struct TaskRange {
 struct Task {
   TaskId id = 0;
   JobId job = 0;
-  std::string args;          // compact JSON
-  std::string outcome;       // done: the result (compact JSON); otherwise the last error, if any
-  TimePoint ready_at{};      // delayed: when it becomes queued
-  TimePoint deadline{};      // running: when the current attempt times out
+  std::string args;      // compact JSON
+  std::string outcome;   // done: the result (compact JSON); otherwise the last error, if any
+  TimePoint ready_at{};  // delayed: when it becomes queued
+  TimePoint deadline{};  // running: when the current attempt times out
   std::uint32_t timeout_ms = 0;
   std::uint32_t backoff_ms = 0;
   std::int32_t priority = 0;
@@ -146,8 +146,7 @@ class TaskTable {
 
   const Task* find(TaskId id) const;
   std::size_t size() const { return tasks_.size(); }
-  template <class F>
-  void for_each(F&& f) const {
+  template <class F> void for_each(F&& f) const {
     for (const auto& [id, t] : tasks_) f(t);
   }
   TaskId last_id() const { return next_id_ - 1; }
@@ -232,8 +231,8 @@ class TaskTable {
     std::priority_queue<Entry> heap;
     std::uint64_t live = 0;  // queued tasks in this bucket
     std::uint32_t queue = 0, function = 0;
-    bool indexed = false;    // its head is in index_
-    Entry head{};            // the head as index_ has it
+    bool indexed = false;  // its head is in index_
+    Entry head{};          // the head as index_ has it
   };
   // Non-empty buckets by their head, best first.
   struct Better {
@@ -243,8 +242,7 @@ class TaskTable {
       return a.second < b.second;
     }
   };
-  template <class T>
-  struct Timer {
+  template <class T> struct Timer {
     TimePoint at;
     TaskId id;
     T tag;
@@ -275,7 +273,7 @@ class TaskTable {
   std::set<std::pair<Entry, std::uint64_t>, Better> index_;  // (head, bucket key) of non-empty buckets
   std::priority_queue<Timer<int>, std::vector<Timer<int>>, std::greater<>> delayed_;
   std::set<std::pair<TimePoint, TaskId>> leases_;  // deadline of every running attempt
-  std::map<std::uint32_t, StateCounts> counts_;  // queues with tasks held
+  std::map<std::uint32_t, StateCounts> counts_;    // queues with tasks held
   std::unordered_set<JobId> cancelled_jobs_;
   std::uint64_t queued_ = 0;
   std::uint64_t unfinished_ = 0;

@@ -28,8 +28,8 @@ WorkerSession* WorkerRegistry::find_by_name(std::uint32_t name) {
   return nullptr;
 }
 
-WorkerSession* WorkerRegistry::find_process(std::string_view identity, std::uint32_t name, std::uint64_t session,
-                                            const std::string& host, std::int64_t pid) {
+WorkerSession* WorkerRegistry::find_process(std::string_view identity, std::uint32_t name, std::uint64_t session, const std::string& host,
+                                            std::int64_t pid) {
   for (auto& [id, s] : sessions_) {
     if (id == identity || s.name != name) continue;
     if (session ? s.session == session : s.session == 0 && s.host == host && s.pid == pid) return &s;

@@ -14,8 +14,8 @@
 namespace taskmaster {
 
 struct WorkerSession {
-  std::string identity;       // ROUTER routing id of its connection
-  std::uint32_t name = 0;     // Names id of its announced name
+  std::string identity;    // ROUTER routing id of its connection
+  std::uint32_t name = 0;  // Names id of its announced name
   std::string host;
   std::int64_t pid = 0;
   std::uint64_t session = 0;  // the process's id from HELLO (0: an older peer that sends none)
@@ -25,14 +25,12 @@ struct WorkerSession {
   // or when it lowered its credit). The master never leases past its slots.
   std::size_t ceiling = 0;
   std::unordered_map<TaskId, std::uint32_t> held;  // task -> attempt it holds (running or unacked)
-  std::uint64_t done = 0;     // attempts it finished (any outcome)
+  std::uint64_t done = 0;                          // attempts it finished (any outcome)
   TimePoint connected{};
   TimePoint last_heard{};
   TimePoint last_sent{};
 
-  std::uint32_t free_slots() const {
-    return held.size() >= slots ? 0 : slots - static_cast<std::uint32_t>(held.size());
-  }
+  std::uint32_t free_slots() const { return held.size() >= slots ? 0 : slots - static_cast<std::uint32_t>(held.size()); }
 };
 
 class WorkerRegistry {

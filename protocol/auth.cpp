@@ -51,8 +51,8 @@ CurveKeys derive_keys(std::string_view shared_key) {
   unsigned char personal[crypto_generichash_blake2b_PERSONALBYTES] = {};
   std::memcpy(personal, "taskmaster-key", 14);
   unsigned char root[crypto_kdf_KEYBYTES];
-  crypto_generichash_blake2b_salt_personal(root, sizeof root, reinterpret_cast<const unsigned char*>(shared_key.data()),
-                                           shared_key.size(), nullptr, 0, nullptr, personal);
+  crypto_generichash_blake2b_salt_personal(root, sizeof root, reinterpret_cast<const unsigned char*>(shared_key.data()), shared_key.size(),
+                                           nullptr, 0, nullptr, personal);
   CurveKeys k;
   unsigned char seed[crypto_box_SEEDBYTES];
   crypto_kdf_derive_from_key(seed, sizeof seed, 1, "tmcurve1", root);
@@ -91,7 +91,7 @@ Expected<LoadedKey> load_key_file(const std::string& path) {
   // O_NONBLOCK: a FIFO with no writer must not hang us (it is refused below as not a regular file).
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return make_error(ErrorCode::AuthFailed, "cannot read " + source + ": " + std::strerror(errno));
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     return make_error(ErrorCode::AuthFailed, source + " is not a regular file");
@@ -213,8 +213,7 @@ void ZapHandler::handle_requests() {
     }
     const std::string texts[] = {"1.0", frame(1), code, code == "200" ? "OK" : "authentication failed", "", ""};
     try {
-      for (std::size_t i = 0; i < 6; ++i)
-        socket_.send(zmq::buffer(texts[i]), i + 1 < 6 ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      for (std::size_t i = 0; i < 6; ++i) socket_.send(zmq::buffer(texts[i]), i + 1 < 6 ? zmq::send_flags::sndmore : zmq::send_flags::none);
     } catch (const zmq::error_t&) {
       return;
     }

@@ -157,7 +157,8 @@ Expected<std::string> parse_endpoint(std::string_view text, EndpointUse use) {
   if (scheme == "inproc")
     return fail("inproc:// reaches only sockets of the same process, and the master and its peers are separate processes");
   if (scheme.empty()) return fail("nothing before '://'");
-  return fail("unknown scheme " + quoted(std::string(text.substr(0, sep)) + "://") + ": taskmaster speaks tcp:// (or ipc:// within one host)");
+  return fail("unknown scheme " + quoted(std::string(text.substr(0, sep)) + "://") +
+              ": taskmaster speaks tcp:// (or ipc:// within one host)");
 }
 
 bool is_ipv6_endpoint(std::string_view endpoint) { return endpoint.rfind("tcp://[", 0) == 0; }

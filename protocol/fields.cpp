@@ -31,8 +31,7 @@ JsonValue Fields::array(const char* k, std::size_t max) const {
   const JsonValue v = need(k);
   if (!v.is_array()) fail(ErrorCode::BadField, path(k).str() + " must be an array");
   if (v.size() > max)
-    fail(ErrorCode::TooLarge, path(k).str() + " has " + std::to_string(v.size()) + " items; the limit is " +
-                                  std::to_string(max));
+    fail(ErrorCode::TooLarge, path(k).str() + " has " + std::to_string(v.size()) + " items; the limit is " + std::to_string(max));
   return v;
 }
 
@@ -47,8 +46,7 @@ std::string Fields::to_text(JsonValue v, const Where& where, std::size_t max) {
 std::string Fields::to_name(JsonValue v, const Where& where) {
   std::string s = to_text(v, where, kMaxNameBytes);
   if (!is_valid_name(s))
-    fail(ErrorCode::BadField,
-         where.str() + " must be 1 to " + std::to_string(kMaxNameBytes) + " characters of A-Z a-z 0-9 _ . : -");
+    fail(ErrorCode::BadField, where.str() + " must be 1 to " + std::to_string(kMaxNameBytes) + " characters of A-Z a-z 0-9 _ . : -");
   return s;
 }
 
@@ -75,8 +73,8 @@ std::vector<std::string> names(const Fields& f, const char* k) {
 bool is_valid_name(std::string_view name) {
   if (name.empty() || name.size() > kMaxNameBytes) return false;
   for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                    c == '.' || c == ':' || c == '-';
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' ||
+                    c == '-';
     if (!ok) return false;
   }
   return true;

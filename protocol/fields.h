@@ -25,10 +25,10 @@ struct Bad {
 // lives on the stack while decoding; the text is built only when there is an error to report.
 // A Where refers to its parent: keep the parent alive (name it) while the child is in use.
 struct Where {
-  std::string_view root;         // the command, at the top of the chain
+  std::string_view root;  // the command, at the top of the chain
   const Where* parent = nullptr;
-  const char* key = nullptr;     // ".key" below the parent, or else
-  std::size_t index = 0;         // "[index]" below the parent
+  const char* key = nullptr;  // ".key" below the parent, or else
+  std::size_t index = 0;      // "[index]" below the parent
 
   Where operator/(const char* k) const { return Where{{}, this, k, 0}; }
   Where operator[](std::size_t i) const { return Where{{}, this, nullptr, i}; }
@@ -51,10 +51,8 @@ class Fields {
     return v;
   }
 
-  template <class N>
-  N integer(const char* k, N lo, N hi) const { return to_int<N>(need(k), path(k), lo, hi); }
-  template <class N>
-  N integer_or(const char* k, N dflt, N lo, N hi) const {
+  template <class N> N integer(const char* k, N lo, N hi) const { return to_int<N>(need(k), path(k), lo, hi); }
+  template <class N> N integer_or(const char* k, N dflt, N lo, N hi) const {
     const JsonValue v = find(k);
     return v ? to_int<N>(v, path(k), lo, hi) : dflt;
   }
@@ -67,10 +65,8 @@ class Fields {
   std::string name(const char* k) const { return to_name(need(k), path(k)); }
   JsonValue array(const char* k, std::size_t max) const;
 
-  template <class N>
-  static N to_int(JsonValue v, const Where& where, N lo, N hi) {
-    if (!v.is_integer())
-      fail(ErrorCode::BadField, where.str() + " must be an integer");
+  template <class N> static N to_int(JsonValue v, const Where& where, N lo, N hi) {
+    if (!v.is_integer()) fail(ErrorCode::BadField, where.str() + " must be an integer");
     if constexpr (std::is_unsigned_v<N>) {
       if (v.is_unsigned()) {
         const std::uint64_t x = v.as_unsigned();

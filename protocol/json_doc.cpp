@@ -168,8 +168,7 @@ JsonValue JsonObject::find(std::string_view key) const {
 
 namespace {
 
-template <class N>
-void append_integer(std::string& out, N v) {
+template <class N> void append_integer(std::string& out, N v) {
   char buf[24];
   const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
   out.append(buf, end);
@@ -222,10 +221,8 @@ void JsonValue::dump(std::string& out) const {
       std::vector<std::pair<std::string_view, std::uint32_t>> members;  // key, key node
       members.reserve(sorted ? 0 : n.count);
       if (!sorted) {
-        for (std::uint32_t k = index_ + 1; k < end; k = nodes[k + 1].end)
-          members.emplace_back(JsonValue(doc_, k).as_string(), k);
-        std::stable_sort(members.begin(), members.end(),
-                         [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (std::uint32_t k = index_ + 1; k < end; k = nodes[k + 1].end) members.emplace_back(JsonValue(doc_, k).as_string(), k);
+        std::stable_sort(members.begin(), members.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
       }
       out += '{';
       bool first = true;
@@ -255,18 +252,23 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i) {
   if (c < 0x80) return 1;
   std::size_t n;
   std::uint32_t cp;
-  if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; }
-  else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; }
-  else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; }
-  else return 0;
+  if ((c & 0xE0) == 0xC0) {
+    n = 2;
+    cp = c & 0x1F;
+  } else if ((c & 0xF0) == 0xE0) {
+    n = 3;
+    cp = c & 0x0F;
+  } else if ((c & 0xF8) == 0xF0) {
+    n = 4;
+    cp = c & 0x07;
+  } else return 0;
   if (i + n > s.size()) return 0;
   for (std::size_t k = 1; k < n; ++k) {
     const auto d = static_cast<unsigned char>(s[i + k]);
     if ((d & 0xC0) != 0x80) return 0;
     cp = (cp << 6) | (d & 0x3F);
   }
-  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
+  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
     return 0;  // overlong, out of range, or a surrogate
   return n;
 }

@@ -56,10 +56,10 @@ class JsonDoc {
     std::uint32_t len = 0;
     JsonKind kind = JsonKind::Null;
     union {
-      std::uint64_t u = 0;    // Unsigned
-      std::int64_t i;         // Signed (only negative numbers and -0 are Signed, as in nlohmann)
-      double d;               // Float
-      std::uint64_t count;    // Array: elements; Object: members (a key node, then its value's)
+      std::uint64_t u = 0;  // Unsigned
+      std::int64_t i;       // Signed (only negative numbers and -0 are Signed, as in nlohmann)
+      double d;             // Float
+      std::uint64_t count;  // Array: elements; Object: members (a key node, then its value's)
     };
   };
 
@@ -83,10 +83,10 @@ class JsonValue {
   bool is_integer() const { return kind() == JsonKind::Unsigned || kind() == JsonKind::Signed; }
   bool is_unsigned() const { return kind() == JsonKind::Unsigned; }
 
-  bool as_bool() const { return kind() == JsonKind::True; }           // REQUIRES: is_boolean()
-  std::uint64_t as_unsigned() const { return node().u; }              // REQUIRES: is_unsigned()
-  std::int64_t as_signed() const { return node().i; }                 // REQUIRES: kind() == Signed
-  std::string_view as_string() const;                                 // REQUIRES: is_string()
+  bool as_bool() const { return kind() == JsonKind::True; }                    // REQUIRES: is_boolean()
+  std::uint64_t as_unsigned() const { return node().u; }                       // REQUIRES: is_unsigned()
+  std::int64_t as_signed() const { return node().i; }                          // REQUIRES: kind() == Signed
+  std::string_view as_string() const;                                          // REQUIRES: is_string()
   std::size_t size() const { return static_cast<std::size_t>(node().count); }  // REQUIRES: array or object
 
   // An object's member `key` (the last one, if the key repeats, as nlohmann keeps), or no value.
@@ -98,8 +98,12 @@ class JsonValue {
    public:
     Iterator(const JsonDoc* doc, std::uint32_t index) : doc_(doc), index_(index) {}
     JsonValue operator*() const { return JsonValue(doc_, index_); }
-    Iterator& operator++() { index_ = doc_->nodes_[index_].end; return *this; }
+    Iterator& operator++() {
+      index_ = doc_->nodes_[index_].end;
+      return *this;
+    }
     bool operator!=(const Iterator& o) const { return index_ != o.index_; }
+
    private:
     const JsonDoc* doc_;
     std::uint32_t index_;

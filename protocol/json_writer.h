@@ -21,18 +21,43 @@ class Writer {
   explicit Writer(std::string& out) : out_(out) {}
 
   // Keys are string literals (our own ASCII constants): their length is known at compile time.
-  Writer& begin_object() { comma(); out_ += '{'; first_ = true; return *this; }
-  Writer& end_object() { out_ += '}'; first_ = false; return *this; }
-  template <std::size_t K> Writer& begin_array(const char (&k)[K]) { key_then(k, "["); first_ = true; return *this; }
-  Writer& end_array() { out_ += ']'; first_ = false; return *this; }
-  template <std::size_t K> Writer& begin_object(const char (&k)[K]) { key_then(k, "{"); first_ = true; return *this; }
+  Writer& begin_object() {
+    comma();
+    out_ += '{';
+    first_ = true;
+    return *this;
+  }
+  Writer& end_object() {
+    out_ += '}';
+    first_ = false;
+    return *this;
+  }
+  template <std::size_t K> Writer& begin_array(const char (&k)[K]) {
+    key_then(k, "[");
+    first_ = true;
+    return *this;
+  }
+  Writer& end_array() {
+    out_ += ']';
+    first_ = false;
+    return *this;
+  }
+  template <std::size_t K> Writer& begin_object(const char (&k)[K]) {
+    key_then(k, "{");
+    first_ = true;
+    return *this;
+  }
 
-  template <std::size_t K>
-  Writer& field(const char (&k)[K], std::string_view v) { key_then(k, ""); append_json_string(out_, v); return *this; }
-  template <std::size_t K>
-  Writer& field(const char (&k)[K], const char* v) { return field(k, std::string_view(v)); }
-  template <std::size_t K>
-  Writer& field(const char (&k)[K], bool v) { key_then(k, v ? "true" : "false"); return *this; }
+  template <std::size_t K> Writer& field(const char (&k)[K], std::string_view v) {
+    key_then(k, "");
+    append_json_string(out_, v);
+    return *this;
+  }
+  template <std::size_t K> Writer& field(const char (&k)[K], const char* v) { return field(k, std::string_view(v)); }
+  template <std::size_t K> Writer& field(const char (&k)[K], bool v) {
+    key_then(k, v ? "true" : "false");
+    return *this;
+  }
   template <std::size_t K, class N, std::enable_if_t<std::is_integral_v<N> && !std::is_same_v<N, bool>, int> = 0>
   Writer& field(const char (&k)[K], N v) {
     char buf[K + 3 + kMaxDigits];
@@ -41,8 +66,11 @@ class Writer {
     out_.append(buf, p);
     return *this;
   }
-  template <std::size_t K>
-  Writer& raw(const char (&k)[K], std::string_view json_text) { key_then(k, ""); out_ += json_text; return *this; }
+  template <std::size_t K> Writer& raw(const char (&k)[K], std::string_view json_text) {
+    key_then(k, "");
+    out_ += json_text;
+    return *this;
+  }
 
   template <class N> Writer& element(N v) {
     char buf[1 + kMaxDigits];
@@ -53,7 +81,11 @@ class Writer {
     out_.append(buf, p);
     return *this;
   }
-  Writer& element_string(std::string_view v) { comma(); append_json_string(out_, v); return *this; }
+  Writer& element_string(std::string_view v) {
+    comma();
+    append_json_string(out_, v);
+    return *this;
+  }
 
  private:
   static constexpr std::size_t kMaxDigits = 20;  // of a 64-bit integer, with its sign
@@ -76,15 +108,13 @@ class Writer {
     *p++ = ':';
     return p;
   }
-  template <std::size_t K, std::size_t T>
-  void key_then(const char (&k)[K], const char (&tail)[T]) {
+  template <std::size_t K, std::size_t T> void key_then(const char (&k)[K], const char (&tail)[T]) {
     char buf[K + 3 + T];
     char* p = key(buf, k);
     std::memcpy(p, tail, T - 1);
     out_.append(buf, p + T - 1);
   }
-  template <std::size_t K>
-  void key_then(const char (&k)[K], std::string_view tail) {  // "true" or "false"
+  template <std::size_t K> void key_then(const char (&k)[K], std::string_view tail) {  // "true" or "false"
     char buf[K + 3 + 5];
     char* p = key(buf, k);
     std::memcpy(p, tail.data(), tail.size());

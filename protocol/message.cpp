@@ -12,7 +12,6 @@
 
 namespace taskmaster::protocol {
 
-using nlohmann::json;
 using detail::Bad;
 using detail::compact;
 using detail::fail;
@@ -20,6 +19,7 @@ using detail::Fields;
 using detail::names;
 using detail::Where;
 using detail::Writer;
+using nlohmann::json;
 
 namespace {
 
@@ -46,8 +46,7 @@ template <> struct Command<Status> { static constexpr std::string_view name = "S
 template <> struct Command<Report> { static constexpr std::string_view name = "REPORT"; };
 template <> struct Command<ErrorReply> { static constexpr std::string_view name = "ERROR"; };
 
-constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {
-    "delayed", "queued", "running", "done", "dead", "cancelled"};
+constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {"delayed", "queued", "running", "done", "dead", "cancelled"};
 
 // ---- per-message decoding -------------------------------------------------------------------
 // decode_as<T> reads the body of message T; the decoder table below has one per alternative of
@@ -55,9 +54,7 @@ constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {
 
 template <class T> T decode_as(const Fields& f);
 
-std::uint64_t req_of(const Fields& f) {
-  return f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max());
-}
+std::uint64_t req_of(const Fields& f) { return f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max()); }
 
 template <> Hello decode_as<Hello>(const Fields& f) {
   Hello m;
@@ -75,8 +72,8 @@ template <> Hello decode_as<Hello>(const Fields& f) {
     for (JsonValue e : arr.elements()) {
       const Where at = list[m.running.size()];
       Fields r(e, at);
-      m.running.push_back({r.integer<TaskId>("task", 1, std::numeric_limits<std::int64_t>::max()),
-                           r.integer<std::uint32_t>("attempt", 1, kMaxAttempts)});
+      m.running.push_back(
+          {r.integer<TaskId>("task", 1, std::numeric_limits<std::int64_t>::max()), r.integer<std::uint32_t>("attempt", 1, kMaxAttempts)});
     }
   }
   return m;
@@ -97,8 +94,7 @@ template <> Results decode_as<Results>(const Fields& f) {
     if (static_cast<bool>(result) == static_cast<bool>(error))
       fail(ErrorCode::BadField, at.str() + " must have exactly one of 'result' and 'error'");
     x.ok = static_cast<bool>(result);
-    x.value = result ? compact(result, r.path("result"), kMaxResultBytes)
-                     : Fields::to_text(error, r.path("error"), kMaxErrorBytes);
+    x.value = result ? compact(result, r.path("result"), kMaxResultBytes) : Fields::to_text(error, r.path("error"), kMaxErrorBytes);
     m.results.push_back(std::move(x));
   }
   return m;
@@ -268,12 +264,10 @@ template <> ErrorReply decode_as<ErrorReply>(const Fields& f) {
 
 using Decoder = Message (*)(const Fields&);
 
-template <std::size_t... I>
-constexpr std::array<Decoder, sizeof...(I)> make_decoders(std::index_sequence<I...>) {
+template <std::size_t... I> constexpr std::array<Decoder, sizeof...(I)> make_decoders(std::index_sequence<I...>) {
   return {[](const Fields& f) { return Message(std::in_place_index<I>, decode_as<std::variant_alternative_t<I, Message>>(f)); }...};
 }
-template <std::size_t... I>
-constexpr std::array<std::string_view, sizeof...(I)> make_commands(std::index_sequence<I...>) {
+template <std::size_t... I> constexpr std::array<std::string_view, sizeof...(I)> make_commands(std::index_sequence<I...>) {
   return {Command<std::variant_alternative_t<I, Message>>::name...};
 }
 
@@ -327,15 +321,25 @@ struct BodyWriter {
   void operator()(const Heartbeat&) { out += "{}"; }
   void operator()(const Bye&) { out += "{}"; }
   void operator()(const Welcome& m) {
-    Writer(out).begin_object().field("master", m.master).field("heartbeat_ms", m.heartbeat_ms)
-        .field("timeout_ms", m.timeout_ms).end_object();
+    Writer(out)
+        .begin_object()
+        .field("master", m.master)
+        .field("heartbeat_ms", m.heartbeat_ms)
+        .field("timeout_ms", m.timeout_ms)
+        .end_object();
   }
   void operator()(const Tasks& m) {
     Writer w(out);
     w.begin_object().begin_array("tasks");
     for (auto& a : m.tasks)
-      w.begin_object().field("task", a.task).field("job", a.job).field("attempt", a.attempt)
-          .field("function", a.function).raw("args", a.args).field("timeout_ms", a.timeout_ms).end_object();
+      w.begin_object()
+          .field("task", a.task)
+          .field("job", a.job)
+          .field("attempt", a.attempt)
+          .field("function", a.function)
+          .raw("args", a.args)
+          .field("timeout_ms", a.timeout_ms)
+          .end_object();
     w.end_array().end_object();
   }
   void operator()(const Ack& m) {
@@ -368,8 +372,14 @@ struct BodyWriter {
     w.end_array().end_object();
   }
   void operator()(const Accepted& m) {
-    Writer(out).begin_object().field("req", m.req).field("job", m.job).field("first_task", m.first_task)
-        .field("count", m.count).field("duplicate", m.duplicate).end_object();
+    Writer(out)
+        .begin_object()
+        .field("req", m.req)
+        .field("job", m.job)
+        .field("first_task", m.first_task)
+        .field("count", m.count)
+        .field("duplicate", m.duplicate)
+        .end_object();
   }
   void operator()(const Wait& m) {
     Writer w(out);
@@ -380,8 +390,13 @@ struct BodyWriter {
   }
   void operator()(const Outcomes& m) {
     Writer w(out);
-    w.begin_object().field("req", m.req).field("job", m.job).field("after", m.after)
-        .field("finished", m.finished).field("total", m.total).field("sealed", m.sealed);
+    w.begin_object()
+        .field("req", m.req)
+        .field("job", m.job)
+        .field("after", m.after)
+        .field("finished", m.finished)
+        .field("total", m.total)
+        .field("sealed", m.sealed);
     w.begin_array("outcomes");
     for (auto& o : m.outcomes) {
       w.begin_object().field("task", o.task).raw("args", o.args).field("status", to_string(o.status));
@@ -397,12 +412,14 @@ struct BodyWriter {
   }
   void operator()(const Status& m) { Writer(out).begin_object().field("req", m.req).end_object(); }
   void operator()(const Report& m) {
-    Writer(out).begin_object().field("req", m.req)
-        .raw("status", m.status.dump(-1, ' ', false, json::error_handler_t::replace)).end_object();
+    Writer(out)
+        .begin_object()
+        .field("req", m.req)
+        .raw("status", m.status.dump(-1, ' ', false, json::error_handler_t::replace))
+        .end_object();
   }
   void operator()(const ErrorReply& m) {
-    Writer(out).begin_object().field("req", m.req).field("code", error_code_name(m.code))
-        .field("message", m.message).end_object();
+    Writer(out).begin_object().field("req", m.req).field("code", error_code_name(m.code)).field("message", m.message).end_object();
   }
 };
 
@@ -431,8 +448,7 @@ struct SizeHint {
     for (auto& o : m.outcomes) n += 128 + o.args.size() + o.value.size() + o.worker.size();
     return n;
   }
-  template <class Small>
-  std::size_t operator()(const Small&) const { return 256; }
+  template <class Small> std::size_t operator()(const Small&) const { return 256; }
 };
 
 }  // namespace
@@ -473,8 +489,8 @@ Expected<Message> decode(std::string_view signature, std::string_view command, s
   }
   const std::string_view where = kCommands[index];
   if (body.size() > kMaxMessageBytes)
-    return make_error(ErrorCode::TooLarge, std::string(where) + ": body is " + std::to_string(body.size()) +
-                                               " bytes; the limit is " + std::to_string(kMaxMessageBytes));
+    return make_error(ErrorCode::TooLarge, std::string(where) + ": body is " + std::to_string(body.size()) + " bytes; the limit is " +
+                                               std::to_string(kMaxMessageBytes));
   // One document per thread, reused, so that its node array is allocated once, not per message.
   thread_local JsonDoc doc;
   struct Trim {
@@ -485,8 +501,7 @@ Expected<Message> decode(std::string_view signature, std::string_view command, s
     if (!doc.parse(body, kMaxJsonDepth)) {
       // Checks 5 and 6 of PROTOCOL.md §3.1 say why, in their order.
       if (json_depth(body) > kMaxJsonDepth)
-        return make_error(ErrorCode::BadJson, std::string(where) + ": body nests deeper than " +
-                                                  std::to_string(kMaxJsonDepth) + " levels");
+        return make_error(ErrorCode::BadJson, std::string(where) + ": body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
       if (body.find('\0') != std::string_view::npos)
         return make_error(ErrorCode::BadJson, std::string(where) + ": body contains a NUL byte");
       return make_error(ErrorCode::BadJson, std::string(where) + ": body is not valid JSON");

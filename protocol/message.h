@@ -33,20 +33,20 @@ inline constexpr int kMaxJsonDepth = 64;                    // nesting of any bo
 // Nesting of one task's args or result on its own: they sit at most 4 levels down in a body, so
 // a value within this limit never makes its message too deep.
 inline constexpr int kMaxValueDepth = kMaxJsonDepth - 4;
-inline constexpr std::size_t kMaxWaitsPerPeer = 64;          // WAITs one peer may have held at once
+inline constexpr std::size_t kMaxWaitsPerPeer = 64;  // WAITs one peer may have held at once
 inline constexpr std::uint32_t kMaxSlots = 100000;
 inline constexpr std::uint32_t kMaxAttempts = 1000;
 inline constexpr std::uint64_t kMaxDelayMs = 366ull * 24 * 3600 * 1000;  // a year
-inline constexpr std::uint32_t kMaxTimeoutMs = 7u * 24 * 3600 * 1000;     // a week
-inline constexpr std::uint32_t kMaxBackoffMs = 24u * 3600 * 1000;         // a day
-inline constexpr std::int32_t kMaxPriority = 1000000;  // a task's priority is from -kMaxPriority to kMaxPriority
-inline constexpr std::uint32_t kMaxWaitMs = 3600000;   // how long a WAIT may be held: an hour
+inline constexpr std::uint32_t kMaxTimeoutMs = 7u * 24 * 3600 * 1000;    // a week
+inline constexpr std::uint32_t kMaxBackoffMs = 24u * 3600 * 1000;        // a day
+inline constexpr std::int32_t kMaxPriority = 1000000;                    // a task's priority is from -kMaxPriority to kMaxPriority
+inline constexpr std::uint32_t kMaxWaitMs = 3600000;                     // how long a WAIT may be held: an hour
 
 // Defaults of a task's optional fields (PROTOCOL.md §6.9).
 inline constexpr std::string_view kDefaultQueue = "default";
 inline constexpr std::uint32_t kDefaultTimeoutMs = 300000;  // 5 minutes
 inline constexpr std::uint32_t kDefaultMaxAttempts = 3;
-inline constexpr std::uint32_t kDefaultBackoffMs = 1000;    // doubled after each failed attempt
+inline constexpr std::uint32_t kDefaultBackoffMs = 1000;  // doubled after each failed attempt
 // Default of WAIT's max (PROTOCOL.md §6.10).
 inline constexpr std::uint32_t kDefaultWaitMax = 10000;
 
@@ -58,9 +58,7 @@ enum class TaskState : std::uint8_t { Delayed, Queued, Running, Done, Dead, Canc
 inline constexpr std::size_t kTaskStateCount = 6;
 std::string_view to_string(TaskState s);
 std::optional<TaskState> task_state_from_string(std::string_view s);
-inline bool is_final(TaskState s) {
-  return s == TaskState::Done || s == TaskState::Dead || s == TaskState::Cancelled;
-}
+inline bool is_final(TaskState s) { return s == TaskState::Done || s == TaskState::Dead || s == TaskState::Cancelled; }
 
 // ---- worker → master -------------------------------------------------------------------------
 
@@ -72,8 +70,8 @@ struct Lease {
 
 // First message of a worker session (§6.1). Answered by WELCOME.
 struct Hello {
-  std::string worker;                  // stable name of the worker process, e.g. "host-1234"
-  std::string host;                    // host name, for status
+  std::string worker;  // stable name of the worker process, e.g. "host-1234"
+  std::string host;    // host name, for status
   std::int64_t pid = 0;
   std::vector<std::string> functions;  // functions it can run; never empty
   std::vector<std::string> queues;     // queues it serves; never empty
@@ -124,7 +122,7 @@ struct Assignment {
   JobId job = 0;
   std::uint32_t attempt = 0;  // 1 for the first attempt
   std::string function;
-  std::string args;           // compact JSON
+  std::string args;  // compact JSON
   std::uint32_t timeout_ms = 0;
 };
 
@@ -155,12 +153,12 @@ struct TaskSpec {
 
 // Submit a batch of tasks (§6.9): a new job (job = 0) or more tasks for an open job.
 struct Submit {
-  std::uint64_t req = 0;          // echoed in the reply
-  JobId job = 0;                  // 0: create a job; else: append to this open job
-  std::uint32_t seq = 0;          // batch number within the job, from 0; makes resends harmless
-  bool more = false;              // true: more batches follow; false: the job is complete
-  std::string idempotency_key;    // with job = 0: the same key returns the same job
-  std::vector<TaskSpec> tasks;    // may be empty only when appending (to close a job)
+  std::uint64_t req = 0;        // echoed in the reply
+  JobId job = 0;                // 0: create a job; else: append to this open job
+  std::uint32_t seq = 0;        // batch number within the job, from 0; makes resends harmless
+  bool more = false;            // true: more batches follow; false: the job is complete
+  std::string idempotency_key;  // with job = 0: the same key returns the same job
+  std::vector<TaskSpec> tasks;  // may be empty only when appending (to close a job)
 };
 
 // The batch is accepted (§6.9): its tasks got ids first_task .. first_task + count - 1.
@@ -176,29 +174,29 @@ struct Accepted {
 // master holds the request until there is something new, the job ends, or the time is up.
 struct Wait {
   std::uint64_t req = 0;
-  JobId job = 0;                 // the job; 0 when idempotency_key names it instead
+  JobId job = 0;  // the job; 0 when idempotency_key names it instead
   std::uint64_t after = 0;
   std::uint32_t max = 10000;
   std::uint32_t timeout_ms = 0;
-  std::string idempotency_key;   // the key the job was submitted with (lets a client send SUBMIT
-                                 // and WAIT back to back, before it knows the job's id)
+  std::string idempotency_key;  // the key the job was submitted with (lets a client send SUBMIT
+                                // and WAIT back to back, before it knows the job's id)
 };
 
 // A finished task, as reported to clients.
 struct Outcome {
   TaskId task = 0;
-  std::string args;           // compact JSON
+  std::string args;                    // compact JSON
   TaskState status = TaskState::Done;  // Done, Dead or Cancelled
-  std::string value;          // Done: result as compact JSON; Dead: the last error; else empty
+  std::string value;                   // Done: result as compact JSON; Dead: the last error; else empty
   std::uint32_t attempts = 0;
-  std::string worker;         // the worker of the last attempt; empty if none ran
+  std::string worker;  // the worker of the last attempt; empty if none ran
 };
 
 // Answer to WAIT (§6.10).
 struct Outcomes {
   std::uint64_t req = 0;
   JobId job = 0;
-  std::uint64_t after = 0;     // outcomes[0] is finished task number after + 1
+  std::uint64_t after = 0;  // outcomes[0] is finished task number after + 1
   std::vector<Outcome> outcomes;
   std::uint64_t finished = 0;  // tasks of the job finished so far
   std::uint64_t total = 0;     // tasks of the job so far
@@ -235,8 +233,8 @@ struct ErrorReply {
   std::string message;
 };
 
-using Message = std::variant<Hello, Credit, Results, Heartbeat, Bye,              // worker
-                             Welcome, Tasks, Ack,                                 // to worker
+using Message = std::variant<Hello, Credit, Results, Heartbeat, Bye,               // worker
+                             Welcome, Tasks, Ack,                                  // to worker
                              Submit, Accepted, Wait, Outcomes, Cancel, Cancelled,  // client
                              Status, Report, ErrorReply>;
 

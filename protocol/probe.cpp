@@ -150,7 +150,8 @@ ProbeVerdict probe_master(const std::string& endpoint, const CurveKeys& keys, mi
   if (!write_all(s.fd, greeting.data() + 11, greeting.size() - 11, deadline)) return ProbeVerdict::NoAnswer;
   if (read_all(s.fd, theirs.data() + 11, theirs.size() - 11, deadline) != Read::Ok) return ProbeVerdict::NoAnswer;
   if (theirs[0] != 0xFF || theirs[9] != 0x7F || theirs[10] < 3) return ProbeVerdict::NoAnswer;  // not ZMTP 3
-  const std::string mechanism(reinterpret_cast<const char*>(theirs.data()) + 12, strnlen(reinterpret_cast<const char*>(theirs.data()) + 12, 20));
+  const std::string mechanism(reinterpret_cast<const char*>(theirs.data()) + 12,
+                              strnlen(reinterpret_cast<const char*>(theirs.data()) + 12, 20));
   if (mechanism == "NULL") return ProbeVerdict::NoKeyRequired;
   if (mechanism != "CURVE") return ProbeVerdict::NoAnswer;
 

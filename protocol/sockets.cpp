@@ -227,9 +227,7 @@ SendResult send_to(zmq::socket_t& router, std::string_view identity, std::string
   return send_frames(router, identity, command, body);
 }
 
-SendResult send(zmq::socket_t& dealer, std::string_view command, std::string_view body) {
-  return send_frames(dealer, {}, command, body);
-}
+SendResult send(zmq::socket_t& dealer, std::string_view command, std::string_view body) { return send_frames(dealer, {}, command, body); }
 
 SendResult send(zmq::socket_t& dealer, const Message& message) {
   const std::string body = encode_body(message);

@@ -30,14 +30,14 @@ struct MasterSocketOptions {
   // Not used for ZMTP pings (see make_master_socket); the protocol's HEARTBEAT does that job.
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds heartbeat_timeout{3000};
-  std::function<void(zmq::socket_t&)> before_bind;    // e.g. to attach a ConnectionMonitor
+  std::function<void(zmq::socket_t&)> before_bind;  // e.g. to attach a ConnectionMonitor
 };
 
 // Options a worker's or client's DEALER socket is made with.
 struct PeerSocketOptions {
   std::string endpoint = "tcp://127.0.0.1:5555";
-  std::optional<CurveKeys> curve;                     // nullopt: no security (--insecure)
-  std::chrono::milliseconds reconnect{100};           // first reconnect delay (libzmq)
+  std::optional<CurveKeys> curve;            // nullopt: no security (--insecure)
+  std::chrono::milliseconds reconnect{100};  // first reconnect delay (libzmq)
   // libzmq doubles the delay up to this, and retries at that pace for as long as it takes: a master
   // that comes back (or a network that heals) is found within about this long.
   std::chrono::milliseconds reconnect_max{kReconnectMax};
@@ -72,8 +72,8 @@ struct ConnectionEvent {
     Other,
   };
   Kind kind = Kind::Other;
-  int event = 0;           // ZMQ_EVENT_*
-  std::uint32_t value = 0; // the event's value (fd, errno, protocol error or ZAP status)
+  int event = 0;            // ZMQ_EVENT_*
+  std::uint32_t value = 0;  // the event's value (fd, errno, protocol error or ZAP status)
 };
 
 // Watches one socket through libzmq's socket monitor. attach() must be called before the socket
@@ -106,9 +106,9 @@ std::string bound_endpoint(zmq::socket_t& socket);
 
 // One message as received: the frames, and for a ROUTER the sender's identity.
 struct Inbound {
-  std::string identity;                  // empty on a DEALER
-  std::vector<zmq::message_t> frames;    // at most kMaxKeptFrames; the rest are counted, not kept
-  std::size_t frame_count = 0;           // how many frames the message really had
+  std::string identity;                // empty on a DEALER
+  std::vector<zmq::message_t> frames;  // at most kMaxKeptFrames; the rest are counted, not kept
+  std::size_t frame_count = 0;         // how many frames the message really had
 
   static constexpr std::size_t kMaxKeptFrames = 4;
   std::vector<std::string_view> views() const;
@@ -131,8 +131,7 @@ enum class SendResult {
 // Sends one message to `identity` through a ROUTER socket without blocking.
 SendResult send_to(zmq::socket_t& router, std::string_view identity, const Message& message);
 // The same with a body that is already encoded (for callers that build bodies themselves).
-SendResult send_to(zmq::socket_t& router, std::string_view identity, std::string_view command,
-                   std::string_view body);
+SendResult send_to(zmq::socket_t& router, std::string_view identity, std::string_view command, std::string_view body);
 // Sends one message through a DEALER socket without blocking.
 SendResult send(zmq::socket_t& dealer, const Message& message);
 SendResult send(zmq::socket_t& dealer, std::string_view command, std::string_view body);

@@ -62,7 +62,7 @@ std::string read_file(const std::string& path) {
 }
 
 mode_t mode_of(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   return st.st_mode & 07777;
 }
@@ -179,8 +179,7 @@ struct Watched {
 };
 
 // A peer's DEALER made by make_peer_socket, watched from its first event.
-void connect_peer(Watched& w, zmq::context_t& ctx, const std::string& endpoint, std::optional<CurveKeys> curve,
-                  bool immediate = true) {
+void connect_peer(Watched& w, zmq::context_t& ctx, const std::string& endpoint, std::optional<CurveKeys> curve, bool immediate = true) {
   w.monitor.emplace(ctx);
   PeerSocketOptions o;
   o.endpoint = endpoint;
@@ -206,7 +205,8 @@ struct MiniMaster {
 
   explicit MiniMaster(std::optional<CurveKeys> curve, bool with_zap = true) {
     if (curve && with_zap)
-      zap.emplace(ctx, curve->client_public, [this](const std::string& address, const std::string& why) { rejects.emplace_back(address, why); });
+      zap.emplace(ctx, curve->client_public,
+                  [this](const std::string& address, const std::string& why) { rejects.emplace_back(address, why); });
     router.monitor.emplace(ctx);
     MasterSocketOptions o;
     o.endpoint = "tcp://127.0.0.1:0";
@@ -632,14 +632,14 @@ TEST_CASE("ZAP requests get 200 only for CURVE with the derived client key (the 
   CHECK(rejects.empty());
 
   const V refused{"1.0", "8", "400", "authentication failed", "", ""};
-  CHECK(ask({"1.0", "8", "taskmaster", "192.0.2.2", "", "CURVE", other}) == refused);      // another client key
+  CHECK(ask({"1.0", "8", "taskmaster", "192.0.2.2", "", "CURVE", other}) == refused);               // another client key
   CHECK(ask({"1.0", "8", "taskmaster", "192.0.2.3", "", "CURVE", good.substr(0, 31)}) == refused);  // truncated
-  CHECK(ask({"1.0", "8", "taskmaster", "192.0.2.4", "", "CURVE"}) == refused);             // no credentials
-  CHECK(ask({"1.0", "8", "elsewhere", "192.0.2.5", "", "CURVE", good}) == refused);        // another domain
-  CHECK(ask({"1.0", "8", "taskmaster", "192.0.2.6", "", "NULL"}) == refused);              // no security
+  CHECK(ask({"1.0", "8", "taskmaster", "192.0.2.4", "", "CURVE"}) == refused);                      // no credentials
+  CHECK(ask({"1.0", "8", "elsewhere", "192.0.2.5", "", "CURVE", good}) == refused);                 // another domain
+  CHECK(ask({"1.0", "8", "taskmaster", "192.0.2.6", "", "NULL"}) == refused);                       // no security
   CHECK(ask({"1.0", "8", "taskmaster", "192.0.2.7", "", "PLAIN", "user", "password"}) == refused);
-  CHECK(ask({"2.0", "8", "taskmaster", "192.0.2.8", "", "CURVE", good}) == refused);       // another ZAP version
-  CHECK(ask({"1.0", "8", "taskmaster"}) == refused);                                       // malformed
+  CHECK(ask({"2.0", "8", "taskmaster", "192.0.2.8", "", "CURVE", good}) == refused);  // another ZAP version
+  CHECK(ask({"1.0", "8", "taskmaster"}) == refused);                                  // malformed
   CHECK(zap.admitted() == 1);
   CHECK(zap.rejected() == 8);
   REQUIRE(rejects.size() == 8);

@@ -164,8 +164,8 @@ json json_line(proto::JobId job, const proto::Outcome& o) {
   return v;
 }
 
-proto::Outcome outcome(proto::TaskId task, std::string args, proto::TaskState status, std::string value,
-                       std::uint32_t attempts, std::string worker) {
+proto::Outcome outcome(proto::TaskId task, std::string args, proto::TaskState status, std::string value, std::uint32_t attempts,
+                       std::string worker) {
   proto::Outcome o;
   o.task = task;
   o.args = std::move(args);
@@ -180,11 +180,11 @@ TEST_SUITE("cli") {
 
 TEST_CASE("bad command lines are usage errors (exit 2)") {
   const std::vector<std::vector<std::string>> cases{
-      {},                                   // no subcommand
-      {"frobnicate"},                       // unknown subcommand
-      {"--bogus"},                          // unknown flag
-      {"status", "--bogus"},                // unknown flag of a subcommand
-      {"submit"},                           // no FUNCTION
+      {},                     // no subcommand
+      {"frobnicate"},         // unknown subcommand
+      {"--bogus"},            // unknown flag
+      {"status", "--bogus"},  // unknown flag of a subcommand
+      {"submit"},             // no FUNCTION
       offline({"submit", "square", "1", "--each"}),
       offline({"submit", "square", "1", "--json"}),  // --json needs --wait
       offline({"submit", "square", "1", "--delay=-1"}),
@@ -212,11 +212,11 @@ TEST_CASE("bad command lines are usage errors (exit 2)") {
       offline({"health", "--timeout", "-1"}),
       offline({"health", "--retry-timeout", "5"}),  // a probe does not retry
       offline({"health", "extra"}),
-      {"--check-args"},                              // still needs a subcommand
+      {"--check-args"},  // still needs a subcommand
       {"--check-args", "master", "--bogus"},
       {"--check-args", "worker", "-j", "0"},
       {"--check-args", "master", "--data-dir", "d", "--in-memory"},
-      {"master", "--check-args"},                    // it goes before the subcommand
+      {"master", "--check-args"},  // it goes before the subcommand
   };
   for (const auto& args : cases) {
     CAPTURE(joined(args));
@@ -241,8 +241,7 @@ TEST_CASE("--check-args parses a whole command line and exits 0 without running 
   // Run, each would fail: no master at tcp://127.0.0.1:1 (exit 3), or no key here (exit 4).
   for (const auto& args : std::vector<std::vector<std::string>>{
            offline({"--check-args", "submit", "square", "7", "--wait", "--json", "--timeout", "5"}),
-           offline({"--check-args", "health", "--verbose"}),
-           offline({"--check-args", "status", "--json"})}) {
+           offline({"--check-args", "health", "--verbose"}), offline({"--check-args", "status", "--json"})}) {
     CAPTURE(joined(args));
     CHECK(cli::run(args) == cli::kExitOk);
     std::vector<std::string> plain(args.begin() + 1, args.end());
@@ -301,7 +300,8 @@ TEST_CASE("a bad endpoint is a usage error that names the option and shows the f
             .rfind("taskmaster: --bind 'tcp://localhost:5555': 'localhost' is neither an IP address nor a network interface", 0) == 0);
   CHECK(usage_error({"worker", "--connect", "http://master:5555", "--key-file", kMissingKey})
             .rfind("taskmaster: --connect 'http://master:5555': unknown scheme 'http://'", 0) == 0);
-  CHECK(usage_error({"bench", "--connect", "127.0.0.1:0"}).rfind("taskmaster: --connect '127.0.0.1:0': port 0 is only for binding", 0) == 0);
+  CHECK(usage_error({"bench", "--connect", "127.0.0.1:0"}).rfind("taskmaster: --connect '127.0.0.1:0': port 0 is only for binding", 0) ==
+        0);
   for (const std::string bad : {"", "127.0.0.1", "127.0.0.1:abc", "127.0.0.1:-1", "tcp://:5555", "tcp://*:5555", "udp://127.0.0.1:5555",
                                 "inproc://master", "127.0.0.1 :5555", "::1:5555", "tcp://[::1]", "tcp://999.1.1.1:5555"}) {
     for (auto args : kClientCommands) {
@@ -318,8 +318,9 @@ TEST_CASE("a bad endpoint is a usage error that names the option and shows the f
 TEST_CASE("TASKMASTER_ADDRESS is an endpoint with the same check as --connect") {
   SUBCASE("a bad value is a usage error that names the variable") {
     const AddressVariable bad("tcp://127.0.0.1:99999");
-    const std::string expected = "taskmaster: TASKMASTER_ADDRESS 'tcp://127.0.0.1:99999': port 99999 is out of range (1-65535); "
-                                 "expected HOST:PORT or tcp://HOST:PORT, e.g. tcp://10.0.0.5:5555\n";
+    const std::string expected =
+        "taskmaster: TASKMASTER_ADDRESS 'tcp://127.0.0.1:99999': port 99999 is out of range (1-65535); "
+        "expected HOST:PORT or tcp://HOST:PORT, e.g. tcp://10.0.0.5:5555\n";
     for (auto args : kClientCommands) {
       args.insert(args.end(), {"--connect-timeout", "0.1", "--insecure"});
       CHECK(usage_error(args) == expected);
@@ -353,7 +354,8 @@ TEST_CASE("seconds are finite numbers within their range") {
     return args;
   };
   CHECK(usage_error(closed({"status", "--connect-timeout", "nan"})) ==
-        "taskmaster: --connect-timeout 'nan': expected a number of seconds from 0.001 to " + cli::seconds_text(cli::kMaxWaitSeconds) + "\n");
+        "taskmaster: --connect-timeout 'nan': expected a number of seconds from 0.001 to " + cli::seconds_text(cli::kMaxWaitSeconds) +
+            "\n");
   for (const auto& v : not_seconds) {
     for (const char* option : {"--connect-timeout", "--retry-timeout"})
       for (auto args : kClientCommands) {
@@ -375,7 +377,8 @@ TEST_CASE("submit's limits are the protocol's: the largest values pass and one m
   const struct {
     const char* option;
     double max_s;
-  } limits[] = {{"--delay", proto::kMaxDelayMs / 1000.0}, {"--timeout", proto::kMaxTimeoutMs / 1000.0}, {"--backoff", proto::kMaxBackoffMs / 1000.0}};
+  } limits[] = {
+      {"--delay", proto::kMaxDelayMs / 1000.0}, {"--timeout", proto::kMaxTimeoutMs / 1000.0}, {"--backoff", proto::kMaxBackoffMs / 1000.0}};
   for (const auto& l : limits) {
     CAPTURE(l.option);
     CHECK(cli::run(offline_insecure({"submit", "square", "1", l.option, cli::seconds_text(l.max_s)})) == cli::kExitUnreachable);
@@ -383,7 +386,8 @@ TEST_CASE("submit's limits are the protocol's: the largest values pass and one m
               .find("expected a number of seconds from") != std::string::npos);
   }
   CHECK(cli::run(offline_insecure({"submit", "square", "1", "--timeout", "0.001"})) == cli::kExitUnreachable);
-  CHECK(cli::run(offline_insecure({"submit", "square", "1", "--max-attempts", std::to_string(proto::kMaxAttempts)})) == cli::kExitUnreachable);
+  CHECK(cli::run(offline_insecure({"submit", "square", "1", "--max-attempts", std::to_string(proto::kMaxAttempts)})) ==
+        cli::kExitUnreachable);
   for (const std::string& bad : std::vector<std::string>{std::to_string(proto::kMaxAttempts + 1), "99999999999", "-1", "0"})
     usage_error(offline_insecure({"submit", "square", "1", "--max-attempts", bad}));
   CHECK(cli::run(offline_insecure({"submit", "square", "1", "--idempotency-key", std::string(proto::kMaxTextBytes, 'k')})) ==
@@ -407,7 +411,8 @@ TEST_CASE("master: --heartbeat-interval must be shorter than --worker-timeout") 
   CHECK(usage_error({"master", "--heartbeat-interval", "5", "--worker-timeout", "3", "--key-file", kMissingKey}) ==
         "taskmaster: --heartbeat-interval (5 s) must be shorter than --worker-timeout (3 s): a worker would be presumed dead "
         "between two heartbeats\n");
-  CHECK(usage_error({"master", "--heartbeat-interval", "3", "--key-file", kMissingKey}).find("--worker-timeout (3 s)") != std::string::npos);
+  CHECK(usage_error({"master", "--heartbeat-interval", "3", "--key-file", kMissingKey}).find("--worker-timeout (3 s)") !=
+        std::string::npos);
   CHECK(usage_error({"master", "--worker-timeout", "0.5", "--key-file", kMissingKey}).find("(1 s) must be shorter") != std::string::npos);
   // Allowed (past the parser, the missing key stops it).
   CHECK(cli::run({"master", "--heartbeat-interval", "1", "--worker-timeout", "1.5", "--key-file", kMissingKey}) == cli::kExitAuth);

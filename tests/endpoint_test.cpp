@@ -72,12 +72,9 @@ TEST_CASE("connecting takes host names") {
 
 TEST_CASE("binding also takes * (every interface), port 0 or * (a free port) and interface names") {
   const std::vector<Accepted> cases{
-      {"*:5555", "tcp://*:5555"},
-      {"tcp://*:0", "tcp://*:0"},
-      {"tcp://*:*", "tcp://*:0"},
-      {"tcp://0.0.0.0:0", "tcp://0.0.0.0:0"},
-      {"127.0.0.1:*", "tcp://127.0.0.1:0"},
-      {"tcp://[::]:0", "tcp://[::]:0"},
+      {"*:5555", "tcp://*:5555"},           {"tcp://*:0", "tcp://*:0"},
+      {"tcp://*:*", "tcp://*:0"},           {"tcp://0.0.0.0:0", "tcp://0.0.0.0:0"},
+      {"127.0.0.1:*", "tcp://127.0.0.1:0"}, {"tcp://[::]:0", "tcp://[::]:0"},
       {"tcp://lo:5555", "tcp://lo:5555"},
   };
   check_accepted(cases, EndpointUse::Bind);
@@ -151,8 +148,9 @@ TEST_CASE("the refusal says what is wrong, then the form expected") {
 
 TEST_CASE("binding's refusals show a bind example and allow port 0") {
   const auto m = refusal("tcp://127.0.0.1:99999", EndpointUse::Bind);
-  CHECK(m == "port 99999 is out of range (0-65535); expected HOST:PORT or tcp://HOST:PORT, e.g. tcp://0.0.0.0:5555 "
-             "(port 0 picks a free port)");
+  CHECK(m ==
+        "port 99999 is out of range (0-65535); expected HOST:PORT or tcp://HOST:PORT, e.g. tcp://0.0.0.0:5555 "
+        "(port 0 picks a free port)");
   CHECK(refusal("tcp://:5555", EndpointUse::Bind).find("the host is empty (* binds every interface)") == 0);
 }
 

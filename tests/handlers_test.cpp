@@ -58,8 +58,7 @@ HandlerRegistry exec_only(ExecLimits limits = {}) {
 }
 
 // The message of the exception `f` throws; fails the test if it throws none.
-template <class F>
-std::string error_of(F&& f) {
+template <class F> std::string error_of(F&& f) {
   try {
     f();
   } catch (const std::exception& e) {
@@ -71,9 +70,7 @@ std::string error_of(F&& f) {
 
 bool contains(const std::string& s, std::string_view part) { return s.find(part) != std::string::npos; }
 
-double seconds_since(SteadyClock::time_point start) {
-  return std::chrono::duration<double>(SteadyClock::now() - start).count();
-}
+double seconds_since(SteadyClock::time_point start) { return std::chrono::duration<double>(SteadyClock::now() - start).count(); }
 
 using test::TempDir;
 
@@ -269,8 +266,12 @@ TEST_CASE("exec keeps at most max_output_bytes of each stream and says it cut") 
 TEST_CASE("exec replaces invalid UTF-8 in the output") {
   const auto reg = exec_only();
   const json r = call(reg, "exec", json::array({"sh", "-c", "printf 'a\\377b'; printf '\\300x' >&2"}));
-  CHECK(r["stdout"] == "a\xEF\xBF\xBD" "b");
-  CHECK(r["stderr"] == "\xEF\xBF\xBD" "x");
+  CHECK(r["stdout"] ==
+        "a\xEF\xBF\xBD"
+        "b");
+  CHECK(r["stderr"] ==
+        "\xEF\xBF\xBD"
+        "x");
   CHECK_NOTHROW((void)r.dump());  // a result that can be sent
 }
 

@@ -12,9 +12,7 @@ using namespace std::chrono_literals;
 
 const TimePoint t0{};
 
-long long ms(const std::optional<TimePoint>& t) {
-  return t ? std::chrono::duration_cast<std::chrono::milliseconds>(*t - t0).count() : -1;
-}
+long long ms(const std::optional<TimePoint>& t) { return t ? std::chrono::duration_cast<std::chrono::milliseconds>(*t - t0).count() : -1; }
 
 // A new job with one task, which finished at `at`; sealed at `at` too.
 const Job& ended_job(JobTable& jobs, TimePoint at, std::string key = "") {

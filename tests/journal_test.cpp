@@ -67,8 +67,7 @@ class Sql {
   // Every row, its columns joined by '|'; NULL shows as "NULL".
   std::vector<std::string> rows(const std::string& sql) {
     sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
-      throw std::runtime_error(sql + ": " + sqlite3_errmsg(db_));
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) throw std::runtime_error(sql + ": " + sqlite3_errmsg(db_));
     std::vector<std::string> out;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -131,8 +130,7 @@ class Sql {
     add("task outside its job's batches",
         "SELECT t.id FROM tasks t WHERE NOT EXISTS (SELECT 1 FROM batches b WHERE b.job = t.job"
         " AND t.id >= b.first_task AND t.id < b.first_task + b.count)");
-    add("batches not numbered 0..n-1",
-        "SELECT job FROM batches GROUP BY job HAVING min(seq) != 0 OR max(seq) != count(*) - 1");
+    add("batches not numbered 0..n-1", "SELECT job FROM batches GROUP BY job HAVING min(seq) != 0 OR max(seq) != count(*) - 1");
     add("finish order not 0..n-1 over the finished tasks",
         "SELECT job FROM tasks WHERE state IN ('done', 'dead', 'cancelled') GROUP BY job"
         " HAVING count(DISTINCT finished_seq) != count(*) OR min(finished_seq) != 0 OR max(finished_seq) != count(*) - 1");
@@ -242,12 +240,11 @@ struct Node : test::SentMessages {
     now += d;
     step();
   }
-  template <class T>
-  T ask(const std::string& from, proto::Message m) {
+  template <class T> T ask(const std::string& from, proto::Message m) {
     deliver(from, std::move(m));
     auto r = take<T>(from);
-    expect(r.size() == 1, "expected one " + std::string(proto::command_name(proto::Message(T{}))) + " for " + from + ", got " +
-                              std::to_string(r.size()));
+    expect(r.size() == 1,
+           "expected one " + std::string(proto::command_name(proto::Message(T{}))) + " for " + from + ", got " + std::to_string(r.size()));
     return r[0];
   }
   void hello(const std::string& id, std::uint32_t slots, std::vector<proto::Lease> running = {}, std::string name = "") {
@@ -284,9 +281,7 @@ struct Node : test::SentMessages {
   }
   proto::Outcomes wait(JobId job) { return ask<proto::Outcomes>("C", proto::Wait{9, job, 0, 10000, 0, {}}); }
   const Task* task(TaskId id) const { return state->tasks().find(id); }
-  std::int64_t jobs() {
-    return ask<proto::Report>("C", proto::Status{1}).status["jobs"].get<std::int64_t>();
-  }
+  std::int64_t jobs() { return ask<proto::Report>("C", proto::Status{1}).status["jobs"].get<std::int64_t>(); }
 };
 
 std::string describe(const Task& t, const Names& n) {
@@ -437,15 +432,15 @@ MasterConfig workload_config() {
 
 // Every turn of it that writes something is one commit.
 void workload(Node& n) {
-  n.hello("W", 0);                                                                        // no change
+  n.hello("W", 0);  // no change
   const auto j1 = n.submit({spec("square", "1", 5), spec("square", "2", 1), spec("echo", "\"e\"", 9, 1)}, "crash-key", 0, 0, true);
   n.submit({spec("square", "3"), spec("square", "4", 0, 2, 60000)}, "", j1.job, 1, false);  // a second batch, one delayed
-  n.deliver("W", proto::Credit{3});                                                       // leases 3
+  n.deliver("W", proto::Credit{3});                                                         // leases 3
   auto held = n.tasks_for("W");
   expect(held.size() == 3, "workload: 3 leases");
-  n.result("W", held[0], true, "\"r0\"");   // done; its slot takes the next queued task
-  n.result("W", held[1], false, "boom");    // failed, attempts remain: delayed by its backoff
-  n.advance(1s);                            // queued again, leased again
+  n.result("W", held[0], true, "\"r0\"");  // done; its slot takes the next queued task
+  n.result("W", held[1], false, "boom");   // failed, attempts remain: delayed by its backoff
+  n.advance(1s);                           // queued again, leased again
   const auto j2 = n.submit({spec("echo", "10"), spec("echo", "11"), spec("nobody-runs-this", "12")});
   n.ask<proto::Cancelled>("C", proto::Cancel{3, j2.job});
   for (auto& a : n.tasks_for("W")) held.push_back(a);
@@ -535,7 +530,7 @@ TEST_CASE("a replayed master has every task, job, finish order, key and id count
     REQUIRE(e.size() == 1);
     REQUIRE(e[0].task == 6);
     CHECK(n.ask<proto::Cancelled>("C", proto::Cancel{3, j3.job}).cancelled == 2);
-    n.result("A", e[0], true, "\"six\"");  // a running task of a cancelled job finishes
+    n.result("A", e[0], true, "\"six\"");    // a running task of a cancelled job finishes
     n.result("A", e[0], true, "\"again\"");  // a duplicate: dropped
     CHECK(n.state->counters().unheld_results == 1);
     const auto j4 = n.submit({spec("echo", "\"last\"", 0, 1)});
@@ -612,8 +607,8 @@ TEST_CASE("running tasks come back queued with their attempt counted or dead on 
   {
     Node n(dir.path());
     n.hello("A", 3);
-    const auto acc = n.submit({spec("echo", "\"c\"", 9, 1), spec("echo", "\"a\"", 5, 3), spec("echo", "\"b\"", 1, 1),
-                               spec("echo", "\"queued\"", 0, 1)});
+    const auto acc = n.submit(
+        {spec("echo", "\"c\"", 9, 1), spec("echo", "\"a\"", 5, 3), spec("echo", "\"b\"", 1, 1), spec("echo", "\"queued\"", 0, 1)});
     REQUIRE(acc.job == 1);
     auto held = n.tasks_for("A");
     REQUIRE(held.size() == 3);
@@ -702,8 +697,8 @@ TEST_CASE("delayed tasks keep their ready time through a replay") {
   TempDir dir;
   {
     Node n(dir.path());
-    n.submit({spec("echo", "\"in 60 s\"", 0, 3, 60000), spec("echo", "\"in 120 s\"", 0, 3, 120000),
-              spec("echo", "\"in 1 h\"", 0, 3, 3600000)});
+    n.submit(
+        {spec("echo", "\"in 60 s\"", 0, 3, 60000), spec("echo", "\"in 120 s\"", 0, 3, 120000), spec("echo", "\"in 1 h\"", 0, 3, 3600000)});
     REQUIRE(n.task(1)->state == TaskState::Delayed);
   }
   // Simulate a master that was down for 90 s: the wall-clock ready times in the journal come 90 s
@@ -822,8 +817,8 @@ TEST_CASE("a crash in the middle of writing a commit to the WAL leaves nothing o
   REQUIRE(before != after);
   REQUIRE(growth > 20 * 4096);  // many WAL frames: the cuts below fall at many places in it
   const std::uint64_t frame = 4096 + 24;
-  for (std::uint64_t cut : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{24}, frame - 1, frame, frame + 1, 5 * frame + 99,
-                            growth / 2, growth - frame, growth - 1}) {
+  for (std::uint64_t cut : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{24}, frame - 1, frame, frame + 1, 5 * frame + 99, growth / 2,
+                            growth - frame, growth - 1}) {
     CAPTURE(cut);
     TempDir dir;
     const auto end = in_child([&](auto& say) {
@@ -996,8 +991,8 @@ TEST_CASE("a full disk costs only what it could not write: workers, leases and r
     std::string values;
     for (const auto& x : o.outcomes) values += x.value + (x.status == TaskState::Done ? "" : "!") + " ";
     say("after: acks " + std::to_string(acks.size()) + " first acked " +
-        std::to_string(!acks.empty() && acks[0].tasks == std::vector<TaskId>{given[0].task}) + " outcomes " + values +
-        "submitted " + std::to_string(n.state->counters().submitted));
+        std::to_string(!acks.empty() && acks[0].tasks == std::vector<TaskId>{given[0].task}) + " outcomes " + values + "submitted " +
+        std::to_string(n.state->counters().submitted));
     return 0;
   });
   REQUIRE_MESSAGE(end.exited(0), end.how());
@@ -1082,7 +1077,7 @@ TEST_CASE("the journal and its directory are private whatever the umask") {
     n.submit({spec("echo", "1")});
   }
   ::umask(old);
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::stat((dir.path() + "/data").c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0700);
   REQUIRE(::stat((dir.path() + "/data/journal.db").c_str(), &st) == 0);
@@ -1179,8 +1174,7 @@ TEST_CASE("a result delivered twice is recorded once") {
   const auto w = n.wait(1);
   CHECK(std::count_if(w.outcomes.begin(), w.outcomes.end(), [&](auto& o) { return o.task == a[0].task; }) == 1);
   Sql sql(db_in(dir));
-  CHECK(sql.rows("SELECT state, outcome FROM tasks WHERE id = " + std::to_string(a[0].task)) ==
-        std::vector<std::string>{"done|\"first\""});
+  CHECK(sql.rows("SELECT state, outcome FROM tasks WHERE id = " + std::to_string(a[0].task)) == std::vector<std::string>{"done|\"first\""});
   CHECK(sql.number("SELECT count(*) FROM tasks WHERE finished_seq >= 0 AND id = " + std::to_string(a[0].task)) == 1);
   CHECK(sql.broken().empty());
 }
@@ -1460,8 +1454,8 @@ TEST_CASE("a data directory that cannot be made or written is refused clearly") 
   SUBCASE("no write permission") {
     const std::string parent = dir.path() + "/read-only";
     fs::create_directory(parent);
-    fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read |
-                                  fs::perms::others_exec);
+    fs::permissions(dir.path(),
+                    fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
     fs::permissions(parent, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read | fs::perms::group_exec |
                                 fs::perms::others_read | fs::perms::others_exec);
     // Root ignores permissions: check as an ordinary user, in a child that gives root up.
@@ -1520,7 +1514,7 @@ TEST_CASE("the journal grows with its data and stays bounded when results expire
   }
   CHECK(n.commit_failures == 0);
   INFO("bytes: empty ", empty, ", after the first submission ", after_first, ", after cycle 10 ", at10, ", after cycle 40 ", at40,
-          " (database ", db10, " / ", db40, ")");
+       " (database ", db10, " / ", db40, ")");
   CHECK(after_first > empty + 100 * 8000);  // the args are in it
   CHECK(at40 < at10 * 3 / 2);
   CHECK(db40 < db10 * 3 / 2 + 100 * 4096);

@@ -52,8 +52,7 @@ std::string shown(std::string_view s) {
 std::string command_of(const Message& m) { return std::string(command_name(m)); }
 
 // Encodes `m` into frames, checks the frames, decodes them, and returns the decoded message of the same type.
-template <class T>
-T round_trip(const T& m) {
+template <class T> T round_trip(const T& m) {
   const Message original(m);
   const Frames frames = encode(original);
   REQUIRE(frames.size() == 3);
@@ -72,8 +71,7 @@ T round_trip(const T& m) {
   return std::get<T>(std::move(*r));
 }
 
-template <std::size_t... I>
-std::vector<std::string> command_table(std::index_sequence<I...>) {
+template <std::size_t... I> std::vector<std::string> command_table(std::index_sequence<I...>) {
   return {command_of(Message(std::in_place_index<I>))...};
 }
 const std::vector<std::string>& all_commands() {
@@ -154,7 +152,7 @@ struct SpecExample {
   int line = 0;        // of the marker comment in PROTOCOL.md
   bool valid = false;  // <!-- example: X --> or <!-- invalid: X code -->
   std::string command;
-  std::string code;    // invalid ones: the expected error code
+  std::string code;  // invalid ones: the expected error code
   std::string body;
 };
 
@@ -178,9 +176,7 @@ std::vector<SpecExample> spec_examples(std::vector<std::string>& problems) {
   for (std::size_t i = 0; i < lines.size(); ++i) {
     const std::string& line = lines[i];
     // A marker is a line of its own; any such line that mentions example or invalid must be one.
-    if (line.rfind("<!--", 0) != 0 ||
-        (line.find("example") == std::string::npos && line.find("invalid") == std::string::npos))
-      continue;
+    if (line.rfind("<!--", 0) != 0 || (line.find("example") == std::string::npos && line.find("invalid") == std::string::npos)) continue;
     SpecExample ex;
     ex.line = static_cast<int>(i + 1);
     std::smatch m;
@@ -217,16 +213,62 @@ TEST_SUITE("protocol") {
 // The decoder reads bodies into a JsonDoc (nlohmann's SAX parser filling a flat tape): it must take
 // what nlohmann's DOM takes, give the same types, and dump the same text.
 TEST_CASE("JsonDoc takes what nlohmann::json::parse takes and dumps what it dumps") {
-  const std::vector<std::string> bodies = {
-      "0", "-0", "1", "-1", "18446744073709551615", "18446744073709551616", "-9223372036854775808",
-      "-9223372036854775809", "1.5", "100.0", "1e100", "1E-7", "-0.0", "123456789012345678901234567890",
-      "1e999", "-1e999", "01", "1.", ".5", "+1", "NaN", "true", "false", "null", "nul", "\"\"",
-      "\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"", "\"\\u0000\\u001f\\u007f\\u00e9\\ud83d\\ude00\"",
-      "\"\\ud800\"", "\"\\udc00\\ud800\"", "\"\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\"", "\"\xC0\xAF\"",
-      "\"\xED\xA0\x80\"", "\"\xF4\x90\x80\x80\"", "\"\x01\"", "\"\\x\"", "[]", "{}", "[1,2,[3,[4]],{}]",
-      "[1,]", "[,1]", "{\"b\":1,\"a\":2}", "{\"a\":1,\"a\":2}", "{\"a\":{\"y\":[1,{\"q\":null}],\"x\":\"s\"},\"a\":3,\"0\":[]}",
-      "{\"a\" 1}", "{\"a\":1,}", "{1:2}", " \t\r\n[ 1 , 2 ] \n", "\xEF\xBB\xBF{}", "[1] [2]", "[1]x",
-      "/*c*/[1]", "", " ", "[\"\xFF\"]", "{\"\xC3\xA9\":\"k\",\"e\":[true,false,null]}"};
+  const std::vector<std::string> bodies = {"0",
+                                           "-0",
+                                           "1",
+                                           "-1",
+                                           "18446744073709551615",
+                                           "18446744073709551616",
+                                           "-9223372036854775808",
+                                           "-9223372036854775809",
+                                           "1.5",
+                                           "100.0",
+                                           "1e100",
+                                           "1E-7",
+                                           "-0.0",
+                                           "123456789012345678901234567890",
+                                           "1e999",
+                                           "-1e999",
+                                           "01",
+                                           "1.",
+                                           ".5",
+                                           "+1",
+                                           "NaN",
+                                           "true",
+                                           "false",
+                                           "null",
+                                           "nul",
+                                           "\"\"",
+                                           "\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"",
+                                           "\"\\u0000\\u001f\\u007f\\u00e9\\ud83d\\ude00\"",
+                                           "\"\\ud800\"",
+                                           "\"\\udc00\\ud800\"",
+                                           "\"\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\"",
+                                           "\"\xC0\xAF\"",
+                                           "\"\xED\xA0\x80\"",
+                                           "\"\xF4\x90\x80\x80\"",
+                                           "\"\x01\"",
+                                           "\"\\x\"",
+                                           "[]",
+                                           "{}",
+                                           "[1,2,[3,[4]],{}]",
+                                           "[1,]",
+                                           "[,1]",
+                                           "{\"b\":1,\"a\":2}",
+                                           "{\"a\":1,\"a\":2}",
+                                           "{\"a\":{\"y\":[1,{\"q\":null}],\"x\":\"s\"},\"a\":3,\"0\":[]}",
+                                           "{\"a\" 1}",
+                                           "{\"a\":1,}",
+                                           "{1:2}",
+                                           " \t\r\n[ 1 , 2 ] \n",
+                                           "\xEF\xBB\xBF{}",
+                                           "[1] [2]",
+                                           "[1]x",
+                                           "/*c*/[1]",
+                                           "",
+                                           " ",
+                                           "[\"\xFF\"]",
+                                           "{\"\xC3\xA9\":\"k\",\"e\":[true,false,null]}"};
   for (const std::string& body : bodies) {
     CAPTURE(body);
     JsonDoc doc;
@@ -271,9 +313,9 @@ TEST_CASE("JsonDoc stops at its depth limit and refuses a NUL byte, which nlohma
 }
 
 TEST_CASE("the command table has the 17 commands of the spec, in the order of the Message variant") {
-  const std::vector<std::string> expected = {"HELLO",    "CREDIT", "RESULTS",  "HEARTBEAT", "BYE",       "WELCOME",
-                                             "TASKS",    "ACK",    "SUBMIT",   "ACCEPTED",  "WAIT",      "OUTCOMES",
-                                             "CANCEL",   "CANCELLED", "STATUS", "REPORT",   "ERROR"};
+  const std::vector<std::string> expected = {"HELLO",  "CREDIT",    "RESULTS", "HEARTBEAT", "BYE",  "WELCOME",
+                                             "TASKS",  "ACK",       "SUBMIT",  "ACCEPTED",  "WAIT", "OUTCOMES",
+                                             "CANCEL", "CANCELLED", "STATUS",  "REPORT",    "ERROR"};
   CHECK(all_commands() == expected);
   for (const auto& name : all_commands()) {
     CAPTURE(name);
@@ -328,12 +370,15 @@ TEST_CASE("every example in PROTOCOL.md decodes as the spec says, and valid ones
 
 TEST_CASE("the limits table of PROTOCOL.md gives the values of message.h") {
   const std::map<std::string, std::uint64_t> constants = {
-      {"kMaxMessageBytes", kMaxMessageBytes}, {"kMaxBatch", kMaxBatch},         {"kMaxArgsBytes", kMaxArgsBytes},
-      {"kMaxResultBytes", kMaxResultBytes},   {"kMaxErrorBytes", kMaxErrorBytes}, {"kMaxNameBytes", kMaxNameBytes},
-      {"kMaxTextBytes", kMaxTextBytes},       {"kMaxListItems", kMaxListItems}, {"kMaxJsonDepth", kMaxJsonDepth},
-      {"kMaxSlots", kMaxSlots},               {"kMaxAttempts", kMaxAttempts},   {"kMaxDelayMs", kMaxDelayMs},
-      {"kMaxTimeoutMs", kMaxTimeoutMs},       {"kMaxBackoffMs", kMaxBackoffMs}, {"kMaxValueDepth", kMaxValueDepth},
-      {"kMaxWaitsPerPeer", kMaxWaitsPerPeer}, {"kMaxPriority", kMaxPriority},   {"kMaxWaitMs", kMaxWaitMs},
+      {"kMaxMessageBytes", kMaxMessageBytes}, {"kMaxBatch", kMaxBatch},
+      {"kMaxArgsBytes", kMaxArgsBytes},       {"kMaxResultBytes", kMaxResultBytes},
+      {"kMaxErrorBytes", kMaxErrorBytes},     {"kMaxNameBytes", kMaxNameBytes},
+      {"kMaxTextBytes", kMaxTextBytes},       {"kMaxListItems", kMaxListItems},
+      {"kMaxJsonDepth", kMaxJsonDepth},       {"kMaxSlots", kMaxSlots},
+      {"kMaxAttempts", kMaxAttempts},         {"kMaxDelayMs", kMaxDelayMs},
+      {"kMaxTimeoutMs", kMaxTimeoutMs},       {"kMaxBackoffMs", kMaxBackoffMs},
+      {"kMaxValueDepth", kMaxValueDepth},     {"kMaxWaitsPerPeer", kMaxWaitsPerPeer},
+      {"kMaxPriority", kMaxPriority},         {"kMaxWaitMs", kMaxWaitMs},
   };
   static const std::regex row(R"(^\| `(k[A-Za-z]+)` \| ([0-9]+))");
   std::map<std::string, std::uint64_t> documented;
@@ -342,7 +387,7 @@ TEST_CASE("the limits table of PROTOCOL.md gives the values of message.h") {
     if (std::regex_search(line, m, row)) documented[m[1]] = std::stoull(m[2]);
   }
   for (const auto& item285_ : constants) {
-    const auto& name = std::get<0>(item285_);  // clang 14 cannot capture bindings
+    const auto& name = std::get<0>(item285_);   // clang 14 cannot capture bindings
     const auto& value = std::get<1>(item285_);  // clang 14 cannot capture bindings
     CAPTURE(name);
     REQUIRE(documented.count(name) == 1);
@@ -360,10 +405,9 @@ TEST_CASE("every error code is described in PROTOCOL.md section 7") {
     if (in) section += line + "\n";
   }
   REQUIRE(!section.empty());
-  for (ErrorCode c : {ErrorCode::BadFrame, ErrorCode::BadSignature, ErrorCode::UnknownCommand, ErrorCode::TooLarge,
-                      ErrorCode::BadJson, ErrorCode::BadField, ErrorCode::NotAllowed, ErrorCode::UnknownJob,
-                      ErrorCode::UnknownTask, ErrorCode::Unavailable, ErrorCode::Unreachable, ErrorCode::AuthFailed,
-                      ErrorCode::Internal}) {
+  for (ErrorCode c : {ErrorCode::BadFrame, ErrorCode::BadSignature, ErrorCode::UnknownCommand, ErrorCode::TooLarge, ErrorCode::BadJson,
+                      ErrorCode::BadField, ErrorCode::NotAllowed, ErrorCode::UnknownJob, ErrorCode::UnknownTask, ErrorCode::Unavailable,
+                      ErrorCode::Unreachable, ErrorCode::AuthFailed, ErrorCode::Internal}) {
     const std::string name(error_code_name(c));
     CAPTURE(name);
     CHECK(section.find("`" + name + "`") != std::string::npos);
@@ -450,8 +494,8 @@ TEST_CASE("every message type survives encode then decode with its fields intact
     Tasks m;
     const std::vector<std::string> args = {R"({"k":"v","n":[1,2,3]})", "[1,\"two\",null,true]", "\"s ✓\"", "null", "3.25", "false"};
     for (std::size_t i = 0; i < args.size(); ++i)
-      m.tasks.push_back({i + 1, kMaxId - i, static_cast<std::uint32_t>(i + 1), "fn.v" + std::to_string(i), args[i],
-                         i == 0 ? kMaxTimeoutMs : 1u});
+      m.tasks.push_back(
+          {i + 1, kMaxId - i, static_cast<std::uint32_t>(i + 1), "fn.v" + std::to_string(i), args[i], i == 0 ? kMaxTimeoutMs : 1u});
     const Tasks d = round_trip(m);
     REQUIRE(d.tasks.size() == m.tasks.size());
     for (std::size_t i = 0; i < m.tasks.size(); ++i) {
@@ -644,10 +688,9 @@ TEST_CASE("every message type survives encode then decode with its fields intact
     CHECK(d.status["host"] == "bad " + kFffd + " byte");
   }
   SUBCASE("ERROR with every code") {
-    for (ErrorCode c : {ErrorCode::BadFrame, ErrorCode::BadSignature, ErrorCode::UnknownCommand, ErrorCode::TooLarge,
-                        ErrorCode::BadJson, ErrorCode::BadField, ErrorCode::NotAllowed, ErrorCode::UnknownJob,
-                        ErrorCode::UnknownTask, ErrorCode::Unavailable, ErrorCode::Unreachable, ErrorCode::AuthFailed,
-                        ErrorCode::Internal}) {
+    for (ErrorCode c : {ErrorCode::BadFrame, ErrorCode::BadSignature, ErrorCode::UnknownCommand, ErrorCode::TooLarge, ErrorCode::BadJson,
+                        ErrorCode::BadField, ErrorCode::NotAllowed, ErrorCode::UnknownJob, ErrorCode::UnknownTask, ErrorCode::Unavailable,
+                        ErrorCode::Unreachable, ErrorCode::AuthFailed, ErrorCode::Internal}) {
       CAPTURE(std::string(error_code_name(c)));
       const ErrorReply d = round_trip(ErrorReply{kMaxId, c, "what ✓ and \"where\""});
       CHECK(d.req == kMaxId);
@@ -725,7 +768,8 @@ TEST_CASE("decoding fills in the documented defaults of optional fields") {
     REQUIRE(a.has_value());
     CHECK_FALSE(std::get<Accepted>(*a).duplicate);
     CHECK(std::get<Accepted>(*a).req == 0);
-    auto o = dec("OUTCOMES", R"({"job":1,"after":0,"finished":1,"total":1,"outcomes":[{"task":1,"args":1,"status":"cancelled","attempts":0}]})");
+    auto o = dec("OUTCOMES",
+                 R"({"job":1,"after":0,"finished":1,"total":1,"outcomes":[{"task":1,"args":1,"status":"cancelled","attempts":0}]})");
     REQUIRE(o.has_value());
     CHECK_FALSE(std::get<Outcomes>(*o).sealed);
     CHECK(std::get<Outcomes>(*o).outcomes.at(0).worker.empty());
@@ -757,11 +801,7 @@ TEST_CASE("unknown fields are ignored at every level, and a repeated key keeps i
 TEST_CASE("a message without exactly 3 frames is a bad_frame") {
   const std::string sig(kSignature);
   const std::vector<std::vector<std::string>> cases = {
-      {},
-      {sig},
-      {sig, "HEARTBEAT"},
-      {sig, "HEARTBEAT", "{}", "{}"},
-      {sig, "HEARTBEAT", "{}", ""},
+      {}, {sig}, {sig, "HEARTBEAT"}, {sig, "HEARTBEAT", "{}", "{}"}, {sig, "HEARTBEAT", "{}", ""},
   };
   for (const auto& frames : cases) {
     CAPTURE(frames.size());
@@ -771,9 +811,8 @@ TEST_CASE("a message without exactly 3 frames is a bad_frame") {
 }
 
 TEST_CASE("frame 0 must be exactly the signature") {
-  for (const std::string& sig : {std::string("TASKMASTER/2"), std::string("taskmaster/1"), std::string(""),
-                                 std::string("TASKMASTER/1 "), std::string("TASKMASTER/1\0", 13), std::string("TASKMASTER"),
-                                 std::string("\xFF")}) {
+  for (const std::string& sig : {std::string("TASKMASTER/2"), std::string("taskmaster/1"), std::string(""), std::string("TASKMASTER/1 "),
+                                 std::string("TASKMASTER/1\0", 13), std::string("TASKMASTER"), std::string("\xFF")}) {
     CAPTURE(sig);
     CHECK(code_of(decode(sig, "HEARTBEAT", "{}")) == "bad_signature");
   }
@@ -804,11 +843,10 @@ TEST_CASE("checks run in order: frames, signature, command, size, depth, JSON, f
 
 TEST_CASE("a body that is not JSON is bad_json") {
   for (const std::string& body :
-       {std::string(""), std::string(" "), std::string("{"), std::string("}"), std::string(R"({"a":})"),
-        std::string("{'a':1}"), std::string("{} {}"), std::string(R"({"a":1,})"), std::string("nul"),
-        std::string("{\"a\":\"tab\there\"}"), std::string(R"({"a":1}//comment)"), std::string(R"({"a":1 /* c */})"),
-        std::string(R"({"a":01})"), std::string(R"({"a":NaN})"), std::string(R"({"a":1e309})"),
-        std::string(R"({"a":-1e309})"), std::string(R"({a:1})")}) {
+       {std::string(""), std::string(" "), std::string("{"), std::string("}"), std::string(R"({"a":})"), std::string("{'a':1}"),
+        std::string("{} {}"), std::string(R"({"a":1,})"), std::string("nul"), std::string("{\"a\":\"tab\there\"}"),
+        std::string(R"({"a":1}//comment)"), std::string(R"({"a":1 /* c */})"), std::string(R"({"a":01})"), std::string(R"({"a":NaN})"),
+        std::string(R"({"a":1e309})"), std::string(R"({"a":-1e309})"), std::string(R"({a:1})")}) {
     CAPTURE(body);
     CHECK(code_of(dec("HEARTBEAT", body)) == "bad_json");
   }
@@ -861,8 +899,7 @@ TEST_CASE("nesting deeper than kMaxJsonDepth is bad_json, and is refused fast at
 
   const std::size_t n = 100000;
   const std::vector<std::string> hostile = {
-      std::string(n, '[') + std::string(n, ']'),
-      "{\"a\":" + std::string(n, '[') + std::string(n, ']') + "}",
+      std::string(n, '[') + std::string(n, ']'), "{\"a\":" + std::string(n, '[') + std::string(n, ']') + "}",
       [] {
         std::string s;
         for (std::size_t i = 0; i < n; ++i) s += "{\"a\":";
@@ -903,8 +940,20 @@ TEST_CASE("a value nesting kMaxValueDepth levels fits wherever a message carries
 
 TEST_CASE("invalid UTF-8 anywhere in a body is bad_json") {
   const std::vector<std::string> bad = {
-      "\xFF", "\x80", "\xC0\x80", "\xC1\xBF", "\xE0\x80\xAF", "\xED\xA0\x80", "\xED\xBF\xBF", "\xF4\x90\x80\x80",
-      "\xF8\x88\x80\x80\x80", "\xE2\x82", "\xF0\x9F\x98", "\\ud800", "\\udc00", "\\ud800\\u0041",
+      "\xFF",
+      "\x80",
+      "\xC0\x80",
+      "\xC1\xBF",
+      "\xE0\x80\xAF",
+      "\xED\xA0\x80",
+      "\xED\xBF\xBF",
+      "\xF4\x90\x80\x80",
+      "\xF8\x88\x80\x80\x80",
+      "\xE2\x82",
+      "\xF0\x9F\x98",
+      "\\ud800",
+      "\\udc00",
+      "\\ud800\\u0041",
   };
   for (const auto& s : bad) {
     CAPTURE(s);
@@ -925,39 +974,81 @@ TEST_CASE("each required field, when missing, is a bad_field - each optional one
     bool required;
   };
   const std::vector<Row> rows = {
-      {"HELLO", "/worker", true},           {"HELLO", "/functions", true},       {"HELLO", "/queues", true},
-      {"HELLO", "/slots", true},            {"HELLO", "/running/0/task", true},  {"HELLO", "/running/0/attempt", true},
-      {"HELLO", "/host", false},            {"HELLO", "/pid", false},            {"HELLO", "/running", false},
+      {"HELLO", "/worker", true},
+      {"HELLO", "/functions", true},
+      {"HELLO", "/queues", true},
+      {"HELLO", "/slots", true},
+      {"HELLO", "/running/0/task", true},
+      {"HELLO", "/running/0/attempt", true},
+      {"HELLO", "/host", false},
+      {"HELLO", "/pid", false},
+      {"HELLO", "/running", false},
       {"CREDIT", "/slots", true},
-      {"RESULTS", "/results", true},        {"RESULTS", "/results/0/task", true}, {"RESULTS", "/results/0/attempt", true},
+      {"RESULTS", "/results", true},
+      {"RESULTS", "/results/0/task", true},
+      {"RESULTS", "/results/0/attempt", true},
       {"RESULTS", "/results/0/result", true},  // then neither result nor error
-      {"WELCOME", "/master", true},         {"WELCOME", "/heartbeat_ms", true},  {"WELCOME", "/timeout_ms", true},
-      {"TASKS", "/tasks", true},            {"TASKS", "/tasks/0/task", true},    {"TASKS", "/tasks/0/job", true},
-      {"TASKS", "/tasks/0/attempt", true},  {"TASKS", "/tasks/0/function", true}, {"TASKS", "/tasks/0/args", true},
+      {"WELCOME", "/master", true},
+      {"WELCOME", "/heartbeat_ms", true},
+      {"WELCOME", "/timeout_ms", true},
+      {"TASKS", "/tasks", true},
+      {"TASKS", "/tasks/0/task", true},
+      {"TASKS", "/tasks/0/job", true},
+      {"TASKS", "/tasks/0/attempt", true},
+      {"TASKS", "/tasks/0/function", true},
+      {"TASKS", "/tasks/0/args", true},
       {"TASKS", "/tasks/0/timeout_ms", true},
       {"ACK", "/tasks", true},
-      {"SUBMIT", "/tasks", true},           {"SUBMIT", "/req", false},           {"SUBMIT", "/job", false},
-      {"SUBMIT", "/seq", false},            {"SUBMIT", "/more", false},          {"SUBMIT", "/idempotency_key", false},
-      {"SUBMIT", "/defaults", false},       {"SUBMIT", "/tasks/0/function", false},  // defaults has one
-      {"SUBMIT", "/tasks/0/args", false},   {"SUBMIT", "/tasks/0/queue", false}, {"SUBMIT", "/tasks/0/priority", false},
-      {"SUBMIT", "/tasks/0/delay_ms", false}, {"SUBMIT", "/tasks/0/timeout_ms", false},
-      {"SUBMIT", "/tasks/0/max_attempts", false}, {"SUBMIT", "/tasks/0/backoff_ms", false},
+      {"SUBMIT", "/tasks", true},
+      {"SUBMIT", "/req", false},
+      {"SUBMIT", "/job", false},
+      {"SUBMIT", "/seq", false},
+      {"SUBMIT", "/more", false},
+      {"SUBMIT", "/idempotency_key", false},
+      {"SUBMIT", "/defaults", false},
+      {"SUBMIT", "/tasks/0/function", false},  // defaults has one
+      {"SUBMIT", "/tasks/0/args", false},
+      {"SUBMIT", "/tasks/0/queue", false},
+      {"SUBMIT", "/tasks/0/priority", false},
+      {"SUBMIT", "/tasks/0/delay_ms", false},
+      {"SUBMIT", "/tasks/0/timeout_ms", false},
+      {"SUBMIT", "/tasks/0/max_attempts", false},
+      {"SUBMIT", "/tasks/0/backoff_ms", false},
       {"SUBMIT", "/defaults/function", false},  // the task has one
-      {"ACCEPTED", "/job", true},           {"ACCEPTED", "/first_task", true},   {"ACCEPTED", "/count", true},
-      {"ACCEPTED", "/req", false},          {"ACCEPTED", "/duplicate", false},
-      {"WAIT", "/job", true},               {"WAIT", "/req", false},             {"WAIT", "/after", false},
-      {"WAIT", "/max", false},              {"WAIT", "/timeout_ms", false},
-      {"OUTCOMES", "/job", true},           {"OUTCOMES", "/after", true},        {"OUTCOMES", "/finished", true},
-      {"OUTCOMES", "/total", true},         {"OUTCOMES", "/outcomes", true},     {"OUTCOMES", "/outcomes/0/task", true},
-      {"OUTCOMES", "/outcomes/0/args", true}, {"OUTCOMES", "/outcomes/0/status", true},
+      {"ACCEPTED", "/job", true},
+      {"ACCEPTED", "/first_task", true},
+      {"ACCEPTED", "/count", true},
+      {"ACCEPTED", "/req", false},
+      {"ACCEPTED", "/duplicate", false},
+      {"WAIT", "/job", true},
+      {"WAIT", "/req", false},
+      {"WAIT", "/after", false},
+      {"WAIT", "/max", false},
+      {"WAIT", "/timeout_ms", false},
+      {"OUTCOMES", "/job", true},
+      {"OUTCOMES", "/after", true},
+      {"OUTCOMES", "/finished", true},
+      {"OUTCOMES", "/total", true},
+      {"OUTCOMES", "/outcomes", true},
+      {"OUTCOMES", "/outcomes/0/task", true},
+      {"OUTCOMES", "/outcomes/0/args", true},
+      {"OUTCOMES", "/outcomes/0/status", true},
       {"OUTCOMES", "/outcomes/0/result", true},  // status is done
       {"OUTCOMES", "/outcomes/0/attempts", true},
-      {"OUTCOMES", "/req", false},          {"OUTCOMES", "/sealed", false},      {"OUTCOMES", "/outcomes/0/worker", false},
-      {"CANCEL", "/job", true},             {"CANCEL", "/req", false},
-      {"CANCELLED", "/job", true},          {"CANCELLED", "/cancelled", true},   {"CANCELLED", "/req", false},
+      {"OUTCOMES", "/req", false},
+      {"OUTCOMES", "/sealed", false},
+      {"OUTCOMES", "/outcomes/0/worker", false},
+      {"CANCEL", "/job", true},
+      {"CANCEL", "/req", false},
+      {"CANCELLED", "/job", true},
+      {"CANCELLED", "/cancelled", true},
+      {"CANCELLED", "/req", false},
       {"STATUS", "/req", false},
-      {"REPORT", "/status", true},          {"REPORT", "/req", false},
-      {"ERROR", "/code", true},             {"ERROR", "/message", true},         {"ERROR", "/req", false},
+      {"REPORT", "/status", true},
+      {"REPORT", "/req", false},
+      {"ERROR", "/code", true},
+      {"ERROR", "/message", true},
+      {"ERROR", "/req", false},
   };
   for (const auto& row : rows) {
     CAPTURE(std::string(row.command));
@@ -1077,23 +1168,22 @@ TEST_CASE("every integer field takes exactly its range, and nothing but integers
         {"1e309", "bad_json"},
     };
     for (const auto& item1008_ : bad) {
-      const auto& raw = std::get<0>(item1008_);  // clang 14 cannot capture bindings
+      const auto& raw = std::get<0>(item1008_);   // clang 14 cannot capture bindings
       const auto& code = std::get<1>(item1008_);  // clang 14 cannot capture bindings
       CAPTURE(raw);
       CHECK(code_of(dec(row.command, with_raw(base, row.ptr, raw))) == code);
     }
     // -0 parses as a signed integer: fields held in unsigned types refuse it (HELLO pid, an int64_t,
     // reads it as 0). Senders must not send it (PROTOCOL.md §4.2).
-    if (row.lo >= 0 && std::string(row.ptr) != "/pid")
-      CHECK(code_of(dec(row.command, with_raw(base, row.ptr, "-0"))) == "bad_field");
+    if (row.lo >= 0 && std::string(row.ptr) != "/pid") CHECK(code_of(dec(row.command, with_raw(base, row.ptr, "-0"))) == "bad_field");
   }
 }
 
 TEST_CASE("boolean fields take true and false only") {
-  for (const auto& item1020_ : std::vector<std::pair<std::string, std::string>>{
-           {"SUBMIT", "/more"}, {"ACCEPTED", "/duplicate"}, {"OUTCOMES", "/sealed"}}) {
+  for (const auto& item1020_ :
+       std::vector<std::pair<std::string, std::string>>{{"SUBMIT", "/more"}, {"ACCEPTED", "/duplicate"}, {"OUTCOMES", "/sealed"}}) {
     const auto& command = std::get<0>(item1020_);  // clang 14 cannot capture bindings
-    const auto& ptr = std::get<1>(item1020_);  // clang 14 cannot capture bindings
+    const auto& ptr = std::get<1>(item1020_);      // clang 14 cannot capture bindings
     CAPTURE(command);
     CAPTURE(ptr);
     for (bool b : {true, false}) {
@@ -1110,9 +1200,8 @@ TEST_CASE("boolean fields take true and false only") {
 
 TEST_CASE("function and queue names: 1 to 128 bytes of A-Z a-z 0-9 _ . : -") {
   const std::vector<std::pair<std::string, std::string>> fields = {
-      {"HELLO", "/functions/0"},     {"HELLO", "/queues/0"},        {"TASKS", "/tasks/0/function"},
-      {"SUBMIT", "/tasks/0/function"}, {"SUBMIT", "/tasks/0/queue"}, {"SUBMIT", "/defaults/function"},
-      {"SUBMIT", "/defaults/queue"},
+      {"HELLO", "/functions/0"},    {"HELLO", "/queues/0"},           {"TASKS", "/tasks/0/function"}, {"SUBMIT", "/tasks/0/function"},
+      {"SUBMIT", "/tasks/0/queue"}, {"SUBMIT", "/defaults/function"}, {"SUBMIT", "/defaults/queue"},
   };
   const std::vector<std::pair<json, std::string>> values = {
       {"f", "ok"},
@@ -1133,10 +1222,10 @@ TEST_CASE("function and queue names: 1 to 128 bytes of A-Z a-z 0-9 _ . : -") {
   };
   for (const auto& item1059_ : fields) {
     const auto& command = std::get<0>(item1059_);  // clang 14 cannot capture bindings
-    const auto& ptr = std::get<1>(item1059_);  // clang 14 cannot capture bindings
+    const auto& ptr = std::get<1>(item1059_);      // clang 14 cannot capture bindings
     for (const auto& item1060_ : values) {
       const auto& value = std::get<0>(item1060_);  // clang 14 cannot capture bindings
-      const auto& code = std::get<1>(item1060_);  // clang 14 cannot capture bindings
+      const auto& code = std::get<1>(item1060_);   // clang 14 cannot capture bindings
       CAPTURE(command);
       CAPTURE(ptr);
       CAPTURE(shown(value.dump()));
@@ -1179,12 +1268,13 @@ TEST_CASE("text fields take any UTF-8 up to their limit, and are too_large past 
       {{"ERROR", "/message", kMaxErrorBytes}, full_body("ERROR")},
   };
   for (const auto& item1102_ : rows) {
-    const auto& row = std::get<0>(item1102_);  // clang 14 cannot capture bindings
+    const auto& row = std::get<0>(item1102_);   // clang 14 cannot capture bindings
     const auto& base = std::get<1>(item1102_);  // clang 14 cannot capture bindings
     CAPTURE(std::string(row.command));
     CAPTURE(std::string(row.ptr));
     // Limits are in bytes: "é" is two.
-    for (const std::string& s : {std::string(row.max, 'x'), [&] {
+    for (const std::string& s : {std::string(row.max, 'x'),
+                                 [&] {
                                    std::string t;
                                    while (t.size() + 2 <= row.max) t += "\xC3\xA9";
                                    return t;
@@ -1216,19 +1306,19 @@ TEST_CASE("text fields take any UTF-8 up to their limit, and are too_large past 
 TEST_CASE("args and results are any JSON value up to their byte limit, as compact JSON") {
   json dead = full_body("OUTCOMES");
   const std::vector<std::tuple<std::string, std::string, std::size_t>> fields = {
-      {"SUBMIT", "/tasks/0/args", kMaxArgsBytes},     {"SUBMIT", "/defaults/args", kMaxArgsBytes},
-      {"TASKS", "/tasks/0/args", kMaxArgsBytes},      {"RESULTS", "/results/0/result", kMaxResultBytes},
+      {"SUBMIT", "/tasks/0/args", kMaxArgsBytes},      {"SUBMIT", "/defaults/args", kMaxArgsBytes},
+      {"TASKS", "/tasks/0/args", kMaxArgsBytes},       {"RESULTS", "/results/0/result", kMaxResultBytes},
       {"OUTCOMES", "/outcomes/0/args", kMaxArgsBytes}, {"OUTCOMES", "/outcomes/0/result", kMaxResultBytes},
   };
   for (const auto& item1142_ : fields) {
     const auto& command = std::get<0>(item1142_);  // clang 14 cannot capture bindings
-    const auto& ptr = std::get<1>(item1142_);  // clang 14 cannot capture bindings
-    const auto& max = std::get<2>(item1142_);  // clang 14 cannot capture bindings
+    const auto& ptr = std::get<1>(item1142_);      // clang 14 cannot capture bindings
+    const auto& max = std::get<2>(item1142_);      // clang 14 cannot capture bindings
     CAPTURE(command);
     CAPTURE(ptr);
     const json base = full_body(command);
-    for (const json& v : {json::parse(R"({"a":[1,{"b":null}]})"), json::array(), json("s ✓"), json(nullptr), json(-2.5),
-                          json(true), json(std::string(max - 2, 'x'))}) {  // a string of max - 2 bytes is max bytes with its quotes
+    for (const json& v : {json::parse(R"({"a":[1,{"b":null}]})"), json::array(), json("s ✓"), json(nullptr), json(-2.5), json(true),
+                          json(std::string(max - 2, 'x'))}) {  // a string of max - 2 bytes is max bytes with its quotes
       CAPTURE(shown(v.dump()));
       auto r = dec(command, with(base, ptr, v).dump());
       REQUIRE(code_of(r) == "ok");
@@ -1264,8 +1354,8 @@ TEST_CASE("lists over their limit are too_large - lists at their limit are fine"
       {"TASKS", R"({"tasks":[)", R"({"task":1,"job":1,"attempt":1,"function":"f","args":1,"timeout_ms":1})", "]}", kMaxBatch},
       {"ACK", R"({"tasks":[)", "1", "]}", kMaxBatch},
       {"SUBMIT", R"({"defaults":{"function":"f"},"tasks":[)", "{}", "]}", kMaxBatch},
-      {"OUTCOMES", R"({"job":1,"after":0,"finished":1,"total":1,"outcomes":[)",
-       R"({"task":1,"args":1,"status":"cancelled","attempts":0})", "]}", kMaxBatch},
+      {"OUTCOMES", R"({"job":1,"after":0,"finished":1,"total":1,"outcomes":[)", R"({"task":1,"args":1,"status":"cancelled","attempts":0})",
+       "]}", kMaxBatch},
   };
   for (const auto& row : rows) {
     CAPTURE(std::string(row.command));
@@ -1292,7 +1382,7 @@ TEST_CASE("list fields must be arrays, and their entries objects") {
       {"RESULTS", "/results"}, {"TASKS", "/tasks"}, {"ACK", "/tasks"}, {"SUBMIT", "/tasks"}, {"OUTCOMES", "/outcomes"}};
   for (const auto& item1209_ : lists) {
     const auto& command = std::get<0>(item1209_);  // clang 14 cannot capture bindings
-    const auto& ptr = std::get<1>(item1209_);  // clang 14 cannot capture bindings
+    const auto& ptr = std::get<1>(item1209_);      // clang 14 cannot capture bindings
     CAPTURE(command);
     CAPTURE(ptr);
     for (const json& v : {json::object(), json("[]"), json(1), json(nullptr)})
@@ -1318,7 +1408,7 @@ TEST_CASE("a RESULTS entry has exactly one of result and error") {
   };
   for (const auto& item1233_ : cases) {
     const auto& entry = std::get<0>(item1233_);  // clang 14 cannot capture bindings
-    const auto& code = std::get<1>(item1233_);  // clang 14 cannot capture bindings
+    const auto& code = std::get<1>(item1233_);   // clang 14 cannot capture bindings
     CAPTURE(entry);
     auto r = dec("RESULTS", R"({"results":[)" + entry + "]}");
     CHECK(code_of(r) == code);
@@ -1333,7 +1423,8 @@ TEST_CASE("a RESULTS entry has exactly one of result and error") {
 }
 
 TEST_CASE("an OUTCOMES status is done, dead or cancelled") {
-  const std::string head = R"({"job":1,"after":0,"finished":1,"total":1,"outcomes":[{"task":1,"args":1,"result":2,"error":"e","attempts":1,"status":)";
+  const std::string head =
+      R"({"job":1,"after":0,"finished":1,"total":1,"outcomes":[{"task":1,"args":1,"result":2,"error":"e","attempts":1,"status":)";
   for (const std::string status : {"\"running\"", "\"queued\"", "\"delayed\"", "\"DONE\"", "\"Done\"", "\"\"", "\"ok\"",
                                    "\"abcdefghijklmnop\"", "1", "null", "true", "[\"done\"]"}) {
     CAPTURE(status);
@@ -1343,7 +1434,7 @@ TEST_CASE("an OUTCOMES status is done, dead or cancelled") {
   const std::vector<std::pair<std::string, TaskState>> valid = {
       {"done", TaskState::Done}, {"dead", TaskState::Dead}, {"cancelled", TaskState::Cancelled}};
   for (const auto& item1257_ : valid) {
-    const auto& name = std::get<0>(item1257_);  // clang 14 cannot capture bindings
+    const auto& name = std::get<0>(item1257_);   // clang 14 cannot capture bindings
     const auto& state = std::get<1>(item1257_);  // clang 14 cannot capture bindings
     CAPTURE(name);
     auto r = dec("OUTCOMES", head + "\"" + name + "\"}]}");
@@ -1401,22 +1492,24 @@ TEST_CASE("append_json_string escapes what JSON requires and nothing else") {
 TEST_CASE("append_json_string turns each byte of invalid UTF-8 into U+FFFD") {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"\xFF", kFffd},
-      {"\x80", kFffd},                                 // a lone continuation byte
-      {"\xC0\x80", kFffd + kFffd},                     // overlong NUL
-      {"\xC1\xBF", kFffd + kFffd},                     // overlong
-      {"\xE0\x80\xAF", kFffd + kFffd + kFffd},         // overlong '/'
+      {"\x80", kFffd},                                      // a lone continuation byte
+      {"\xC0\x80", kFffd + kFffd},                          // overlong NUL
+      {"\xC1\xBF", kFffd + kFffd},                          // overlong
+      {"\xE0\x80\xAF", kFffd + kFffd + kFffd},              // overlong '/'
       {"\xF0\x8F\xBF\xBF", kFffd + kFffd + kFffd + kFffd},  // overlong U+FFFF
-      {"\xED\xA0\x80", kFffd + kFffd + kFffd},         // surrogate U+D800
-      {"\xED\xBF\xBF", kFffd + kFffd + kFffd},         // surrogate U+DFFF
+      {"\xED\xA0\x80", kFffd + kFffd + kFffd},              // surrogate U+D800
+      {"\xED\xBF\xBF", kFffd + kFffd + kFffd},              // surrogate U+DFFF
       {"\xF4\x90\x80\x80", kFffd + kFffd + kFffd + kFffd},  // above U+10FFFF
       {"\xF8\x88\x80\x80\x80", kFffd + kFffd + kFffd + kFffd + kFffd},
-      {"a\xE2\x82", "a" + kFffd + kFffd},              // cut short at the end
-      {"\xE2\x82" "a", kFffd + kFffd + "a"},           // cut short before ASCII
-      {"\xED\x9F\xBF", "\xED\x9F\xBF"},                // U+D7FF, just below the surrogates: valid
-      {"\xEE\x80\x80", "\xEE\x80\x80"},                // U+E000, just above: valid
+      {"a\xE2\x82", "a" + kFffd + kFffd},  // cut short at the end
+      {"\xE2\x82"
+       "a",
+       kFffd + kFffd + "a"},             // cut short before ASCII
+      {"\xED\x9F\xBF", "\xED\x9F\xBF"},  // U+D7FF, just below the surrogates: valid
+      {"\xEE\x80\x80", "\xEE\x80\x80"},  // U+E000, just above: valid
   };
   for (const auto& item1328_ : cases) {
-    const auto& in = std::get<0>(item1328_);  // clang 14 cannot capture bindings
+    const auto& in = std::get<0>(item1328_);   // clang 14 cannot capture bindings
     const auto& out = std::get<1>(item1328_);  // clang 14 cannot capture bindings
     CAPTURE(in);
     CHECK(json_string(in) == "\"" + out + "\"");
@@ -1444,13 +1537,19 @@ TEST_CASE("sanitize_text replaces invalid UTF-8 and cuts at a character boundary
   CHECK(sanitize_text("", 5).empty());
   CHECK(sanitize_text("hello", 3) == "hel");
   CHECK(sanitize_text("hello", 0).empty());
-  CHECK(sanitize_text("h\xC3\xA9llo", 2) == "h");   // é is 2 bytes: not cut in half
+  CHECK(sanitize_text("h\xC3\xA9llo", 2) == "h");  // é is 2 bytes: not cut in half
   CHECK(sanitize_text("h\xC3\xA9llo", 3) == "h\xC3\xA9");
   CHECK(sanitize_text("\xF0\x9F\x98\x80\xF0\x9F\x98\x80", 7) == "\xF0\x9F\x98\x80");
   CHECK(sanitize_text("\xF0\x9F\x98\x80", 3).empty());
-  CHECK(sanitize_text("a\xFF" "b", 10) == "a" + kFffd + "b");
-  CHECK(sanitize_text("a\xFF" "b", 3) == "a");      // U+FFFD is 3 bytes: it does not fit after "a"
-  CHECK(sanitize_text("a\xFF" "b", 4) == "a" + kFffd);
+  CHECK(sanitize_text("a\xFF"
+                      "b",
+                      10) == "a" + kFffd + "b");
+  CHECK(sanitize_text("a\xFF"
+                      "b",
+                      3) == "a");  // U+FFFD is 3 bytes: it does not fit after "a"
+  CHECK(sanitize_text("a\xFF"
+                      "b",
+                      4) == "a" + kFffd);
   CHECK(sanitize_text("\xC0\x80", 10) == kFffd + kFffd);
   CHECK(sanitize_text("\xED\xA0\x80", 10) == kFffd + kFffd + kFffd);
   CHECK(sanitize_text("\xF4\x90\x80\x80", 100) == kFffd + kFffd + kFffd + kFffd);
@@ -1477,8 +1576,8 @@ TEST_CASE("json_depth counts nesting and ignores brackets inside strings") {
   CHECK(json_depth("[[],[[]],[]]") == 3);
   CHECK(json_depth(R"({"a":[{"b":[]}],"c":{}})") == 4);
   CHECK(json_depth(R"({"[[[[":"]]]]{{{{"})") == 1);
-  CHECK(json_depth(R"({"a":"\"[[[","b":[]})") == 2);   // an escaped quote does not end the string
-  CHECK(json_depth(R"({"a":"\\","b":[[]]})") == 3);    // an escaped backslash does not escape the quote
+  CHECK(json_depth(R"({"a":"\"[[[","b":[]})") == 2);  // an escaped quote does not end the string
+  CHECK(json_depth(R"({"a":"\\","b":[[]]})") == 3);   // an escaped backslash does not escape the quote
   CHECK(json_depth(R"({"a":"\\\"[","b":[]})") == 2);
   CHECK(json_depth("[1,[2,[3]],4]") == 3);
   SUBCASE("it stops counting at the limit") {
@@ -1490,13 +1589,13 @@ TEST_CASE("json_depth counts nesting and ignores brackets inside strings") {
 }
 
 TEST_CASE("task state names are the spec's, and only done, dead and cancelled are final") {
-  const std::vector<std::pair<TaskState, std::string>> states = {
-      {TaskState::Delayed, "delayed"}, {TaskState::Queued, "queued"}, {TaskState::Running, "running"},
-      {TaskState::Done, "done"},       {TaskState::Dead, "dead"},     {TaskState::Cancelled, "cancelled"}};
+  const std::vector<std::pair<TaskState, std::string>> states = {{TaskState::Delayed, "delayed"}, {TaskState::Queued, "queued"},
+                                                                 {TaskState::Running, "running"}, {TaskState::Done, "done"},
+                                                                 {TaskState::Dead, "dead"},       {TaskState::Cancelled, "cancelled"}};
   REQUIRE(states.size() == kTaskStateCount);
   for (const auto& item1405_ : states) {
     const auto& state = std::get<0>(item1405_);  // clang 14 cannot capture bindings
-    const auto& name = std::get<1>(item1405_);  // clang 14 cannot capture bindings
+    const auto& name = std::get<1>(item1405_);   // clang 14 cannot capture bindings
     CAPTURE(name);
     CHECK(std::string(to_string(state)) == name);
     CHECK(task_state_from_string(name) == state);

@@ -63,8 +63,7 @@ struct CheckedTable : TaskTable {
   ~CheckedTable() { CHECK(check_invariants(test_refs) == ""); }
 };
 
-WorkerFilter filter(CheckedTable& table, std::vector<std::string> queues = {"default"},
-                    std::vector<std::string> functions = {"square"}) {
+WorkerFilter filter(CheckedTable& table, std::vector<std::string> queues = {"default"}, std::vector<std::string> functions = {"square"}) {
   WorkerFilter f;
   for (const auto& q : queues) f.queues.push_back(table.acquire(q));
   for (const auto& fn : functions) f.functions.push_back(table.acquire(fn));
@@ -478,7 +477,7 @@ TEST_CASE("an attempt given back and leased again times out at its new deadline,
   s.timeout_ms = 10000;
   const TaskId id = table.add(1, s, t0);
   REQUIRE(table.lease(id, 0, t0) == 1);  // deadline 10 s
-  table.unlease(id, 1);                   // the TASKS message never left
+  table.unlease(id, 1);                  // the TASKS message never left
   REQUIRE(table.lease(id, 0, t0 + 5s) == 1);
   CHECK(ms(table.find(id)->deadline) == 15000);
 
@@ -691,14 +690,14 @@ TEST_CASE("the listener sees every change with the state the task left") {
   auto later = s;
   later.delay_ms = 50;
 
-  const TaskId a = table.add(1, s, t0);      // new > queued
-  const TaskId b = table.add(1, later, t0);  // new > delayed
-  table.lease(a, 0, t0);                     // queued > running
-  table.unlease(a, 1);                       // running > queued
-  table.lease(a, 0, t0);                     // queued > running
-  REQUIRE(table.complete(a, 1, false, "e", t0).has_value());  // running > delayed
-  table.expire(t0 + 100ms);                  // a: delayed > queued; b: delayed > queued
-  table.lease(a, 0, t0 + 100ms);             // queued > running
+  const TaskId a = table.add(1, s, t0);                              // new > queued
+  const TaskId b = table.add(1, later, t0);                          // new > delayed
+  table.lease(a, 0, t0);                                             // queued > running
+  table.unlease(a, 1);                                               // running > queued
+  table.lease(a, 0, t0);                                             // queued > running
+  REQUIRE(table.complete(a, 1, false, "e", t0).has_value());         // running > delayed
+  table.expire(t0 + 100ms);                                          // a: delayed > queued; b: delayed > queued
+  table.lease(a, 0, t0 + 100ms);                                     // queued > running
   REQUIRE(table.complete(a, 2, true, "1", t0 + 200ms).has_value());  // running > done
   table.lease(b, 0, t0 + 200ms);
   table.expire(t0 + 1200ms);  // running > delayed (timed out)
@@ -765,9 +764,8 @@ TEST_CASE("thousands of tasks come out by priority, then in submission order") {
       expected.push_back({s.priority, id});
     }
   }
-  std::sort(expected.begin(), expected.end(), [](const Expected& x, const Expected& y) {
-    return std::tie(y.priority, x.id) < std::tie(x.priority, y.id);
-  });
+  std::sort(expected.begin(), expected.end(),
+            [](const Expected& x, const Expected& y) { return std::tie(y.priority, x.id) < std::tie(x.priority, y.id); });
   std::vector<TaskId> want;
   for (const auto& e : expected) want.push_back(e.id);
 
@@ -893,7 +891,7 @@ TEST_CASE("names nobody refers to are forgotten and their ids reused, and empty 
   const std::uint32_t f5 = table.names().find("f5");
   REQUIRE(f5 != 0);
   for (TaskId id : ids) REQUIRE(table.cancel(id));
-  CHECK(table.buckets() == 0);  // nothing queued in any
+  CHECK(table.buckets() == 0);                  // nothing queued in any
   CHECK(table.names().size() == before + 110);  // the cancelled tasks still name them
   for (TaskId id : ids) table.erase(id);
   CHECK(table.names().size() == before);

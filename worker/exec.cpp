@@ -31,7 +31,10 @@ struct Pipe {
     if (fd[i] >= 0) ::close(fd[i]);
     fd[i] = -1;
   }
-  void close_both() { close_end(0); close_end(1); }
+  void close_both() {
+    close_end(0);
+    close_end(1);
+  }
 };
 
 struct Capture {
@@ -97,8 +100,14 @@ json run(const json& args, const TaskContext& ctx, const ExecLimits& limits) {
   char buf[65536];
   for (;;) {
     const auto now = Clock::now();
-    if (now >= ctx.deadline) { timed_out = true; break; }
-    if (ctx.should_stop()) { stopped = true; break; }
+    if (now >= ctx.deadline) {
+      timed_out = true;
+      break;
+    }
+    if (ctx.should_stop()) {
+      stopped = true;
+      break;
+    }
     if (!exited && ::waitpid(pid, &status, WNOHANG) == pid) exited = true;
     if (exited && open_fds == 0) break;
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(ctx.deadline - now).count();
@@ -123,8 +132,8 @@ json run(const json& args, const TaskContext& ctx, const ExecLimits& limits) {
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
   if (timed_out)
-    throw std::runtime_error("exec: timed out after " + std::to_string(ctx.timeout.count()) +
-                             " ms; process group " + std::to_string(pid) + " killed");
+    throw std::runtime_error("exec: timed out after " + std::to_string(ctx.timeout.count()) + " ms; process group " + std::to_string(pid) +
+                             " killed");
   if (stopped) throw std::runtime_error("exec: the worker is stopping; process group killed");
   json result = {{"exit_code", WIFEXITED(status) ? WEXITSTATUS(status) : -1},
                  {"signal", WIFSIGNALED(status) ? WTERMSIG(status) : 0},

@@ -28,8 +28,7 @@ std::vector<std::string> HandlerRegistry::names() const {
 namespace {
 
 json square(const json& args, const TaskContext&) {
-  if (!args.is_number_integer())
-    throw std::invalid_argument("square: expected an integer, got " + args.dump());
+  if (!args.is_number_integer()) throw std::invalid_argument("square: expected an integer, got " + args.dump());
   if (args.is_number_unsigned() && args.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
     throw std::overflow_error("square: " + args.dump() + " is out of the 64-bit range");
   const auto n = args.get<std::int64_t>();

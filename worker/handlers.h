@@ -22,9 +22,9 @@ struct TaskContext {
   protocol::TaskId task = 0;
   protocol::JobId job = 0;
   std::uint32_t attempt = 0;
-  std::chrono::milliseconds timeout{0};          // the task's timeout
+  std::chrono::milliseconds timeout{0};            // the task's timeout
   std::chrono::steady_clock::time_point deadline;  // when the master gives up on this attempt
-  const std::atomic<bool>* stopping = nullptr;   // set when the worker must stop at once
+  const std::atomic<bool>* stopping = nullptr;     // set when the worker must stop at once
 
   bool should_stop() const { return stopping && stopping->load(std::memory_order_relaxed); }
 };

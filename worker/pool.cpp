@@ -1,6 +1,5 @@
 #include "worker/pool.h"
 
-
 namespace taskmaster {
 
 namespace proto = protocol;

@@ -42,7 +42,9 @@ class Pool {
     std::uint64_t runs = 0;
     std::chrono::nanoseconds busy{0};
   };
-  Usage usage() const { return {runs_.load(std::memory_order_relaxed), std::chrono::nanoseconds(busy_ns_.load(std::memory_order_relaxed))}; }
+  Usage usage() const {
+    return {runs_.load(std::memory_order_relaxed), std::chrono::nanoseconds(busy_ns_.load(std::memory_order_relaxed))};
+  }
 
  private:
   void run_thread(std::string endpoint);

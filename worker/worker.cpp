@@ -59,9 +59,7 @@ Worker::Worker(zmq::context_t& ctx, WorkerConfig config, const HandlerRegistry& 
   prefetch_ = config_.prefetch ? *config_.prefetch : pool_.threads();
 }
 
-std::uint32_t Worker::slots() const {
-  return draining_ ? 0 : std::min<std::uint32_t>(pool_.threads() + prefetch_, proto::kMaxSlots);
-}
+std::uint32_t Worker::slots() const { return draining_ ? 0 : std::min<std::uint32_t>(pool_.threads() + prefetch_, proto::kMaxSlots); }
 
 void Worker::resize_credit(Clock::time_point now) {
   if (config_.prefetch || draining_ || now < next_resize_) return;
@@ -184,8 +182,9 @@ bool Worker::watch_connection(Clock::time_point now) {
       connected_ = true;
       join(now, "new connection to the master");
     } else if (e->kind == Kind::Disconnected) {
-      if (connected_) log_warn("connection to the master at ", config_.socket.endpoint, " lost; reconnecting (every ",
-                               proto::kReconnectMax.count() / 1000.0, " s at most)");
+      if (connected_)
+        log_warn("connection to the master at ", config_.socket.endpoint, " lost; reconnecting (every ",
+                 proto::kReconnectMax.count() / 1000.0, " s at most)");
       connected_ = false;
     } else if (e->kind == Kind::HandshakeFailed) {
       connected_ = false;
@@ -268,8 +267,8 @@ WorkerExit Worker::run(int stop_fd) {
     // off): register again. The socket stays: libzmq reconnects it by itself when the connection
     // breaks (its ZMTP heartbeats notice a dead link), and a new connection says HELLO at once.
     if (now - last_heard_ > master_timeout_ && !silence_logged_) {
-      log_warn("no word from master at ", config_.socket.endpoint, " for ", duration_cast<milliseconds>(now - last_heard_).count(),
-               " ms; ", connected_ ? "saying HELLO again" : "waiting for the connection to come back");
+      log_warn("no word from master at ", config_.socket.endpoint, " for ", duration_cast<milliseconds>(now - last_heard_).count(), " ms; ",
+               connected_ ? "saying HELLO again" : "waiting for the connection to come back");
       silence_logged_ = true;
       join(now, "master silent");
     }

@@ -10,10 +10,10 @@
 
 #include <chrono>
 #include <cstdint>
-#include <optional>
-#include <unordered_map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <zmq.hpp>
@@ -27,9 +27,9 @@
 namespace taskmaster {
 
 struct WorkerConfig {
-  protocol::PeerSocketOptions socket;          // the master's endpoint and socket options
-  std::string name;                            // "" = host-pid-random
-  unsigned threads = 1;                        // attempts run at once
+  protocol::PeerSocketOptions socket;  // the master's endpoint and socket options
+  std::string name;                    // "" = host-pid-random
+  unsigned threads = 1;                // attempts run at once
   // Tasks held beyond those running, so that a thread never waits for the next one: nullopt sizes
   // it from the measured task durations (about kPrefetchTime of work queued per thread).
   std::optional<unsigned> prefetch;
@@ -52,8 +52,8 @@ inline constexpr int kDrainPatience = 10;
 
 // How run() ended.
 enum class WorkerExit {
-  Drained,  // stop requested, every attempt finished and reported
-  Stopped,  // asked to stop twice: attempts still running were abandoned
+  Drained,     // stop requested, every attempt finished and reported
+  Stopped,     // asked to stop twice: attempts still running were abandoned
   AuthFailed,  // the master refused this worker's key (or it has none): retrying cannot help
 };
 
@@ -104,10 +104,10 @@ class Worker {
 
   std::unordered_map<protocol::TaskId, std::uint32_t> running_;     // attempts in the pool
   std::unordered_map<protocol::TaskId, protocol::Result> unacked_;  // sent (or to send), not yet ACKed
-  std::vector<protocol::TaskId> to_send_;                    // finished since the last RESULTS
+  std::vector<protocol::TaskId> to_send_;                           // finished since the last RESULTS
 
-  unsigned prefetch_ = 0;           // current prefetch (all threads together)
-  std::uint32_t announced_ = 0;     // slots last announced to the master
+  unsigned prefetch_ = 0;        // current prefetch (all threads together)
+  std::uint32_t announced_ = 0;  // slots last announced to the master
   Pool::Usage last_usage_{};
   std::chrono::steady_clock::time_point next_resize_{};
   std::chrono::milliseconds heartbeat_;

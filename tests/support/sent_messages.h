@@ -14,8 +14,7 @@ struct SentMessages {
   std::vector<MasterState::Outgoing> sent;  // everything taken from the outbox, in order
 
   // Messages of type T sent to `to` since the last take (they are removed).
-  template <class T>
-  std::vector<T> take(const std::string& to) {
+  template <class T> std::vector<T> take(const std::string& to) {
     std::vector<T> out;
     std::vector<MasterState::Outgoing> rest;
     for (auto& o : sent) {

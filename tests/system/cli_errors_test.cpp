@@ -76,10 +76,10 @@ TEST_CASE("an IPv6 endpoint in brackets binds and connects") {
 
 TEST_CASE("bad endpoints exit 2 with one line on stderr in every command") {
   Cluster c;  // only its key: nothing is started
-  const std::vector<std::vector<std::string>> commands{
-      {"submit", "square", "1"}, {"wait", "1"}, {"results", "1"}, {"status"}, {"cancel", "1"}, {"worker"}, {"bench"}};
-  const std::vector<std::string> bad{"tcp://127.0.0.1:99999", "http://127.0.0.1:5555", "127.0.0.1", "", "tcp://127.0.0.1 :5555",
-                                     "127.0.0.1:abc"};
+  const std::vector<std::vector<std::string>> commands{{"submit", "square", "1"}, {"wait", "1"}, {"results", "1"}, {"status"},
+                                                       {"cancel", "1"},           {"worker"},    {"bench"}};
+  const std::vector<std::string> bad{"tcp://127.0.0.1:99999", "http://127.0.0.1:5555", "127.0.0.1", "",
+                                     "tcp://127.0.0.1 :5555", "127.0.0.1:abc"};
   for (const auto& value : bad) {
     CAPTURE(value);
     for (const auto& command : commands) {
@@ -93,8 +93,9 @@ TEST_CASE("bad endpoints exit 2 with one line on stderr in every command") {
     check_usage_error(run_binary(c, {"master", "--bind", value, "--in-memory"}));
   }
   auto r = run_binary(c, {"status", "--connect", "tcp://127.0.0.1:99999"});
-  CHECK(r.err == "taskmaster: --connect 'tcp://127.0.0.1:99999': port 99999 is out of range (1-65535); expected HOST:PORT or "
-                 "tcp://HOST:PORT, e.g. tcp://10.0.0.5:5555\n");
+  CHECK(r.err ==
+        "taskmaster: --connect 'tcp://127.0.0.1:99999': port 99999 is out of range (1-65535); expected HOST:PORT or "
+        "tcp://HOST:PORT, e.g. tcp://10.0.0.5:5555\n");
 }
 
 TEST_CASE("a master whose journal cannot be replayed whole exits 5 with one line naming the journal and how to move it aside") {

@@ -61,8 +61,8 @@ void check_exactly_once(const std::vector<nlohmann::json>& lines, std::map<std::
   CHECK(wrong == 0);
   CHECK(tasks.size() == wanted.size());
   CHECK(lines.size() == wanted.size());
-  MESSAGE(what << ": " << lines.size() << " outcomes, lost " << lost << ", duplicated " << duplicated << ", unexpected "
-                << unexpected << ", wrong " << wrong);
+  MESSAGE(what << ": " << lines.size() << " outcomes, lost " << lost << ", duplicated " << duplicated << ", unexpected " << unexpected
+               << ", wrong " << wrong);
 }
 
 }  // namespace

@@ -59,8 +59,7 @@ TEST_CASE("every client command exits 3 within the connect timeout when no maste
   const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(closed_loopback_port());
   TestKey key;
   const std::vector<std::vector<std::string>> commands{
-      {"submit", "square", "1"}, {"submit", "square", "1", "--wait"}, {"wait", "1"},
-      {"results", "1"},          {"status"},                          {"cancel", "1"}};
+      {"submit", "square", "1"}, {"submit", "square", "1", "--wait"}, {"wait", "1"}, {"results", "1"}, {"status"}, {"cancel", "1"}};
   for (const auto& args : commands) {
     CAPTURE(args[0]);
     std::vector<std::string> argv{kTaskmaster};

@@ -44,8 +44,9 @@ struct Relay {
   std::string endpoint;
   Relay(Cluster& c, int delay_ms) {
     const std::string port = std::to_string(closed_loopback_port());
-    process = c.start({"/usr/bin/python3", std::string(TASKMASTER_SOURCE_DIR) + "/tests/netns/delay_relay.py", "--listen", "127.0.0.1:" + port,
-                       "--to", "127.0.0.1:" + c.port(), "--delay-ms", std::to_string(delay_ms), "--max-seconds", "280"});
+    process = c.start({"/usr/bin/python3", std::string(TASKMASTER_SOURCE_DIR) + "/tests/netns/delay_relay.py", "--listen",
+                       "127.0.0.1:" + port, "--to", "127.0.0.1:" + c.port(), "--delay-ms", std::to_string(delay_ms), "--max-seconds",
+                       "280"});
     const auto line = process->read_line(20s);
     REQUIRE_MESSAGE(line.has_value(), "the relay did not start: " << process->err());
     endpoint = "tcp://127.0.0.1:" + port;
@@ -85,8 +86,7 @@ TEST_CASE("workers serve again after their master was away longer than every bac
   }
   const auto back = Clock::now();
   c.wait_for_workers(2, kRejoin);
-  MESSAGE("workers back " << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - back).count()
-                          << " ms after the master");
+  MESSAGE("workers back " << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - back).count() << " ms after the master");
   CHECK(w1.running());
   CHECK(w2.running());
   check_job(c, 20);
@@ -157,7 +157,8 @@ TEST_CASE("80 ms each way and a master restart behind it: every task ran is reco
   Relay slow(c, 80);
   auto worker = via(c, slow.endpoint, {"worker", "-j", "4", "--name", "far"});
   c.wait_for_workers(1);
-  auto job = via(c, slow.endpoint, {"submit", "sleep", "--each", "--wait", "--json", "--timeout", "120"}, "0.3\n0.3\n0.3\n0.3\n0.3\n0.3\n0.3\n0.3\n");
+  auto job = via(c, slow.endpoint, {"submit", "sleep", "--each", "--wait", "--json", "--timeout", "120"},
+                 "0.3\n0.3\n0.3\n0.3\n0.3\n0.3\n0.3\n0.3\n");
   wait_until([&] { return c.status()["workers"][0]["in_flight"] >= 1; }, 20s, "tasks on the far worker");
   c.stop_master(SIGTERM);
   c.start_master({}, bind);

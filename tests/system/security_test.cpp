@@ -74,7 +74,8 @@ class RawPeer {
   std::optional<proto::ErrorReply> error(std::chrono::milliseconds timeout) {
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
-      auto m = receive(deadline - Clock::now() > 0ms ? std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()) : 0ms);
+      auto m = receive(deadline - Clock::now() > 0ms ? std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now())
+                                                     : 0ms);
       if (m && std::holds_alternative<proto::ErrorReply>(*m)) return std::get<proto::ErrorReply>(*m);
     }
     return std::nullopt;
@@ -129,7 +130,8 @@ TEST_CASE("a wrong key gets exit 4 and 'authentication failed', quickly - the ma
   auto wr = finish(*w, 30s);
   CHECK(wr.code == 4);
   CHECK(wr.err.find("authentication failed") != std::string::npos);
-  CHECK(c.master().wait_for_err([](const std::string& e) { return e.find("rejected a connection from 127.0.0.1") != std::string::npos; }, 10s));
+  CHECK(c.master().wait_for_err([](const std::string& e) { return e.find("rejected a connection from 127.0.0.1") != std::string::npos; },
+                                10s));
   auto st = c.status();
   CHECK(st["counters"]["submitted"] == 0);  // the wrong key submitted nothing
   CHECK(st["workers"].size() == 1);         // and no worker joined with it
@@ -139,8 +141,8 @@ TEST_CASE("a wrong key gets exit 4 and 'authentication failed', quickly - the ma
 TEST_CASE("no key: clients exit 4, the master refuses to start unless --insecure, and says so loudly then") {
   TempDir home;
   // An environment with no key anywhere: no TASKMASTER_KEY*, an empty home.
-  std::vector<std::string> env{"HOME=" + home.path(), "XDG_CONFIG_HOME=" + home.path() + "/config", "TASKMASTER_KEY_FILE=",
-                               "TASKMASTER_KEY_UNSET=1"};
+  std::vector<std::string> env{"HOME=" + home.path(), "XDG_CONFIG_HOME=" + home.path() + "/config",
+                               "TASKMASTER_KEY_FILE=", "TASKMASTER_KEY_UNSET=1"};
   ::unsetenv("TASKMASTER_KEY");
   auto master = std::make_unique<ChildProcess>(std::vector<std::string>{kTaskmaster, "master", "--bind", "tcp://127.0.0.1:0"},
                                                ChildProcess::Options{std::nullopt, env});
@@ -156,7 +158,8 @@ TEST_CASE("no key: clients exit 4, the master refuses to start unless --insecure
 
   Cluster insecure(true);
   insecure.start_master();
-  CHECK(insecure.master().wait_for_err([](const std::string& e) { return e.find("WITHOUT a key (--insecure)") != std::string::npos; }, 10s));
+  CHECK(
+      insecure.master().wait_for_err([](const std::string& e) { return e.find("WITHOUT a key (--insecure)") != std::string::npos; }, 10s));
   insecure.start_worker({"-j", "1"});
   check_still_serving(insecure);
   // A client with a key meets an insecure master: told which side lacks what.
@@ -209,7 +212,8 @@ TEST_CASE("a client that knows only the server's public key is refused by the ZA
   CHECK_FALSE(peer.handshake(5s, &failure));
   CHECK(failure.event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
   CHECK(failure.value == 400);
-  CHECK(c.master().wait_for_err([](const std::string& e) { return e.find("not derived from this master's key") != std::string::npos; }, 10s));
+  CHECK(
+      c.master().wait_for_err([](const std::string& e) { return e.find("not derived from this master's key") != std::string::npos; }, 10s));
   // The right keys get in.
   RawPeer good(c.endpoint(), keys);
   CHECK(good.handshake(5s));
@@ -289,8 +293,8 @@ TEST_CASE("every kind of malformed message gets its error reply, and the master 
       {{sig, "WAIT", R"({"job":-1})"}, ErrorCode::BadField},
       {{sig, "SUBMIT", "{\"tasks\":[{\"function\":\"echo\",\"args\":\"" + std::string(proto::kMaxArgsBytes + 10, 'x') + "\"}]}"},
        ErrorCode::TooLarge},
-      {{sig, "RESULTS", R"({"results":[]})"}, ErrorCode::NotAllowed},   // not a worker
-      {{sig, "TASKS", R"({"tasks":[]})"}, ErrorCode::NotAllowed},       // only the master sends TASKS
+      {{sig, "RESULTS", R"({"results":[]})"}, ErrorCode::NotAllowed},  // not a worker
+      {{sig, "TASKS", R"({"tasks":[]})"}, ErrorCode::NotAllowed},      // only the master sends TASKS
       {{sig, "STATUS", "\xff\xfe{}"}, ErrorCode::BadJson},
   };
   for (const auto& k : cases) {

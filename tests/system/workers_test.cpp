@@ -48,8 +48,8 @@ TEST_CASE("a worker killed with SIGKILL mid-task: its tasks complete on another 
   auto st = c.status();
   CHECK(st["counters"]["workers_lost"] == 1);
   CHECK(st["workers"].size() == 1);
-  MESSAGE("killed worker's tasks finished elsewhere after "
-          << std::chrono::duration_cast<std::chrono::milliseconds>(recovered).count() << " ms");
+  MESSAGE("killed worker's tasks finished elsewhere after " << std::chrono::duration_cast<std::chrono::milliseconds>(recovered).count()
+                                                            << " ms");
 }
 
 TEST_CASE("SIGTERM drains a worker: it takes no new tasks, finishes its running one, exits 0") {
@@ -118,7 +118,7 @@ TEST_CASE("a worker only gets the functions and queues it announced") {
   c.start_master();
   c.start_worker({"-j", "1", "--queue", "fast"});
   c.wait_for_workers(1);
-  auto other_queue = c.run({"submit", "square", "2"});  // queue "default": nobody serves it
+  auto other_queue = c.run({"submit", "square", "2"});                     // queue "default": nobody serves it
   auto exec = c.run({"submit", "exec", "[\"true\"]", "--queue", "fast"});  // exec not allowed
   auto fast = c.run({"submit", "square", "3", "--queue", "fast", "--wait"});
   CHECK(fast.out == "3 -> 9\n");
