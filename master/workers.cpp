@@ -1,7 +1,5 @@
 #include "master/workers.h"
 
-#include <cassert>
-
 namespace taskmaster {
 
 WorkerSession& WorkerRegistry::add(std::string identity, std::uint32_t name, TimePoint now) {
@@ -9,9 +7,6 @@ WorkerSession& WorkerRegistry::add(std::string identity, std::uint32_t name, Tim
   s.identity = identity;
   s.name = name;
   s.connected = s.last_heard = s.last_sent = now;
-  // A session replaced here would keep its name references (MasterState releases them when it
-  // drops a session): the master drops the old session first.
-  assert(!sessions_.count(identity));
   auto& slot = sessions_[identity];
   slot = std::move(s);
   return slot;

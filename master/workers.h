@@ -35,7 +35,8 @@ struct WorkerSession {
 
 class WorkerRegistry {
  public:
-  // Registers a session for `identity`. REQUIRES: none has this identity. Returns it.
+  // Registers a session for `identity`, replacing one with the same identity (whose name references
+  // are then the caller's to release: MasterState drops a session before it adds another). Returns it.
   WorkerSession& add(std::string identity, std::uint32_t name, TimePoint now);
   WorkerSession* find(std::string_view identity);
   // The session of the worker with this announced name, if any.

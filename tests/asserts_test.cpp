@@ -52,8 +52,8 @@ TEST_CASE("asserts are on in the test build: a broken precondition aborts, here 
       TaskTable table;
       Task t;
       t.id = 7;
-      table.restore(t, TimePoint{});
-      table.restore(t, TimePoint{});
+      table.restore(t, "f", "q", "", TimePoint{});
+      table.restore(t, "f", "q", "", TimePoint{});
     }));
   }
   SUBCASE("a child that does not abort is told apart") {
