@@ -28,8 +28,10 @@ assert used == {"w1", "w2"}, used
 print("job 1: 400 results from", sorted(used))
 PY
 
-# 2. Worker 1's host drops off the network mid-job.
-printf '0.2\n%.0s' $(seq 1 40) | client submit sleep --each >"$work/job2.id" 2>"$work/job2.log" || fail "job 2 submit"
+# 2. Worker 1's host drops off the network mid-job. Tasks of a second each, so that what worker 1
+# holds when the check below sees it is still running when its link goes down, however slow the
+# status polling is on a loaded machine (with 0.2 s tasks it could finish them all in between).
+printf '1\n%.0s' $(seq 1 40) | client submit sleep --each >"$work/job2.id" 2>"$work/job2.log" || fail "job 2 submit"
 job2=$(cat "$work/job2.id")
 wait_until 30 "worker 1 holding tasks" holds_tasks w1
 down_at=$SECONDS
