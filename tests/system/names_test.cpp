@@ -23,11 +23,26 @@ long rss_kib(pid_t pid) {
   return 0;
 }
 
+// Under AddressSanitizer freed memory waits in a quarantine instead of being reused, so a second
+// round's RSS says nothing about reclaimed names there; the plain build runs this test.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kAddressSanitizer = true;
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+
 }  // namespace
 
 TEST_SUITE("system") {
 
-TEST_CASE("names are reclaimed: a second round of 100,000 new function names grows the master by under a tenth of the first") {
+TEST_CASE("names are reclaimed: a second round of 100,000 new function names grows the master by under a tenth of the first" *
+          doctest::skip(kAddressSanitizer)) {
   Cluster c;
   c.start_master({"--in-memory", "--result-ttl", "1"});
   zmq::context_t ctx;
