@@ -20,6 +20,9 @@ struct MasterOptions {
   std::string data_dir;
   bool in_memory = false;
   std::uint64_t max_queued = 0, max_task_bytes = 0, max_journal_bytes = 0;
+  std::string policy = "fair";
+  double aging_s = 10;
+  std::vector<std::string> queue_policies;  // NAME=shortest-first
   KeyOptions key;
 };
 
@@ -48,6 +51,9 @@ int run_master(const MasterOptions& o) {
   config.max_queued = o.max_queued;
   config.max_task_bytes = o.max_task_bytes;
   config.max_journal_bytes = o.max_journal_bytes;
+  config.schedule.fair = o.policy == "fair";
+  config.schedule.aging_ms = static_cast<std::uint32_t>(to_ms(o.aging_s).count());
+  for (const auto& p : o.queue_policies) config.schedule.shortest_first.push_back(p.substr(0, p.rfind('=')));
   if (!o.in_memory) config.data_dir = o.data_dir.empty() ? default_data_dir() : o.data_dir;
   std::unique_ptr<Master> master;
   try {
@@ -106,6 +112,26 @@ void add_master_command(CLI::App& app, Runners& runners) {
   cmd->add_option("--max-journal-bytes", o->max_journal_bytes,
                   "Refuse submissions while the journal is this big or bigger (default: no bound but the disk's)")
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 60));
+  cmd->add_option("--policy", o->policy,
+                  "How queued tasks of one queue and priority take turns: fair (round robin across jobs: a small job "
+                  "submitted behind a big one is not kept waiting until the big one drains) or fifo (first queued, first "
+                  "served, across all jobs)")
+      ->check(CLI::IsMember({"fair", "fifo"}))
+      ->capture_default_str();
+  add_seconds_option(cmd, "--aging", o->aging_s, 0, 1e6,
+                     "Seconds of waiting worth one priority level: a job whose queued tasks waited this long without a turn "
+                     "competes as if its priority were one higher, so that low priorities always progress; 0: strict "
+                     "priorities")
+      ->capture_default_str();
+  cmd->add_option("--queue-policy", o->queue_policies,
+                  "NAME=shortest-first: queue NAME hands out first the tasks whose function has the shortest average run "
+                  "time so far (a function not yet measured first); repeat for several queues")
+      ->check([](const std::string& s) {
+        const auto eq = s.rfind('=');
+        if (eq == std::string::npos || s.substr(eq + 1) != "shortest-first")
+          return "'" + s + "': expected NAME=shortest-first (the only per-queue policy)";
+        return protocol::is_valid_name(s.substr(0, eq)) ? std::string() : "'" + s + "': invalid queue name '" + s.substr(0, eq) + "'";
+      });
   add_key_options(cmd, o->key);
   cmd->footer(std::string("By default every accepted submission and every result is durable before it is acknowledged.\n"
                           "Without a key it refuses to start, unless --insecure (then nothing is authenticated or encrypted).\n"

@@ -1,4 +1,5 @@
 // taskmaster worker: runs tasks for a master until SIGTERM, then drains.
+#include <algorithm>
 #include <thread>
 
 #include "cli/commands.h"
@@ -19,6 +20,18 @@ struct WorkerOptions {
   std::string name;
   KeyOptions key;
 };
+
+// "NAME[:WEIGHT]" as a queue and its weight (1 when absent). A name may hold ':' itself; only a
+// last part of digits is a weight.
+std::pair<std::string, std::uint32_t> queue_and_weight(const std::string& s) {
+  const auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon + 1 == s.size() ||
+      !std::all_of(s.begin() + static_cast<std::ptrdiff_t>(colon) + 1, s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return {s, 1};
+  const std::string digits = s.substr(colon + 1);
+  const std::uint32_t w = digits.size() > 4 ? protocol::kMaxQueueWeight + 1 : static_cast<std::uint32_t>(std::stoul(digits));
+  return {s.substr(0, colon), w};
+}
 
 // Settings each of which is fine alone but not with the others.
 void check_worker(const WorkerOptions& o) {
@@ -44,7 +57,15 @@ int run_worker(const WorkerOptions& o) {
   config.socket.curve = *keys;
   config.threads = o.threads;
   if (o.prefetch >= 0) config.prefetch = static_cast<unsigned>(o.prefetch);
-  if (!o.queues.empty()) config.queues = o.queues;
+  if (!o.queues.empty()) config.queues.clear();
+  for (const auto& q : o.queues) {
+    auto [name, weight] = queue_and_weight(q);
+    config.queues.push_back(name);
+    config.weights.push_back(weight);
+  }
+  // All weights equal: send none, as a worker without weights does.
+  if (std::all_of(config.weights.begin(), config.weights.end(), [&](auto w) { return w == config.weights.front(); }))
+    config.weights.clear();
   config.name = o.name;
   zmq::context_t ctx;
   try {
@@ -74,9 +95,17 @@ void add_worker_command(CLI::App& app, Runners& runners) {
   cmd->add_option("-j,--threads", o->threads, "Tasks run at once (default: the number of cores)")
       ->check(CLI::Range(1u, 4096u))
       ->capture_default_str();
-  cmd->add_option("-q,--queue", o->queues, "A queue to serve; repeat for several (default: default)")->check([](const std::string& s) {
-    return protocol::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'";
-  });
+  cmd->add_option("-q,--queue", o->queues,
+                  "A queue to serve, NAME or NAME:WEIGHT (weight 1 to " + std::to_string(protocol::kMaxQueueWeight) +
+                      ", default 1); repeat for several: they take turns, each as often as its weight says, instead of "
+                      "the first being drained before the next (default: default)")
+      ->check([](const std::string& s) {
+        const auto [name, weight] = queue_and_weight(s);
+        if (!protocol::is_valid_name(name)) return "invalid queue name '" + name + "'";
+        if (weight < 1 || weight > protocol::kMaxQueueWeight)
+          return "'" + s + "': the weight must be from 1 to " + std::to_string(protocol::kMaxQueueWeight);
+        return std::string();
+      });
   cmd->add_option("--prefetch", o->prefetch,
                   "Tasks held beyond the running ones (default: automatic, about 20 ms of work per thread); --threads plus "
                   "--prefetch is at most " +

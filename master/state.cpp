@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "common/log.h"
@@ -55,7 +56,7 @@ MasterConfig with_default_limits(MasterConfig c) {
 MasterState::MasterState(MasterConfig config, std::string instance, TimePoint start)
     : config_(with_default_limits(std::move(config))),
       instance_(std::move(instance)),
-      tasks_(this),
+      tasks_(this, config_.schedule),
       jobs_(this),
       started_(start),
       now_(start) {}
@@ -210,7 +211,15 @@ void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now
     list.erase(std::unique(list.begin(), list.end()), list.end());
     for (const auto& n : list) ids.push_back(names.acquire(n));
   };
-  acquire_all(m.queues, w.filter.queues);
+  if (!m.weights.empty()) {
+    // Weights go with their queues through the sort; a repeated queue keeps its largest weight.
+    std::map<std::string, std::uint32_t> weight;
+    for (std::size_t i = 0; i < m.queues.size(); ++i) weight[m.queues[i]] = std::max(weight[m.queues[i]], m.weights[i]);
+    acquire_all(m.queues, w.filter.queues);
+    for (const auto& q : m.queues) w.filter.weights.push_back(weight[q]);
+  } else {
+    acquire_all(m.queues, w.filter.queues);
+  }
   acquire_all(m.functions, w.filter.functions);
   w.filter.normalize();
   // Attempts the worker still runs occupy its slots, whatever became of their tasks meanwhile;

@@ -34,6 +34,7 @@ struct MasterConfig {
   std::uint64_t max_queued = 0;         // unfinished tasks (delayed, queued, running)
   std::uint64_t max_task_bytes = 0;     // args and results of every task held, finished or not
   std::uint64_t max_journal_bytes = 0;  // the journal on disk; 0: no bound but the disk's
+  SchedulePolicy schedule;              // the order of queued tasks (TaskTable::pick)
 };
 
 // max_queued and max_task_bytes for this machine: a quarter of physical memory for task bytes, and

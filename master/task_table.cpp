@@ -117,16 +117,44 @@ const Task* TaskTable::find(TaskId id) const {
 }
 
 void WorkerFilter::normalize() {
-  for (auto* v : {&queues, &functions}) {
-    std::sort(v->begin(), v->end());
-    v->erase(std::unique(v->begin(), v->end()), v->end());
+  if (!weights.empty()) {
+    weights.resize(queues.size(), 1);
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> pairs;
+    for (std::size_t i = 0; i < queues.size(); ++i) pairs.emplace_back(queues[i], std::max<std::uint32_t>(weights[i], 1));
+    // Sorted by queue, the largest weight first, so that unique keeps it.
+    std::sort(pairs.begin(), pairs.end(),
+              [](const auto& a, const auto& b) { return a.first != b.first ? a.first < b.first : a.second > b.second; });
+    pairs.erase(std::unique(pairs.begin(), pairs.end(), [](const auto& a, const auto& b) { return a.first == b.first; }), pairs.end());
+    queues.clear();
+    weights.clear();
+    for (const auto& [q, w] : pairs) {
+      queues.push_back(q);
+      weights.push_back(w);
+    }
+  } else {
+    std::sort(queues.begin(), queues.end());
+    queues.erase(std::unique(queues.begin(), queues.end()), queues.end());
   }
+  std::sort(functions.begin(), functions.end());
+  functions.erase(std::unique(functions.begin(), functions.end()), functions.end());
+  credit.assign(queues.size(), 0);
+}
+
+bool WorkerFilter::weighted() const {
+  return !weights.empty() && std::any_of(weights.begin(), weights.end(), [&](std::uint32_t w) { return w != weights.front(); });
 }
 
 bool WorkerFilter::serves(std::uint32_t queue, std::uint32_t function) const {
   assert(std::is_sorted(queues.begin(), queues.end()) && std::is_sorted(functions.begin(), functions.end()));
   return std::binary_search(queues.begin(), queues.end(), queue) && std::binary_search(functions.begin(), functions.end(), function);
 }
+
+TaskTable::TaskTable(TaskListener* listener, SchedulePolicy policy)
+    : listener_(listener),
+      policy_(std::move(policy)),
+      // Without aging, W is past any difference of turn times (2^40 ms: 34 years), and priority ×
+      // W (|priority| <= 10^6 < 2^20) stays far inside 64 bits.
+      weight_ms_(policy_.aging_ms ? std::int64_t{policy_.aging_ms} : std::int64_t{1} << 40) {}
 
 TaskTable::Bucket& TaskTable::bucket(std::uint32_t queue, std::uint32_t function) {
   auto [it, inserted] = buckets_.try_emplace(bucket_key(queue, function));
@@ -137,21 +165,53 @@ TaskTable::Bucket& TaskTable::bucket(std::uint32_t queue, std::uint32_t function
   return it->second;
 }
 
-const TaskTable::Entry* TaskTable::refresh(Bucket& b) {
-  while (!b.heap.empty()) {
-    const Task* t = find(b.heap.top().id);
+TaskTable::Turn TaskTable::turn_at(std::int32_t priority, std::int64_t ms, std::uint64_t seq) const {
+  return {std::int64_t{priority} * weight_ms_ - ms, seq};
+}
+
+void TaskTable::set_turn(Bucket& b, Lane& lane, Turn turn) {
+  if (lane.turn == turn) return;
+  auto node = b.order.extract(lane.turn);  // moves the node: no allocation per turn
+  assert(!node.empty());
+  node.key() = turn;
+  lane.turn = turn;
+  b.order.insert(std::move(node));
+}
+
+void TaskTable::settle(Bucket& b, const LaneKey& key, Lane& lane) {
+  while (!lane.heap.empty()) {
+    const Task* t = find(lane.heap.top().id);
     if (t && t->state == TaskState::Queued) break;
-    b.heap.pop();
+    lane.heap.pop();
   }
+  // First come first served: the lane's place is that of its oldest task.
+  if (!policy_.fair && !lane.heap.empty()) set_turn(b, lane, turn_at(key.second, lane.heap.top().at_ms, lane.heap.top().id));
+}
+
+void TaskTable::reindex(Bucket& b) {
+  auto& index = queues_[b.queue];
   const std::uint64_t key = bucket_key(b.queue, b.function);
-  const bool same = b.indexed && !b.heap.empty() && b.head.id == b.heap.top().id && b.head.priority == b.heap.top().priority;
-  if (same) return &b.heap.top();
-  if (b.indexed) index_.erase({b.head, key});
-  b.indexed = !b.heap.empty();
-  if (!b.indexed) return nullptr;
-  b.head = b.heap.top();
-  index_.insert({b.head, key});
-  return &b.heap.top();
+  if (b.order.empty()) {
+    if (b.indexed) index.buckets.erase({b.head, key});
+    b.indexed = false;
+    return;
+  }
+  const Turn head = b.order.begin()->first;
+  if (b.indexed && b.head == head) return;
+  if (b.indexed) {
+    auto node = index.buckets.extract({b.head, key});
+    assert(!node.empty());
+    node.value().first = head;
+    index.buckets.insert(std::move(node));
+  } else {
+    if (index.buckets.empty()) {
+      const auto& sf = policy_.shortest_first;
+      index.shortest_first = std::find(sf.begin(), sf.end(), names_.name(b.queue)) != sf.end();
+    }
+    index.buckets.insert({head, key});
+  }
+  b.head = head;
+  b.indexed = true;
 }
 
 void TaskTable::leave_bucket(const Task& t) {
@@ -159,11 +219,57 @@ void TaskTable::leave_bucket(const Task& t) {
   auto it = buckets_.find(bucket_key(t.queue, t.function));
   assert(it != buckets_.end() && it->second.live > 0);
   Bucket& b = it->second;
-  if (--b.live > 0) return;
-  // Nothing queued is left in it: what its heap holds are entries of tasks that left. Free it, so
-  // that buckets (and the names they are keyed by) do not accumulate.
-  if (b.indexed) index_.erase({b.head, it->first});
+  const LaneKey key = lane_key(t);
+  auto lane = b.lanes.find(key);
+  assert(lane != b.lanes.end() && lane->second.live > 0);
+  --b.live;
+  if (--lane->second.live == 0) {
+    // Nothing queued is left in it: what its heap holds are entries of tasks that left. Free it,
+    // and the bucket with it if it was the last, so that lanes, buckets and the names they are
+    // keyed by do not accumulate.
+    b.order.erase(lane->second.turn);
+    b.lanes.erase(lane);
+  } else if (!policy_.fair) {
+    settle(b, key, lane->second);
+  }
+  if (b.live > 0) {
+    reindex(b);
+    return;
+  }
+  auto q = queues_.find(b.queue);
+  if (b.indexed) q->second.buckets.erase({b.head, it->first});
+  if (q->second.buckets.empty()) queues_.erase(q);
   buckets_.erase(it);
+}
+
+std::size_t TaskTable::lanes() const {
+  std::size_t n = 0;
+  for (const auto& [key, b] : buckets_) n += b.lanes.size();
+  return n;
+}
+
+std::optional<double> TaskTable::expected_ms(std::uint32_t function) const {
+  auto it = durations_.find(function);
+  if (it == durations_.end() || function == 0 || names_.references(function) == 0 || it->second.function != names_.name(function))
+    return std::nullopt;
+  return it->second.ms;
+}
+
+void TaskTable::record_duration(const Task& t, TimePoint now) {
+  const auto started = t.deadline - std::chrono::milliseconds(t.timeout_ms);
+  const double ms = std::max(0.0, std::chrono::duration<double, std::milli>(now - started).count());
+  auto [it, inserted] = durations_.try_emplace(t.function);
+  Average& a = it->second;
+  if (inserted || a.function != names_.name(t.function)) {
+    a.function = names_.name(t.function);
+    a.ms = ms;
+  } else {
+    a.ms += (ms - a.ms) / 8;  // an exponential moving average: about the last 8 attempts
+  }
+  // Forget the averages of functions nobody names any more (their ids go to other names).
+  if (durations_.size() > 2 * names_.size() + 64)
+    for (auto d = durations_.begin(); d != durations_.end();)
+      d = names_.references(d->first) == 0 || d->second.function != names_.name(d->first) ? durations_.erase(d) : std::next(d);
 }
 
 void TaskTable::forget(const Task& t) {
@@ -202,11 +308,22 @@ void TaskTable::enter(Task& t) {
   switch (t.state) {
     case TaskState::Queued: {
       auto& b = bucket(t.queue, t.function);
-      const Entry e{t.priority, t.id};
-      b.heap.push(e);
+      const LaneKey key = lane_key(t);
+      auto [it, created] = b.lanes.try_emplace(key);
+      Lane& lane = it->second;
+      const Entry e{now_ms_, t.id};
+      if (created) {
+        // A job that had nothing queued here takes its turn after those waiting now (fair); first
+        // come first served: its place is that of its task.
+        lane.turn = turn_at(t.priority, now_ms_, policy_.fair ? ++seq_ : t.id);
+        b.order.emplace(lane.turn, key);
+      }
+      lane.heap.push(e);
+      ++lane.live;
       ++b.live;
       ++queued_;
-      if (!b.indexed || b.head < e) refresh(b);
+      if (!policy_.fair && lane.heap.top().id == t.id) settle(b, key, lane);
+      reindex(b);
       break;
     }
     case TaskState::Delayed: delayed_.push({t.ready_at, t.id, 0}); break;
@@ -216,6 +333,7 @@ void TaskTable::enter(Task& t) {
 }
 
 TaskId TaskTable::add(JobId job, const protocol::TaskSpec& spec, TimePoint now) {
+  now_ms_ = std::max(now_ms_, ms_of(now));
   Task t;
   t.id = next_id_++;
   t.job = job;
@@ -241,6 +359,7 @@ TaskId TaskTable::add(JobId job, const protocol::TaskSpec& spec, TimePoint now) 
 
 bool TaskTable::restore(Task t, std::string_view function, std::string_view queue, std::string_view worker, TimePoint now) {
   assert(!tasks_.count(t.id));
+  now_ms_ = std::max(now_ms_, ms_of(now));
   const TaskState stored = t.state;
   if (t.state == TaskState::Running) {
     // Its attempt died with the old master: the rule of any failed attempt (fail_attempt).
@@ -270,47 +389,102 @@ bool TaskTable::restore(Task t, std::string_view function, std::string_view queu
   return task.state != stored;
 }
 
-TaskId TaskTable::pick(const WorkerFilter& filter) {
-  if (queued_ == 0) return 0;
-  const std::uint64_t pairs = std::uint64_t{filter.queues.size()} * filter.functions.size();
-  if (pairs <= index_.size()) {
-    // Few pairs: look each one up.
-    const Entry* best = nullptr;
-    for (auto q : filter.queues)
-      for (auto f : filter.functions) {
-        auto it = buckets_.find(bucket_key(q, f));
-        if (it == buckets_.end() || it->second.live == 0) continue;
-        const Entry* head = refresh(it->second);
-        if (head && (!best || *best < *head)) best = head;
-      }
-    return best ? best->id : 0;
-  }
-  // Many pairs: the first non-empty bucket, best first, that the worker serves.
-  for (auto it = index_.begin(); it != index_.end();) {
-    Bucket& b = buckets_.find(it->second)->second;
-    const Task* top = find(b.heap.top().id);
-    if (!top || top->state != TaskState::Queued) {
-      refresh(b);  // its head was stale: it moved in the index
-      it = index_.begin();
-      continue;
+TaskTable::Bucket* TaskTable::best_in(std::uint32_t q, QueueIndex& index, const WorkerFilter& filter) {
+  Bucket* best = nullptr;
+  double best_ms = 0;
+  const auto consider = [&](Bucket& b) {
+    if (!index.shortest_first) {
+      if (!best || BestFirst{}(b.head, best->head)) best = &b;
+      return;
     }
-    if (filter.serves(b.queue, b.function)) return b.heap.top().id;
-    ++it;
+    // A function never measured goes first, so that it gets measured.
+    const double ms = expected_ms(b.function).value_or(0.0);
+    if (!best || ms < best_ms || (ms == best_ms && BestFirst{}(b.head, best->head))) {
+      best = &b;
+      best_ms = ms;
+    }
+  };
+  if (filter.functions.size() <= index.buckets.size()) {
+    // Few functions: look each one up.
+    for (auto f : filter.functions)
+      if (auto it = buckets_.find(bucket_key(q, f)); it != buckets_.end()) consider(it->second);
+    return best;
   }
-  return 0;
+  // Many functions: the queue's buckets, best first, that the worker serves (shortest-first: all).
+  for (const auto& [head, key] : index.buckets) {
+    Bucket& b = buckets_.find(key)->second;
+    if (!std::binary_search(filter.functions.begin(), filter.functions.end(), b.function)) continue;
+    consider(b);
+    if (!index.shortest_first) break;
+  }
+  return best;
+}
+
+TaskId TaskTable::pick(WorkerFilter& filter) {
+  if (queued_ == 0 || filter.queues.empty()) return 0;
+  Bucket* chosen = nullptr;
+  if (filter.queues.size() == 1) {
+    auto it = queues_.find(filter.queues.front());
+    if (it != queues_.end()) chosen = best_in(it->first, it->second, filter);
+  } else if (!filter.weighted()) {
+    // Equal weights: the next of the worker's queues, after the one served last, that has a task for
+    // it. Walk the shorter of its queues and the queues holding tasks.
+    const auto& mine = filter.queues;
+    if (mine.size() <= queues_.size()) {
+      const auto start = std::upper_bound(mine.begin(), mine.end(), filter.last_queue) - mine.begin();
+      for (std::size_t i = 0; i < mine.size() && !chosen; ++i) {
+        const std::uint32_t q = mine[(static_cast<std::size_t>(start) + i) % mine.size()];
+        if (auto it = queues_.find(q); it != queues_.end()) chosen = best_in(q, it->second, filter);
+      }
+    } else {
+      auto it = queues_.upper_bound(filter.last_queue);
+      for (std::size_t i = 0; i < queues_.size() && !chosen; ++i, ++it) {
+        if (it == queues_.end()) it = queues_.begin();
+        if (std::binary_search(mine.begin(), mine.end(), it->first)) chosen = best_in(it->first, it->second, filter);
+      }
+    }
+    if (chosen) filter.last_queue = chosen->queue;
+  } else {
+    // Weights: smooth weighted round robin over the queues that have a task for the worker (each
+    // gains its weight, the richest is served and pays the total), so that over any round each
+    // queue's share is its weight's, evenly spread.
+    std::int64_t total = 0;
+    std::size_t best_i = 0;
+    for (std::size_t i = 0; i < filter.queues.size(); ++i) {
+      auto it = queues_.find(filter.queues[i]);
+      if (it == queues_.end()) continue;
+      Bucket* b = best_in(it->first, it->second, filter);
+      if (!b) continue;
+      filter.credit[i] += filter.weights[i];
+      total += filter.weights[i];
+      if (!chosen || filter.credit[i] > filter.credit[best_i]) {
+        chosen = b;
+        best_i = i;
+      }
+    }
+    if (chosen) filter.credit[best_i] -= total;
+  }
+  if (!chosen) return 0;
+  auto& [key, lane] = *chosen->lanes.find(chosen->order.begin()->second);
+  settle(*chosen, key, lane);
+  return lane.heap.top().id;
 }
 
 std::uint32_t TaskTable::lease(TaskId id, std::uint32_t worker, TimePoint now) {
+  now_ms_ = std::max(now_ms_, ms_of(now));
   Task& t = get(id);
   assert(t.state == TaskState::Queued);
   auto& b = bucket(t.queue, t.function);
-  // pick() left this task on top of its bucket; remove that entry now that it leaves the queue.
-  if (!b.heap.empty() && b.heap.top().id == id) b.heap.pop();
-  refresh(b);
+  const LaneKey key = lane_key(t);
+  Lane& lane = b.lanes.find(key)->second;
+  // pick() left this task on top of its lane; remove that entry now that it leaves the queue.
+  if (lane.heap.top().id == id) lane.heap.pop();
+  // Fair: the job had its turn; it comes again after every other job waiting here.
+  if (policy_.fair && lane.live > 1) set_turn(b, lane, turn_at(t.priority, now_ms_, ++seq_));
   ++t.attempts;
   set_worker(t, worker);
   t.deadline = now + std::chrono::milliseconds(t.timeout_ms);
-  move_to(t, TaskState::Running);
+  move_to(t, TaskState::Running);  // leaves the lane (and frees it if it was the last task)
   return t.attempts;
 }
 
@@ -349,6 +523,8 @@ Status TaskTable::complete(TaskId id, std::uint32_t attempt, bool ok, std::strin
     return make_error(ErrorCode::UnknownTask, "task " + std::to_string(id) + " attempt " + std::to_string(attempt) +
                                                   " is not current (task is " + std::string(to_string(t.state)) + ", attempt " +
                                                   std::to_string(t.attempts) + ")");
+  now_ms_ = std::max(now_ms_, ms_of(now));
+  record_duration(t, now);
   if (ok) {
     set_outcome(t, std::move(value));
     move_to(t, TaskState::Done);
@@ -395,6 +571,7 @@ void TaskTable::discard(TaskId id) {
 }
 
 void TaskTable::expire(TimePoint now) {
+  now_ms_ = std::max(now_ms_, ms_of(now));
   while (!delayed_.empty() && delayed_.top().at <= now) {
     const auto timer = delayed_.top();
     delayed_.pop();
@@ -468,26 +645,49 @@ std::string TaskTable::check_invariants(const RefCounts& extra_refs) const {
   if (running != leases_.size()) return fail(leases_.size(), " lease timers for ", running, " running tasks");
   if (live.size() != buckets_.size()) return fail(buckets_.size(), " buckets held for ", live.size(), " with queued tasks");
   std::size_t indexed = 0;
-  std::unordered_set<TaskId> in_heaps;  // entries may be stale (tasks that left the queue)
+  std::unordered_set<TaskId> in_heaps;             // entries may be stale (tasks that left the queue)
+  std::map<std::uint32_t, std::size_t> per_queue;  // indexed buckets per queue
   for (const auto& [key, b] : buckets_) {
-    for (auto heap = b.heap; !heap.empty(); heap.pop()) {
-      const Task* t = find(heap.top().id);
-      if (!t || t->state != TaskState::Queued) continue;  // a stale entry
-      if (bucket_key(t->queue, t->function) != key) return fail("queued task ", t->id, " is in another bucket's heap");
-      in_heaps.insert(t->id);
+    std::uint64_t lane_live = 0;
+    if (b.lanes.size() != b.order.size())
+      return fail("bucket ", b.queue, "/", b.function, " orders ", b.order.size(), " of ", b.lanes.size(), " lanes");
+    for (const auto& [lk, lane] : b.lanes) {
+      if (lane.live == 0) return fail("bucket ", b.queue, "/", b.function, " keeps an empty lane");
+      auto o = b.order.find(lane.turn);
+      if (o == b.order.end() || o->second != lk) return fail("a lane of bucket ", b.queue, "/", b.function, " is not where its order says");
+      std::uint64_t n = 0;
+      for (auto heap = lane.heap; !heap.empty(); heap.pop()) {
+        const Task* t = find(heap.top().id);
+        if (!t || t->state != TaskState::Queued) continue;  // a stale entry
+        if (bucket_key(t->queue, t->function) != key || lane_key(*t) != lk)
+          return fail("queued task ", t->id, " is in another lane's heap");
+        if (in_heaps.insert(t->id).second) ++n;
+      }
+      if (n != lane.live) return fail("a lane of bucket ", b.queue, "/", b.function, " counts ", lane.live, " queued tasks for ", n);
+      lane_live += n;
     }
     auto it = live.find(key);
-    if (it == live.end() || it->second != b.live) return fail("bucket ", b.queue, "/", b.function, " counts ", b.live, " queued tasks");
+    if (it == live.end() || it->second != b.live || lane_live != b.live)
+      return fail("bucket ", b.queue, "/", b.function, " counts ", b.live, " queued tasks");
     if (bucket_key(b.queue, b.function) != key) return fail("bucket ", key, " is keyed wrongly");
-    if (b.indexed) {
-      ++indexed;
-      if (!index_.count({b.head, key})) return fail("bucket ", b.queue, "/", b.function, " is not where the index says");
-    }
     if (!b.indexed) return fail("bucket ", b.queue, "/", b.function, " has queued tasks but is not in the index");
+    if (!(b.head == b.order.begin()->first)) return fail("bucket ", b.queue, "/", b.function, " is indexed by a lane that is not its best");
+    ++indexed;
+    ++per_queue[b.queue];
+    auto q = queues_.find(b.queue);
+    if (q == queues_.end() || !q->second.buckets.count({b.head, key}))
+      return fail("bucket ", b.queue, "/", b.function, " is not where the index says");
   }
   for (const auto& [id, t] : tasks_)
     if (t.state == TaskState::Queued && !in_heaps.count(id)) return fail("queued task ", id, " is missing from its bucket");
-  if (indexed != index_.size()) return fail("the index has ", index_.size(), " entries for ", indexed, " buckets");
+  std::size_t in_index = 0;
+  for (const auto& [q, index] : queues_) {
+    if (index.buckets.empty()) return fail("queue ", q, " is indexed with no buckets");
+    if (per_queue[q] != index.buckets.size())
+      return fail("the index of queue ", q, " has ", index.buckets.size(), " entries for ", per_queue[q], " buckets");
+    in_index += index.buckets.size();
+  }
+  if (indexed != in_index) return fail("the index has ", in_index, " entries for ", indexed, " buckets");
   if (auto e = names_.check(); !e.empty()) return e;
   for (const auto& [id, n] : extra_refs) refs[id] += n;
   std::uint64_t uses = 0;

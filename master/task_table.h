@@ -112,14 +112,37 @@ class TaskListener {
   virtual void on_task_change(const Task& task, std::optional<TaskState> from) = 0;
 };
 
-// What a worker serves: the queues and functions it announced, as Names ids.
+// What a worker serves: the queues and functions it announced, as Names ids, and the weight of each
+// queue. It also carries the worker's place in the rotation over its queues (TaskTable::pick).
 struct WorkerFilter {
   std::vector<std::uint32_t> queues;
   std::vector<std::uint32_t> functions;
-  // Sorts both lists and removes repeats; serves() needs it.
+  // Parallel to queues: how many turns each queue gets per round, relative to the others. Empty:
+  // all equal.
+  std::vector<std::uint32_t> weights;
+  // Sorts the lists and removes repeats (a queue listed twice keeps its largest weight); serves()
+  // and pick() need it.
   void normalize();
   // REQUIRES: normalize() since the last change. O(log n).
   bool serves(std::uint32_t queue, std::uint32_t function) const;
+
+  // Kept by TaskTable::pick: the queue served last (equal weights), or each queue's running credit
+  // (smooth weighted round robin, parallel to queues).
+  std::uint32_t last_queue = 0;
+  std::vector<std::int64_t> credit;
+  bool weighted() const;
+};
+
+// How the master orders queued tasks (docs/ARCHITECTURE.md, "Scheduling").
+struct SchedulePolicy {
+  // Within a queue and a priority: true, round robin across jobs (each job with queued tasks takes
+  // its turn); false, first come first served across all tasks.
+  bool fair = true;
+  // Aging: every aging_ms a queued job waits without being given a task counts as one priority
+  // level more (fifo: every aging_ms a task waits). 0: none, priorities are strict.
+  std::uint32_t aging_ms = 10000;
+  // Queues ordered by the expected duration of their tasks' functions, shortest first.
+  std::vector<std::string> shortest_first{};
 };
 
 // "1.5" for 1500 ms, "300" for 300000 ms.
@@ -127,7 +150,7 @@ std::string seconds_text(std::uint64_t ms);
 
 class TaskTable {
  public:
-  explicit TaskTable(TaskListener* listener = nullptr) : listener_(listener) {}
+  explicit TaskTable(TaskListener* listener = nullptr, SchedulePolicy policy = {});
   TaskTable(const TaskTable&) = delete;
   TaskTable& operator=(const TaskTable&) = delete;
 
@@ -153,10 +176,16 @@ class TaskTable {
   // The next id add() will use; restore() and set_next_id keep it past every restored id.
   void set_next_id(TaskId next) { next_id_ = std::max(next_id_, next); }
 
-  // The best queued task this worker may run (highest priority, then oldest), or 0 if none.
-  // REQUIRES: filter.normalize(). Its cost does not grow with what the worker lists: it walks the
-  // smaller of the worker's (queue, function) pairs and the index of non-empty buckets, best first.
-  TaskId pick(const WorkerFilter& filter);
+  // The queued task this worker should run next, or 0 if none it may run. First the queue: the
+  // worker's queues that have a task for it take turns, by weight (equal weights: one after the
+  // other). Then, in that queue, the best task: highest effective priority (priority raised by
+  // aging), then round robin across jobs (fair) or first queued first (fifo); in a shortest-first
+  // queue, the function expected to run shortest first. Picking twice without lease() gives the
+  // same task unless the worker has several queues (the rotation moves on).
+  // REQUIRES: filter.normalize(). O(log n) in queued tasks and jobs; the worker's lists cost at most
+  // the smaller of their length and the number of queues and buckets holding tasks.
+  TaskId pick(WorkerFilter& filter);
+  TaskId pick(WorkerFilter&& filter) { return pick(filter); }  // a filter used once
   // queued → running: starts attempt number attempts + 1. Returns that number.
   // REQUIRES: the task is queued.
   std::uint32_t lease(TaskId id, std::uint32_t worker, TimePoint now);
@@ -202,6 +231,12 @@ class TaskTable {
   std::uint64_t bytes() const { return bytes_; }
   // Buckets of queued tasks, (queue, function) pairs, held now: only those with queued tasks.
   std::size_t buckets() const { return buckets_.size(); }
+  // Lanes held now: (bucket, job, priority) triples with queued tasks (fifo: (bucket, priority)).
+  std::size_t lanes() const;
+  const SchedulePolicy& policy() const { return policy_; }
+  // The moving average of the function's attempt durations in ms (attempts that reported, ok or
+  // not), if one was seen.
+  std::optional<double> expected_ms(std::uint32_t function) const;
 
   // Checks what the table's bookkeeping promises: the counts per state add up to the tasks held,
   // queued() and every bucket's count match the queued tasks, every queued task is in its bucket
@@ -218,29 +253,52 @@ class TaskTable {
   static std::chrono::milliseconds backoff(std::uint32_t backoff_ms, std::uint32_t failed_attempts);
 
  private:
-  struct Entry {
-    std::int32_t priority;
-    TaskId id;
-    bool operator<(const Entry& o) const {  // max-heap: higher priority, then lower id
-      return priority != o.priority ? priority < o.priority : id > o.id;
-    }
+  // A lane's place in line: the best has the highest score, then the lowest seq. score is
+  // priority × W − the time of its turn in ms, where W is aging_ms (a wait of aging_ms is worth one
+  // level) or, without aging, so large that priority always decides.
+  struct Turn {
+    std::int64_t score = 0;
+    std::uint64_t seq = 0;
+    bool operator==(const Turn& o) const { return score == o.score && seq == o.seq; }
   };
-  // The queued tasks of one (queue, function) pair. Entries of tasks that left the queued state
-  // (cancelled) stay until they reach the top and are skipped there.
-  struct Bucket {
-    std::priority_queue<Entry> heap;
-    std::uint64_t live = 0;  // queued tasks in this bucket
-    std::uint32_t queue = 0, function = 0;
-    bool indexed = false;  // its head is in index_
-    Entry head{};          // the head as index_ has it
-  };
-  // Non-empty buckets by their head, best first.
-  struct Better {
-    bool operator()(const std::pair<Entry, std::uint64_t>& a, const std::pair<Entry, std::uint64_t>& b) const {
-      if (b.first < a.first) return true;
-      if (a.first < b.first) return false;
+  struct BestFirst {
+    bool operator()(const Turn& a, const Turn& b) const { return a.score != b.score ? a.score > b.score : a.seq < b.seq; }
+    template <class T> bool operator()(const std::pair<Turn, T>& a, const std::pair<Turn, T>& b) const {
+      if ((*this)(a.first, b.first)) return true;
+      if ((*this)(b.first, a.first)) return false;
       return a.second < b.second;
     }
+  };
+  struct Entry {
+    std::int64_t at_ms;  // when the task became queued
+    TaskId id;
+    bool operator>(const Entry& o) const { return at_ms != o.at_ms ? at_ms > o.at_ms : id > o.id; }
+  };
+  using LaneKey = std::pair<JobId, std::int32_t>;  // (job, priority); fifo: (0, priority)
+  // The queued tasks of one job at one priority in one bucket, first queued first. Entries of
+  // tasks that left the queued state (cancelled) stay until they reach the top and are skipped.
+  struct Lane {
+    std::priority_queue<Entry, std::vector<Entry>, std::greater<>> heap;
+    std::uint64_t live = 0;  // queued tasks in this lane
+    Turn turn;
+  };
+  // The queued tasks of one (queue, function) pair, in lanes.
+  struct Bucket {
+    std::map<LaneKey, Lane> lanes;
+    std::map<Turn, LaneKey, BestFirst> order;  // lanes, best first
+    std::uint64_t live = 0;                    // queued tasks in this bucket
+    std::uint32_t queue = 0, function = 0;
+    bool indexed = false;  // its head is in its queue's index
+    Turn head{};           // the head as the index has it
+  };
+  // The buckets with queued tasks of one queue, by their best lane.
+  struct QueueIndex {
+    std::set<std::pair<Turn, std::uint64_t>, BestFirst> buckets;  // (head, bucket key)
+    bool shortest_first = false;
+  };
+  struct Average {
+    double ms = 0;
+    std::string function;  // the name the id had when measured (ids are reused)
   };
   template <class T> struct Timer {
     TimePoint at;
@@ -255,14 +313,23 @@ class TaskTable {
   void fail_attempt(Task& t, std::string error, TimePoint now);
   void set_outcome(Task& t, std::string outcome);
   Bucket& bucket(std::uint32_t queue, std::uint32_t function);
-  // A task left the queue: its bucket's count drops, and a bucket with none left is freed.
+  // A task left the queue: its lane's and bucket's counts drop, and a lane or bucket with none left
+  // is freed.
   void leave_bucket(const Task& t);
   // The task is gone from the table: its names' references and its queue's counts go.
   void forget(const Task& t);
   void set_worker(Task& t, std::uint32_t worker);
-  // Drops the entries of tasks no longer queued from the top of `b`, and puts its (new) head in
-  // index_, or takes it out if the bucket is empty. Returns the head, or nullptr.
-  const Entry* refresh(Bucket& b);
+  LaneKey lane_key(const Task& t) const { return {policy_.fair ? t.job : 0, t.priority}; }
+  Turn turn_at(std::int32_t priority, std::int64_t ms, std::uint64_t seq) const;
+  // Drops entries of tasks no longer queued from the top of the lane; fifo: its turn follows its head.
+  void settle(Bucket& b, const LaneKey& key, Lane& lane);
+  void set_turn(Bucket& b, Lane& lane, Turn turn);
+  // Puts the bucket's best lane in its queue's index.
+  void reindex(Bucket& b);
+  // The best bucket of queue `q` the worker serves, or nullptr.
+  Bucket* best_in(std::uint32_t q, QueueIndex& index, const WorkerFilter& filter);
+  void record_duration(const Task& t, TimePoint now);
+  static std::int64_t ms_of(TimePoint t) { return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count(); }
   static std::uint64_t bucket_key(std::uint32_t q, std::uint32_t f) { return (std::uint64_t{q} << 32) | f; }
 
   TaskListener* listener_;
@@ -270,7 +337,12 @@ class TaskTable {
   std::unordered_map<TaskId, Task> tasks_;
   TaskId next_id_ = 1;
   std::unordered_map<std::uint64_t, Bucket> buckets_;
-  std::set<std::pair<Entry, std::uint64_t>, Better> index_;  // (head, bucket key) of non-empty buckets
+  std::map<std::uint32_t, QueueIndex> queues_;  // queues with queued tasks
+  SchedulePolicy policy_;
+  std::int64_t weight_ms_;  // W of Turn
+  std::uint64_t seq_ = 0;
+  std::int64_t now_ms_ = 0;                               // the latest time the table was told
+  std::unordered_map<std::uint32_t, Average> durations_;  // function id -> its attempts' average
   std::priority_queue<Timer<int>, std::vector<Timer<int>>, std::greater<>> delayed_;
   std::set<std::pair<TimePoint, TaskId>> leases_;  // deadline of every running attempt
   std::map<std::uint32_t, StateCounts> counts_;    // queues with tasks held

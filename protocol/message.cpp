@@ -66,6 +66,14 @@ template <> Hello decode_as<Hello>(const Fields& f) {
   m.queues = names(f, "queues");
   m.slots = f.integer<std::uint32_t>("slots", 0, kMaxSlots);
   m.session = f.integer_or<std::uint64_t>("session", 0, 0, std::numeric_limits<std::int64_t>::max());
+  if (f.has("weights")) {
+    const JsonValue arr = f.array("weights", kMaxListItems);
+    const Where list = f.path("weights");
+    if (arr.size() != m.queues.size())
+      fail(ErrorCode::BadField,
+           list.str() + " has " + std::to_string(arr.size()) + " items for " + std::to_string(m.queues.size()) + " queues");
+    for (JsonValue e : arr.elements()) m.weights.push_back(Fields::to_int<std::uint32_t>(e, list[m.weights.size()], 1, kMaxQueueWeight));
+  }
   if (f.has("running")) {
     const JsonValue arr = f.array("running", kMaxSlots);
     const Where list = f.path("running");
@@ -299,6 +307,11 @@ struct BodyWriter {
     for (auto& s : m.queues) w.element_string(s);
     w.end_array().field("slots", m.slots);
     if (m.session) w.field("session", m.session);
+    if (!m.weights.empty()) {
+      w.begin_array("weights");
+      for (auto x : m.weights) w.element(x);
+      w.end_array();
+    }
     if (!m.running.empty()) {
       w.begin_array("running");
       for (auto& r : m.running) w.begin_object().field("task", r.task).field("attempt", r.attempt).end_object();

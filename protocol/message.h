@@ -39,6 +39,7 @@ inline constexpr std::uint32_t kMaxAttempts = 1000;
 inline constexpr std::uint64_t kMaxDelayMs = 366ull * 24 * 3600 * 1000;  // a year
 inline constexpr std::uint32_t kMaxTimeoutMs = 7u * 24 * 3600 * 1000;    // a week
 inline constexpr std::uint32_t kMaxBackoffMs = 24u * 3600 * 1000;        // a day
+inline constexpr std::uint32_t kMaxQueueWeight = 1000;                   // HELLO's weights are from 1 to this
 inline constexpr std::int32_t kMaxPriority = 1000000;                    // a task's priority is from -kMaxPriority to kMaxPriority
 inline constexpr std::uint32_t kMaxWaitMs = 3600000;                     // how long a WAIT may be held: an hour
 
@@ -81,6 +82,9 @@ struct Hello {
   // `worker` it names the process: a HELLO with the same name and another session is another
   // worker that happens to share the name.
   std::uint64_t session = 0;
+  // Parallel to queues: each queue's weight, 1 … kMaxQueueWeight (empty: all 1). The master hands
+  // the worker tasks from its queues in proportion to their weights (§8.3). Old masters ignore it.
+  std::vector<std::uint32_t> weights{};
 };
 
 // The worker's capacity changed (§6.4); slots = 0 asks for no more tasks (draining).

@@ -507,18 +507,18 @@ TEST_CASE("a replayed master has every task, job, finish order, key and id count
     n.deliver("A", proto::Credit{2});
     auto a = n.tasks_for("A");
     REQUIRE(a.size() == 2);
-    REQUIRE(a[0].task == 3);  // priority 9
-    REQUIRE(a[1].task == 1);  // priority 5
+    REQUIRE(a[0].task == 3);  // priority 9, queue default
+    REQUIRE(a[1].task == 2);  // the worker's queues take turns: now queue fast
     n.result("A", a[0], true, "\"X\"");
     auto b = n.tasks_for("A");
     REQUIRE(b.size() == 1);
-    REQUIRE(b[0].task == 2);
-    n.result("A", a[1], false, "boom");  // task 1: attempt 1 of 3 failed, delayed 100 ms
+    REQUIRE(b[0].task == 1);
+    n.result("A", b[0], false, "boom");  // task 1: attempt 1 of 3 failed, delayed 100 ms
     auto c = n.tasks_for("A");
     REQUIRE(c.size() == 1);
     REQUIRE(c[0].task == 5);
     n.result("A", c[0], false, "bad");  // task 5: its only attempt failed: dead
-    n.result("A", b[0], true, "4");
+    n.result("A", a[1], true, "4");
     n.advance(200ms);
     auto d = n.tasks_for("A");
     REQUIRE(d.size() == 1);

@@ -97,6 +97,7 @@ void Worker::say_hello(Clock::time_point now) {
   h.pid = getpid();
   h.functions = handlers_.names();
   h.queues = config_.queues;
+  if (config_.weights.size() == config_.queues.size()) h.weights = config_.weights;
   h.slots = slots();
   h.session = session_;
   announced_ = h.slots;

@@ -34,6 +34,7 @@ struct WorkerConfig {
   // it from the measured task durations (about kPrefetchTime of work queued per thread).
   std::optional<unsigned> prefetch;
   std::vector<std::string> queues{"default"};  // queues served
+  std::vector<std::uint32_t> weights;          // parallel to queues; empty: all equal (HELLO weights)
   // HELLO is repeated while no WELCOME comes: first after hello_min, doubling up to hello_max.
   std::chrono::milliseconds hello_min{250};
   std::chrono::milliseconds hello_max{2000};
