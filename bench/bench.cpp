@@ -437,6 +437,38 @@ Expected<Row> workers2000(Run& r, std::uint64_t seed) {
   return row;
 }
 
+// Reads messages from a raw worker socket until `enough` says so (true) or the deadline (false).
+bool receive_until(zmq::socket_t& worker, const std::function<bool(proto::Message&)>& enough, Clock::time_point deadline) {
+  zmq::pollitem_t items[] = {{worker.handle(), 0, ZMQ_POLLIN, 0}};
+  while (Clock::now() < deadline) {
+    zmq::poll(items, 1, milliseconds(50));
+    while (auto in = proto::receive(worker, false)) {
+      auto m = in->decode();
+      if (m && enough(*m)) return true;
+    }
+  }
+  return false;
+}
+
+// A worker socket of our own to the setup's master, speaking the protocol directly.
+zmq::socket_t raw_worker(zmq::context_t& ctx, const Setup& s, const Run& r) {
+  proto::PeerSocketOptions so;
+  so.endpoint = s.endpoint();
+  so.curve = r.curve;
+  return proto::make_peer_socket(ctx, so);
+}
+
+// HELLO until WELCOME (the connection may take a moment): false after 100 tries.
+bool welcome(zmq::socket_t& worker, const proto::Hello& h) {
+  for (int i = 0; i < 100; ++i) {
+    (void)proto::send(worker, h);
+    if (receive_until(
+            worker, [](proto::Message& m) { return std::holds_alternative<proto::Welcome>(m); }, Clock::now() + milliseconds(200)))
+      return true;
+  }
+  return false;
+}
+
 // The largest HELLO the protocol allows (1024 functions x 1024 queues, the bench's queue and
 // `square` among them) from one raw worker socket, then N tasks: how long the master takes to hand
 // them all out, and how long a STATUS sent right behind the SUBMIT waits for its answer.
@@ -444,10 +476,7 @@ Expected<Row> big_hello(Run& r, std::uint64_t seed) {
   Setup s(r, "big_hello");
   if (auto ok = prepare(s, r, 0, seed); !ok) return ok.error();
   zmq::context_t ctx;
-  proto::PeerSocketOptions so;
-  so.endpoint = s.endpoint();
-  so.curve = r.curve;
-  zmq::socket_t worker = proto::make_peer_socket(ctx, so);
+  zmq::socket_t worker = raw_worker(ctx, s, r);
   proto::Hello h;
   h.worker = "bench-big-hello-" + std::to_string(::getpid());
   h.slots = static_cast<std::uint32_t>(proto::kMaxSlots);
@@ -458,24 +487,7 @@ Expected<Row> big_hello(Run& r, std::uint64_t seed) {
   h.functions.push_back("square");
   h.queues.push_back(r.queue);
   const auto n = std::min<std::uint64_t>(r.o.quick ? 2000 : 10000, proto::kMaxSlots);
-  const auto receive_until = [&](const std::function<bool(proto::Message&)>& enough, Clock::time_point deadline) -> bool {
-    zmq::pollitem_t items[] = {{worker.handle(), 0, ZMQ_POLLIN, 0}};
-    while (Clock::now() < deadline) {
-      zmq::poll(items, 1, milliseconds(50));
-      while (auto in = proto::receive(worker, false)) {
-        auto m = in->decode();
-        if (m && enough(*m)) return true;
-      }
-    }
-    return false;
-  };
-  // HELLO until WELCOME (the connection may take a moment).
-  bool welcomed = false;
-  for (int i = 0; i < 100 && !welcomed; ++i) {
-    (void)proto::send(worker, h);
-    welcomed = receive_until([](proto::Message& m) { return std::holds_alternative<proto::Welcome>(m); }, Clock::now() + milliseconds(200));
-  }
-  if (!welcomed) return s.failed(Error{ErrorCode::Internal, "the big worker got no WELCOME"});
+  if (!welcome(worker, h)) return s.failed(Error{ErrorCode::Internal, "the big worker got no WELCOME"});
   proto::Submit submit;
   submit.idempotency_key = "big-hello-" + std::to_string(seed) + "-" + std::to_string(::getpid());
   for (std::uint64_t i = 0; i < n; ++i) submit.tasks.push_back(proto::TaskSpec{"square", std::to_string(i), r.queue});
@@ -493,6 +505,7 @@ Expected<Row> big_hello(Run& r, std::uint64_t seed) {
   }
   std::uint64_t assigned = 0;
   const bool all = receive_until(
+      worker,
       [&](proto::Message& m) {
         if (auto* t = std::get_if<proto::Tasks>(&m)) assigned += t->tasks.size();
         return assigned >= n;
@@ -510,6 +523,74 @@ Expected<Row> big_hello(Run& r, std::uint64_t seed) {
       .num("tasks_per_s", static_cast<double>(n) / dispatch_s)
       .num("status_rtt_ms", status_ms, 2)
       .num("master_peak_rss_mib", mib(s.master_stats()), 1);
+  return row;
+}
+
+// The cost of choosing tasks with many jobs queued: N tasks queued as 1 job, then (on a fresh
+// master) as 10,000 jobs, before a raw worker socket asks for all of them at once (CREDIT): the time
+// from that CREDIT until every task has reached it is the master's dispatch alone.
+struct Dispatch {
+  double seconds = 0;
+  std::optional<double> master_rss_mib;
+};
+Expected<Dispatch> dispatch_seconds(Run& r, std::uint64_t seed, std::uint64_t n, std::uint64_t jobs) {
+  Setup s(r, "jobs");
+  if (auto ok = prepare(s, r, 0, seed); !ok) return ok.error();
+  zmq::context_t ctx;
+  zmq::socket_t worker = raw_worker(ctx, s, r);
+  proto::Hello h;
+  h.worker = "bench-jobs-" + std::to_string(::getpid()) + "-" + std::to_string(jobs);
+  h.functions = {"square"};
+  h.queues = {r.queue};
+  h.slots = 0;  // nothing until every task is queued
+  if (!welcome(worker, h)) return s.failed(Error{ErrorCode::Internal, "the jobs worker got no WELCOME"});
+  // Submit the jobs pipelined, a window at a time.
+  const std::uint64_t per_job = n / jobs;
+  std::uint64_t sent = 0, accepted = 0;
+  std::set<std::uint64_t> outstanding;
+  while (accepted < jobs) {
+    while (sent < jobs && outstanding.size() < 256) {
+      proto::Submit submit;
+      submit.idempotency_key = "bench-jobs-" + std::to_string(seed) + "-" + std::to_string(::getpid()) + "-" + std::to_string(sent);
+      for (std::uint64_t i = 0; i < per_job; ++i) submit.tasks.push_back(proto::TaskSpec{"square", std::to_string(i), r.queue});
+      outstanding.insert(s.client().start(submit));
+      ++sent;
+    }
+    auto got = s.client().next(Clock::now() + seconds(60));
+    if (!got) return s.failed(got.error());
+    if (!*got) return s.failed(Error{ErrorCode::Internal, "no answer to SUBMIT within 60 s"});
+    if (!outstanding.erase((*got)->req)) continue;
+    if (!std::holds_alternative<proto::Accepted>((*got)->message)) return s.failed(Error{ErrorCode::Internal, "a SUBMIT was refused"});
+    ++accepted;
+  }
+  const auto t0 = Clock::now();
+  (void)proto::send(worker, proto::Credit{static_cast<std::uint32_t>(n)});
+  std::uint64_t assigned = 0;
+  const bool all = receive_until(
+      worker,
+      [&](proto::Message& m) {
+        if (auto* t = std::get_if<proto::Tasks>(&m)) assigned += t->tasks.size();
+        return assigned >= per_job * jobs;
+      },
+      Clock::now() + seconds(120));
+  if (!all)
+    return s.failed(Error{ErrorCode::Internal, "verification failed: the jobs worker got " + std::to_string(assigned) + " of " +
+                                                   std::to_string(per_job * jobs) + " tasks within 120 s"});
+  return Dispatch{duration<double>(Clock::now() - t0).count(), mib(s.master_stats())};
+}
+
+Expected<Row> jobs(Run& r, std::uint64_t seed) {
+  const std::uint64_t n = r.o.quick ? 20000 : 100000;
+  auto one = dispatch_seconds(r, seed, n, 1);
+  if (!one) return one.error();
+  auto many = dispatch_seconds(r, seed, n, 10000);
+  if (!many) return many.error();
+  Row row = head(r, "jobs");
+  row.num("n", static_cast<double>(n))
+      .num("tasks_per_s_1_job", static_cast<double>(n) / one->seconds)
+      .num("tasks_per_s_10000_jobs", static_cast<double>(n) / many->seconds)
+      .num("ratio", one->seconds / many->seconds, 3)
+      .num("master_peak_rss_mib", many->master_rss_mib, 1);
   return row;
 }
 
@@ -565,6 +646,8 @@ Status run_all(Run& r) {
         return row.error();
   if (selected(o, "big_hello"))
     if (auto row = repeated(r, "big_hello", [&](std::uint64_t seed) { return big_hello(r, seed); }); !row) return row.error();
+  if (selected(o, "jobs"))
+    if (auto row = repeated(r, "jobs", [&](std::uint64_t seed) { return jobs(r, seed); }); !row) return row.error();
   if (selected(o, "workers2000"))
     if (auto row = repeated(r, "workers2000", [&](std::uint64_t seed) { return workers2000(r, seed); }); !row) return row.error();
   return Ok{};

@@ -33,8 +33,8 @@
 
 namespace taskmaster::bench {
 
-inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "throughput", "latency",   "ack",        "cli",
-                                                  "memory",      "backlog",    "big_hello", "workers2000"};
+inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "throughput", "latency",   "ack",  "cli",
+                                                  "memory",      "backlog",    "big_hello", "jobs", "workers2000"};
 
 // Every list or count left empty (or 0) takes the default of the mode: the full benchmark, or the
 // small smoke test of --quick (well under a minute).

@@ -84,6 +84,9 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
       CHECK(number(f, "queues") == 1024);
       CHECK(number(f, "dispatch_s") > 0);
       CHECK(number(f, "status_rtt_ms") > 0);
+    } else if (config == "jobs") {
+      CHECK(number(f, "tasks_per_s_1_job") > 0);
+      CHECK(number(f, "tasks_per_s_10000_jobs") > 0);
     } else if (config == "workers2000") {
       CHECK(number(f, "connected") == number(f, "workers"));
       CHECK(number(f, "idle_cpu_pct") >= 0);
@@ -100,6 +103,7 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
   CHECK(seen["memory"] == 1);
   CHECK(seen["backlog"] == 2);  // 1,000 and 20,000 tasks already queued
   CHECK(seen["big_hello"] == 1);
+  CHECK(seen["jobs"] == 1);
   CHECK(seen["workers2000"] == 1);
 }
 
