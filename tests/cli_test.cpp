@@ -418,6 +418,22 @@ TEST_CASE("master: --heartbeat-interval must be shorter than --worker-timeout") 
   CHECK(cli::run({"master", "--heartbeat-interval", "1", "--worker-timeout", "1.5", "--key-file", kMissingKey}) == cli::kExitAuth);
 }
 
+TEST_CASE("scheduling options: --policy, --aging, --queue-policy and queue weights are checked") {
+  CHECK(cli::run({"--check-args", "master", "--policy", "fifo", "--aging", "0", "--queue-policy", "quick=shortest-first"}) == cli::kExitOk);
+  CHECK(usage_error({"master", "--policy", "lottery", "--key-file", kMissingKey}).find("--policy") != std::string::npos);
+  CHECK(usage_error({"master", "--aging", "-1", "--key-file", kMissingKey}).find("--aging") != std::string::npos);
+  CHECK(usage_error({"master", "--queue-policy", "quick=longest-first", "--key-file", kMissingKey}).find("expected NAME=shortest-first") !=
+        std::string::npos);
+  CHECK(usage_error({"master", "--queue-policy", "bad name=shortest-first", "--key-file", kMissingKey}).find("invalid queue name") !=
+        std::string::npos);
+  CHECK(cli::run({"--check-args", "worker", "-q", "bulk", "-q", "urgent:3", "-q", "a:b", "-q", "top:1000"}) == cli::kExitOk);
+  CHECK(usage_error({"worker", "-q", "urgent:0", "--key-file", kMissingKey}).find("the weight must be from 1 to 1000") !=
+        std::string::npos);
+  CHECK(usage_error({"worker", "-q", "urgent:1001", "--key-file", kMissingKey}).find("the weight must be from 1 to 1000") !=
+        std::string::npos);
+  CHECK(usage_error({"worker", "-q", "urgent:99999999999", "--key-file", kMissingKey}).find("the weight must be") != std::string::npos);
+}
+
 TEST_CASE("worker: its credit and its queues fit in HELLO") {
   const AddressVariable unset(nullptr);
   const auto most = std::to_string(proto::kMaxSlots - 4096);
