@@ -1,6 +1,8 @@
 // MasterState without sockets: messages and time go in, the outbox comes out.
 #include <doctest/doctest.h>
 
+#include <map>
+
 #include "master/state.h"
 #include "support/sent_messages.h"
 
@@ -86,6 +88,29 @@ struct Harness : test::SentMessages {
 }  // namespace
 
 TEST_SUITE("state") {
+
+TEST_CASE("HELLO weights go with their queues, whatever their order and repeats") {
+  Harness h;
+  for (const char* q : {"bulk", "urgent"}) {
+    proto::Submit s;
+    s.req = 7;
+    for (int i = 0; i < 400; ++i) s.tasks.push_back(proto::TaskSpec{.function = "square", .args = "1", .queue = q});
+    h.deliver("C", s);
+    REQUIRE(h.take<proto::Accepted>("C").size() == 1);
+  }
+  proto::Hello w;
+  w.worker = "w-W";
+  w.functions = {"square"};
+  w.queues = {"urgent", "bulk", "urgent"};  // urgent listed twice: its largest weight counts
+  w.weights = {2, 1, 3};
+  w.slots = 400;
+  h.deliver("W", w);
+  REQUIRE(h.take<proto::Welcome>("W").size() == 1);
+  std::map<std::string, int> got;
+  for (const auto& a : h.tasks_for("W")) ++got[h.state.names().name(h.task(a.task).queue)];
+  CHECK(got["urgent"] == 300);
+  CHECK(got["bulk"] == 100);
+}
 
 TEST_CASE("a worker gets WELCOME, then never more tasks than its slots - results free slots") {
   Harness h;
