@@ -467,6 +467,7 @@ TaskId TaskTable::pick(WorkerFilter& filter) {
   if (!chosen) return 0;
   auto& [key, lane] = *chosen->lanes.find(chosen->order.begin()->second);
   settle(*chosen, key, lane);
+  reindex(*chosen);  // fifo: skipping a stale entry may have moved the lane's turn
   return lane.heap.top().id;
 }
 

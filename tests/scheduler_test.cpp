@@ -95,6 +95,23 @@ TEST_CASE("fifo - a small job behind a big one waits until the big one has drain
   for (int i = 0; i < 10; ++i) CHECK(table.job_of(table.take(w)) == 2);
 }
 
+TEST_CASE("fifo - cancelled tasks at the head of the line are skipped, across functions, and the order holds") {
+  Table table(nullptr, SchedulePolicy{.fair = false});
+  auto w = table.worker({"default"}, {"f", "g"});
+  const auto f = table.job(1, 4, t0, 0, "default", "f");  // ids 1-4
+  const auto g = table.job(2, 4, t0, 0, "default", "g");  // ids 5-8
+  REQUIRE(table.cancel(f[0]));
+  REQUIRE(table.cancel(f[1]));
+  REQUIRE(table.cancel(g[0]));
+  CHECK(table.check_invariants(table.refs) == "");
+  std::vector<TaskId> order;
+  while (const TaskId id = table.take(w)) {
+    order.push_back(id);
+    REQUIRE(table.check_invariants(table.refs) == "");
+  }
+  CHECK(order == std::vector<TaskId>{f[2], f[3], g[1], g[2], g[3]});
+}
+
 TEST_CASE("fair - priority still comes first, and a retried task goes back into its job's turn") {
   Table table(nullptr, SchedulePolicy{.aging_ms = 0});
   auto w = table.worker();
