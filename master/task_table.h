@@ -133,7 +133,7 @@ struct WorkerFilter {
   bool weighted() const;
 };
 
-// How the master orders queued tasks (docs/ARCHITECTURE.md, "Scheduling").
+// How the master orders queued tasks (README "Scheduling"; the structures: docs/ARCHITECTURE.md).
 struct SchedulePolicy {
   // Within a queue and a priority: true, round robin across jobs (each job with queued tasks takes
   // its turn); false, first come first served across all tasks.
