@@ -121,11 +121,17 @@ std::string format_status(const nlohmann::json& st) {
     q.push_back(row);
   }
   s << table(q) << '\n';
-  std::vector<std::vector<std::string>> w{{"worker", "host", "slots", "in_flight", "done", "last_heartbeat_s"}};
+  // A task "running" in its queue is leased: begun by a worker's thread (running), or held in its
+  // prefetch, not begun (reserved). A master older than the split reports only in_flight.
+  std::vector<std::vector<std::string>> w{{"worker", "host", "slots", "running", "reserved", "done", "last_heartbeat_s"}};
   for (const auto& x : st.value("workers", nlohmann::json::array()))
-    w.push_back({cell(x.value("id", "")), cell(x.value("host", "")), count_cell(x, "slots"), count_cell(x, "in_flight"),
-                 count_cell(x, "done"), cell(x.value("last_heartbeat_s", 0.0))});
+    w.push_back({cell(x.value("id", "")), cell(x.value("host", "")), count_cell(x, "slots"),
+                 count_cell(x, x.contains("running") ? "running" : "in_flight"), count_cell(x, "reserved"), count_cell(x, "done"),
+                 cell(x.value("last_heartbeat_s", 0.0))});
   s << table(w) << '\n';
+  if (st.contains("running"))
+    s << "leased: " << count_cell(st, "running") << " running, " << count_cell(st, "reserved")
+      << " reserved (held by workers, not begun)\n";
   const auto rates = st.value("rates", nlohmann::json::object());
   s << "rates: " << cell(rates.value("submitted_per_s", 0.0)) << " tasks/s submitted, " << cell(rates.value("finished_per_s", 0.0))
     << " tasks/s finished\n";

@@ -17,6 +17,7 @@ struct WorkerOptions {
   std::vector<std::string> queues;
   bool allow_exec = false;
   int prefetch = -1;  // -1: automatic
+  bool no_reserve = false;
   std::string name;
   KeyOptions key;
 };
@@ -57,6 +58,7 @@ int run_worker(const WorkerOptions& o) {
   config.socket.curve = *keys;
   config.threads = o.threads;
   if (o.prefetch >= 0) config.prefetch = static_cast<unsigned>(o.prefetch);
+  config.reserve = !o.no_reserve;
   if (!o.queues.empty()) config.queues.clear();
   for (const auto& q : o.queues) {
     auto [name, weight] = queue_and_weight(q);
@@ -111,6 +113,9 @@ void add_worker_command(CLI::App& app, Runners& runners) {
                   "--prefetch is at most " +
                       std::to_string(protocol::kMaxSlots))
       ->check(CLI::Range(0, static_cast<int>(protocol::kMaxSlots)));
+  cmd->add_flag("--no-reserve", o->no_reserve,
+                "Do not let the master take back prefetched tasks not yet begun (the protocol feature 'reserve', PROTOCOL.md "
+                "§8.6): behave as workers before it did");
   cmd->add_flag("--allow-exec", o->allow_exec, "Also serve 'exec' (runs command lines sent by any client: trusted setups only)");
   cmd->add_option("--name", o->name, "The worker's name in status (default: HOST-PID-RANDOM)")->check([](const std::string& s) {
     return !s.empty() && s.size() <= protocol::kMaxTextBytes

@@ -33,6 +33,15 @@ constexpr milliseconds kHousekeeping{100};
 // After a failed commit, how often the master tries the disk again.
 constexpr milliseconds kCommitRetry{500};
 constexpr std::size_t kResaveAtOnce = 4096;
+// Lanes of one turn's SUBMITs considered for overtaking reserved attempts; past this, the rest wait
+// their turn behind what is reserved.
+constexpr std::size_t kMaxNewLanes = 64;
+// Idle workers served by stealing per dispatch.
+constexpr std::size_t kMaxThievesPerTurn = 16;
+
+bool has_feature(const std::vector<std::string>& features, std::string_view name) {
+  return std::find(features.begin(), features.end(), name) != features.end();
+}
 
 }  // namespace
 
@@ -161,6 +170,11 @@ void MasterState::receive(const std::string& id, Expected<proto::Message> decode
             if (!workers_.find(id)) reply_error(id, 0, ErrorCode::NotAllowed, "HEARTBEAT: unknown worker; send HELLO");
           },
           [&](proto::Bye&) { on_bye(id, now); },
+          [&](proto::Started& m) {
+            if (auto* w = workers_.find(id)) on_started(*w, m.tasks);
+            else reply_error(id, 0, ErrorCode::NotAllowed, "STARTED: unknown worker; send HELLO");
+          },
+          [&](proto::Released& m) { on_released(id, m); },
           [&](proto::Submit& m) { on_submit(id, m, now); },
           [&](proto::Wait& m) { on_wait(id, m, now); },
           [&](proto::Cancel& m) { on_cancel(id, m, now); },
@@ -184,8 +198,14 @@ void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now
     same->slots = m.slots;
     for (const auto& r : m.running) same->held.try_emplace(r.task, r.attempt);
     same->ceiling = std::max<std::size_t>(m.slots, same->held.size());
-    reply(id, proto::Welcome{instance_, static_cast<std::uint32_t>(config_.heartbeat.count()),
-                             static_cast<std::uint32_t>(config_.worker_timeout.count())});
+    // After WELCOME the worker tells again what has begun; a REVOKE in flight is answered or lost.
+    same->reserve = has_feature(m.features, proto::kFeatureReserve);
+    same->threads = m.threads;
+    same->revokes = 0;
+    proto::Welcome welcome{instance_, static_cast<std::uint32_t>(config_.heartbeat.count()),
+                           static_cast<std::uint32_t>(config_.worker_timeout.count())};
+    if (same->reserve) welcome.features.emplace_back(proto::kFeatureReserve);
+    reply(id, std::move(welcome));
     dispatch_needed_ = true;
     return;
   }
@@ -194,7 +214,7 @@ void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now
   const auto name = names.acquire(m.worker);  // the new session's reference
   if (auto* old = workers_.find_process(id, name, m.session, m.host, m.pid)) {
     for (const auto& r : m.running)
-      if (auto it = old->held.find(r.task); it != old->held.end() && it->second == r.attempt) old->held.erase(it);
+      if (auto it = old->held.find(r.task); it != old->held.end() && it->second == r.attempt) old->forget(r.task);
     drop_worker(old->identity, "worker " + m.worker + " reconnected", now);
   } else if (auto* twin = workers_.find_by_name(name)) {
     log_warn("worker ", m.worker, " (", m.host, ", pid ", m.pid, ") has the same name as a connected worker (", twin->host, ", pid ",
@@ -205,6 +225,8 @@ void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now
   w.pid = m.pid;
   w.session = m.session;
   w.slots = m.slots;
+  w.reserve = has_feature(m.features, proto::kFeatureReserve);
+  w.threads = m.threads;
   // One reference per distinct name (a HELLO may repeat one).
   const auto acquire_all = [&](std::vector<std::string>& list, std::vector<std::uint32_t>& ids) {
     std::sort(list.begin(), list.end());
@@ -228,8 +250,10 @@ void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now
   w.ceiling = std::max<std::size_t>(m.slots, w.held.size());
   log_info("worker ", m.worker, " (", m.host, ", pid ", m.pid, ") joined with ", m.slots, " slots, functions ", m.functions.size(),
            ", queues ", m.queues.size());
-  reply(id, proto::Welcome{instance_, static_cast<std::uint32_t>(config_.heartbeat.count()),
-                           static_cast<std::uint32_t>(config_.worker_timeout.count())});
+  proto::Welcome welcome{instance_, static_cast<std::uint32_t>(config_.heartbeat.count()),
+                         static_cast<std::uint32_t>(config_.worker_timeout.count())};
+  if (w.reserve) welcome.features.emplace_back(proto::kFeatureReserve);
+  reply(id, std::move(welcome));
   dispatch_needed_ = true;
 }
 
@@ -247,6 +271,7 @@ void MasterState::on_results(const std::string& id, proto::Results& m, TimePoint
     ++counters_.bad_messages;
     return reply_error(id, 0, ErrorCode::NotAllowed, "RESULTS: unknown worker; send HELLO first");
   }
+  on_started(*w, m.started);
   auto& acks = out_acks_[id];
   for (auto& r : m.results) {
     auto it = w->held.find(r.task);
@@ -257,13 +282,39 @@ void MasterState::on_results(const std::string& id, proto::Results& m, TimePoint
       acks.push_back(r.task);
       continue;
     }
-    w->held.erase(it);
+    w->forget(r.task);
     ++w->done;
     auto done = tasks_.complete(r.task, r.attempt, r.ok, std::move(r.value), now);
     if (!done) ++counters_.stale_results;  // timed out, or the worker was presumed dead meanwhile
     acks.push_back(r.task);
   }
   dispatch_needed_ = true;
+}
+
+void MasterState::on_started(WorkerSession& w, const std::vector<proto::Lease>& started) {
+  for (const auto& s : started)
+    if (auto it = w.held.find(s.task); it != w.held.end() && it->second == s.attempt && w.started.insert(s.task).second)
+      dispatch_needed_ = true;  // its threads may be all busy now: an idle worker may take its reserved ones (steal)
+}
+
+void MasterState::on_released(const std::string& id, const proto::Released& m) {
+  auto* w = workers_.find(id);
+  if (!w) return reply_error(id, 0, ErrorCode::NotAllowed, "RELEASED: unknown worker; send HELLO");
+  if (w->revokes > 0) --w->revokes;
+  for (const auto& r : m.tasks) {
+    auto it = w->held.find(r.task);
+    // Only an attempt this session holds, as that attempt, not told begun: anything else is stale.
+    if (it == w->held.end() || it->second != r.attempt || w->started.count(r.task)) continue;
+    w->forget(r.task);
+    tasks_.unlease(r.task, r.attempt);  // not counted; queued again in its place, or cancelled
+  }
+  dispatch_needed_ = true;
+}
+
+void MasterState::revoke(WorkerSession& w, std::vector<proto::Lease> attempts, bool counted) {
+  if (attempts.empty()) return;
+  if (counted) ++w.revokes;
+  push(w.identity, proto::Revoke{std::move(attempts)});
 }
 
 void MasterState::on_bye(const std::string& id, TimePoint now) {
@@ -305,7 +356,20 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
   if (journal_) batches_.push_back({job->id, created, job->sealed, batch});
   // The job's change (journalled by on_job_change) before its tasks', which each journal themselves.
   jobs_.add_batch(job->id, batch, !m.more, now);
+  const auto lanes_before = tasks_.lanes_created();
   for (auto& spec : m.tasks) tasks_.add(job->id, spec, now);
+  if (tasks_.lanes_created() != lanes_before) {
+    // New lanes may overtake reserved attempts (dispatch): note each (queue, function, priority).
+    for (TaskId t = batch.first; t < batch.first + batch.count && new_lanes_.size() < kMaxNewLanes; ++t) {
+      const Task* task = tasks_.find(t);
+      if (!task || task->state != TaskState::Queued) continue;
+      const NewLane lane{task->queue, task->function, task->job, task->priority};
+      if (std::none_of(new_lanes_.begin(), new_lanes_.end(), [&](const NewLane& l) {
+            return l.queue == lane.queue && l.function == lane.function && l.job == lane.job && l.priority == lane.priority;
+          }))
+        new_lanes_.push_back(lane);
+    }
+  }
   waits_dirty_ = true;
   reply(id, proto::Accepted{m.req, job->id, batch.first, batch.count, false});
 }
@@ -349,6 +413,18 @@ void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimeP
   if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "CANCEL: " + unknown_job(m.job));
   const std::uint64_t n = tasks_.cancel_job(job->id, job->batches);
   jobs_.cancel(job->id, now);
+  // Attempts of the job that workers hold but have not begun: asked back; released, they end
+  // cancelled (TaskTable::unlease) and never run.
+  for (auto& [wid, w] : workers_.sessions()) {
+    if (!w.reserve) continue;
+    std::vector<proto::Lease> back;
+    for (const auto& [task, attempt] : w.held) {
+      const Task* t = tasks_.find(task);
+      if (t && t->job == job->id && t->state == TaskState::Running && t->attempts == attempt && !w.started.count(task))
+        back.push_back({task, attempt});
+    }
+    revoke(w, std::move(back), false);
+  }
   waits_dirty_ = true;
   reply(id, proto::Cancelled{m.req, m.job, n});
 }
@@ -526,7 +602,10 @@ std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, st
     return std::any_of(undone.begin(), undone.end(), [t](const Job::Batch& b) { return b.contains(t); });
   };
   if (!undone.empty())
-    for (auto& [id, w] : workers_.sessions()) std::erase_if(w.held, [&](const auto& h) { return discarded(h.first); });
+    for (auto& [id, w] : workers_.sessions()) {
+      std::erase_if(w.held, [&](const auto& h) { return discarded(h.first); });
+      std::erase_if(w.started, [&](TaskId t) { return discarded(t); });
+    }
   const std::string why = "the master could not write its journal (" + e.message + ")";
   std::vector<Outgoing> now_out;
   for (auto& o : held) {
@@ -589,6 +668,12 @@ void MasterState::dispatch(TimePoint now) {
   if (resave_needed_) return;
   if (!dispatch_needed_) return;
   dispatch_needed_ = false;
+  lease_queued(now);
+  overtake();
+  steal();
+}
+
+void MasterState::lease_queued(TimePoint now) {
   if (tasks_.queued() == 0) return;
   std::vector<WorkerSession*> ready;
   for (auto& [id, w] : workers_.sessions())
@@ -597,12 +682,24 @@ void MasterState::dispatch(TimePoint now) {
   // Start with a different worker each time, and give each at most its share per round, so that
   // a few tasks spread over many workers instead of filling the first one.
   std::rotate(ready.begin(), ready.begin() + static_cast<std::ptrdiff_t>(rr_++ % ready.size()), ready.end());
+  // Workers that reserved attempts were taken back for go first, and fill up (steal()).
+  std::size_t first = 0;
+  for (const auto& id : steal_first_)
+    for (std::size_t i = first; i < ready.size(); ++i)
+      if (ready[i]->identity == id) {
+        std::rotate(ready.begin() + static_cast<std::ptrdiff_t>(first), ready.begin() + static_cast<std::ptrdiff_t>(i),
+                    ready.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+        ++first;
+        break;
+      }
+  steal_first_.clear();
   std::unordered_map<WorkerSession*, std::pair<proto::Tasks, std::size_t>> batches;  // message, bytes
   while (!ready.empty() && tasks_.queued() > 0) {
     const std::uint64_t share = std::max<std::uint64_t>(1, tasks_.queued() / ready.size());
     for (auto it = ready.begin(); it != ready.end();) {
       WorkerSession& w = **it;
-      std::uint64_t n = std::min<std::uint64_t>(w.free_slots(), share);
+      const bool thief = static_cast<std::size_t>(it - ready.begin()) < first;
+      std::uint64_t n = thief ? w.free_slots() : std::min<std::uint64_t>(w.free_slots(), share);
       bool starved = false;
       for (; n > 0; --n) {
         const TaskId id = tasks_.pick(w.filter);
@@ -623,12 +720,87 @@ void MasterState::dispatch(TimePoint now) {
         bytes += t.args.size() + 96;
         msg.tasks.push_back({id, t.job, attempt, tasks_.names().name(t.function), t.args, t.timeout_ms});
       }
-      if (starved || w.free_slots() == 0) it = ready.erase(it);
-      else ++it;
+      if (starved || w.free_slots() == 0) {
+        it = ready.erase(it);
+        if (thief) --first;
+      } else {
+        ++it;
+      }
     }
+    first = 0;  // one round first; then shares as usual
   }
   for (auto& [w, batch] : batches)
     if (!batch.first.tasks.empty()) push(w->identity, std::move(batch.first));
+}
+
+// A reserved attempt the master may still take back: held by `w` as the task's current attempt,
+// not begun.
+namespace {
+bool revocable(const WorkerSession& w, const Task* t, std::uint32_t attempt) {
+  return t && t->state == TaskState::Running && t->attempts == attempt && !w.started.count(t->id);
+}
+}  // namespace
+
+void MasterState::overtake() {
+  if (new_lanes_.empty()) return;
+  auto lanes = std::move(new_lanes_);
+  new_lanes_.clear();
+  // Only lanes still waiting: no worker had a free slot for them.
+  std::erase_if(lanes, [&](const NewLane& l) { return !tasks_.has_queued(l.queue, l.function, l.job, l.priority); });
+  if (lanes.empty()) return;
+  const bool fair = tasks_.policy().fair;
+  std::vector<const NewLane*> mine;
+  for (auto& [id, w] : workers_.sessions()) {
+    if (!w.reserve || w.revokes > 0 || w.reserved() == 0) continue;
+    mine.clear();
+    for (const auto& l : lanes)
+      if (w.filter.serves(l.queue, l.function)) mine.push_back(&l);
+    if (mine.empty()) continue;
+    // What the new lanes come before (PROTOCOL.md §8.6): a lower priority, or under fair
+    // scheduling another job of at most the same priority. All of it comes back and is leased again
+    // in order: taking back only some would put the new tasks behind the rest in the worker.
+    std::vector<proto::Lease> back;
+    for (const auto& [task, attempt] : w.held) {
+      const Task* t = tasks_.find(task);
+      if (!revocable(w, t, attempt)) continue;
+      for (const NewLane* l : mine)
+        if (t->queue == l->queue && (t->priority < l->priority || (fair && t->job != l->job && t->priority <= l->priority))) {
+          back.push_back({task, attempt});
+          break;
+        }
+    }
+    revoke(w, std::move(back), true);
+  }
+}
+
+void MasterState::steal() {
+  std::vector<WorkerSession*> thieves, victims;
+  for (auto& [id, w] : workers_.sessions()) {
+    // After lease_queued, a worker with a free slot has nothing queued for it.
+    if (w.free_slots() > 0 && w.idle_threads() > 0) thieves.push_back(&w);
+    else if (w.reserve && w.revokes == 0 && w.reserved() > 0 && w.threads && w.started.size() >= w.threads) victims.push_back(&w);
+  }
+  if (thieves.empty() || victims.empty()) return;
+  std::sort(victims.begin(), victims.end(), [](const WorkerSession* a, const WorkerSession* b) { return a->reserved() > b->reserved(); });
+  if (thieves.size() > kMaxThievesPerTurn) thieves.resize(kMaxThievesPerTurn);
+  for (WorkerSession* thief : thieves) {
+    for (WorkerSession* victim : victims) {
+      if (victim->revokes > 0) continue;
+      // Half of what waits there (work stealing's split), as much as the idle worker takes.
+      const std::size_t want = std::min<std::size_t>(thief->free_slots(), (victim->reserved() + 1) / 2);
+      std::vector<proto::Lease> back;
+      for (const auto& [task, attempt] : victim->held) {
+        const Task* t = tasks_.find(task);
+        if (!revocable(*victim, t, attempt) || !thief->filter.serves(t->queue, t->function)) continue;
+        back.push_back({task, attempt});
+        if (back.size() >= want) break;
+      }
+      if (back.empty()) continue;
+      revoke(*victim, std::move(back), true);
+      steal_first_.push_back(thief->identity);
+      break;
+    }
+  }
 }
 
 // ---- clients waiting for outcomes ------------------------------------------------------------
@@ -737,7 +909,7 @@ void MasterState::send_failed(const std::string& identity, const proto::Message&
   if (auto* t = std::get_if<proto::Tasks>(&m)) {
     // Never reached the worker: the attempts do not count, the tasks go back to the queue.
     for (const auto& a : t->tasks) {
-      if (w) w->held.erase(a.task);
+      if (w) w->forget(a.task);
       tasks_.unlease(a.task, a.attempt);
     }
   }
@@ -764,6 +936,8 @@ std::string MasterState::check_invariants() const {
       return "worker " + tasks_.names().name(w.name) + " holds " + std::to_string(w.held.size()) + " attempts with credit for " +
              std::to_string(w.slots);
     for (const auto& h : w.held) held.insert(h);
+    for (auto t : w.started)
+      if (!w.held.count(t)) return "worker " + tasks_.names().name(w.name) + " has task " + std::to_string(t) + " begun but not held";
   }
   if (auto e = tasks_.check_invariants(worker_refs); !e.empty()) return e;
   std::string bad;
@@ -818,7 +992,10 @@ nlohmann::json MasterState::status_json(TimePoint now) {
     queues[tasks_.names().name(q)] = counts;
   }
   json workers = json::array();
+  std::uint64_t running = 0, reserved = 0;
   for (const auto& [id, w] : workers_.sessions()) {
+    running += w.running();
+    reserved += w.reserved();
     json functions = json::array(), queue_names = json::array();
     for (auto f : w.filter.functions) functions.push_back(tasks_.names().name(f));
     for (auto q : w.filter.queues) queue_names.push_back(tasks_.names().name(q));
@@ -828,6 +1005,9 @@ nlohmann::json MasterState::status_json(TimePoint now) {
                        {"pid", w.pid},
                        {"slots", w.slots},
                        {"in_flight", w.held.size()},
+                       {"running", w.running()},
+                       {"reserved", w.reserved()},
+                       {"threads", w.threads ? json(w.threads) : json(nullptr)},
                        {"done", w.done},
                        {"last_heartbeat_s", duration<double>(now - w.last_heard).count()},
                        {"functions", functions},
@@ -849,6 +1029,8 @@ nlohmann::json MasterState::status_json(TimePoint now) {
       {"uptime_s", duration<double>(now - started_).count()},
       {"queues", queues},
       {"workers", workers},
+      {"running", running},
+      {"reserved", reserved},
       {"jobs", jobs_.size()},
       {"tasks", tasks_.size()},
       {"rates", {{"submitted_per_s", sub / window}, {"finished_per_s", fin / window}}},

@@ -134,6 +134,15 @@ class MasterState : private TaskListener, private JobListener {
   void on_hello(const std::string& id, protocol::Hello& m, TimePoint now);
   void on_credit(const std::string& id, const protocol::Credit& m);
   void on_results(const std::string& id, protocol::Results& m, TimePoint now);
+  // Feature "reserve" (PROTOCOL.md §6.14, §8.6).
+  void on_started(WorkerSession& w, const std::vector<protocol::Lease>& started);
+  void on_released(const std::string& id, const protocol::Released& m);
+  // Asks the worker for these reserved attempts back; `counted`: one of its outstanding REVOKEs.
+  void revoke(WorkerSession& w, std::vector<protocol::Lease> attempts, bool counted);
+  // After leasing: reserved attempts that new lanes should overtake, and idle threads that should
+  // take reserved attempts from busy workers.
+  void overtake();
+  void steal();
   void on_bye(const std::string& id, TimePoint now);
   void on_submit(const std::string& id, protocol::Submit& m, TimePoint now);
   void on_wait(const std::string& id, const protocol::Wait& m, TimePoint now);
@@ -160,6 +169,7 @@ class MasterState : private TaskListener, private JobListener {
   // The same for a worker that vanished without BYE: logged and counted.
   void lose_worker(const std::string& identity, const std::string& why, TimePoint now);
   void dispatch(TimePoint now);
+  void lease_queued(TimePoint now);  // queued tasks to workers with free slots
   void answer_waits(TimePoint now, bool timers);
   bool try_answer(PendingWait& w, TimePoint now, bool timed_out);
   void housekeeping(TimePoint now);
@@ -211,7 +221,15 @@ class MasterState : private TaskListener, private JobListener {
   std::vector<PendingWait> waits_;
   bool waits_dirty_ = false;      // a task finished or a job changed since waits were last checked
   bool dispatch_needed_ = false;  // tasks became queued or a worker got free slots
-  std::size_t rr_ = 0;            // rotates which worker dispatch serves first
+  // Lanes created by this turn's SUBMITs (at most kMaxNewLanes), for overtaking reserved attempts.
+  struct NewLane {
+    std::uint32_t queue = 0, function = 0;
+    JobId job = 0;
+    std::int32_t priority = 0;
+  };
+  std::vector<NewLane> new_lanes_;
+  std::vector<std::string> steal_first_;  // sessions to serve first: what was revoked is for them
+  std::size_t rr_ = 0;                    // rotates which worker dispatch serves first
   TimePoint next_housekeeping_{};
   // Bad-message log lines: at most 10 a second, then a count of those not logged.
   protocol::RateLimitedLog bad_message_log_{std::chrono::seconds(1), 10};

@@ -311,8 +311,10 @@ void TaskTable::enter(Task& t) {
       const LaneKey key = lane_key(t);
       auto [it, created] = b.lanes.try_emplace(key);
       Lane& lane = it->second;
-      const Entry e{now_ms_, t.id};
+      // Back from a worker unbegun: where it was, ahead of those queued after it was picked.
+      const Entry e{rejoin_front_ && !lane.heap.empty() ? std::min(now_ms_, lane.heap.top().at_ms) : now_ms_, t.id};
       if (created) {
+        ++lanes_created_;
         // A job that had nothing queued here takes its turn after those waiting now (fair); first
         // come first served: its place is that of its task.
         lane.turn = turn_at(t.priority, now_ms_, policy_.fair ? ++seq_ : t.id);
@@ -493,8 +495,17 @@ void TaskTable::unlease(TaskId id, std::uint32_t attempt) {
   Task& t = get(id);
   if (t.state != TaskState::Running || t.attempts != attempt) return;
   --t.attempts;
-  if (t.attempts == 0) set_worker(t, 0);                                        // no attempt ran anywhere
+  if (t.attempts == 0) set_worker(t, 0);  // no attempt ran anywhere
+  rejoin_front_ = true;
   move_to(t, job_cancelled(t.job) ? TaskState::Cancelled : TaskState::Queued);  // a cancelled job takes no more attempts
+  rejoin_front_ = false;
+}
+
+bool TaskTable::has_queued(std::uint32_t queue, std::uint32_t function, JobId job, std::int32_t priority) const {
+  auto b = buckets_.find(bucket_key(queue, function));
+  if (b == buckets_.end()) return false;
+  auto lane = b->second.lanes.find({policy_.fair ? job : 0, priority});
+  return lane != b->second.lanes.end() && lane->second.live > 0;
 }
 
 void TaskTable::set_outcome(Task& t, std::string outcome) {

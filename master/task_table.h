@@ -189,7 +189,9 @@ class TaskTable {
   // queued → running: starts attempt number attempts + 1. Returns that number.
   // REQUIRES: the task is queued.
   std::uint32_t lease(TaskId id, std::uint32_t worker, TimePoint now);
-  // running → queued without counting the attempt: the lease never reached the worker.
+  // running → queued without counting the attempt: the lease never reached the worker, or the
+  // worker gave it back unbegun (RELEASED). It rejoins its lane at the front, where it was when it
+  // was picked. A task of a cancelled job becomes cancelled instead.
   void unlease(TaskId id, std::uint32_t attempt);
 
   // The outcome of attempt `attempt`. Ok: running → done. Error: running → delayed (backoff) while
@@ -233,6 +235,10 @@ class TaskTable {
   std::size_t buckets() const { return buckets_.size(); }
   // Lanes held now: (bucket, job, priority) triples with queued tasks (fifo: (bucket, priority)).
   std::size_t lanes() const;
+  // How many lanes were ever created (a task queued where its job, at its priority, had none).
+  std::uint64_t lanes_created() const { return lanes_created_; }
+  // Does the lane of this job and priority in this bucket hold queued tasks? O(log n).
+  bool has_queued(std::uint32_t queue, std::uint32_t function, JobId job, std::int32_t priority) const;
   const SchedulePolicy& policy() const { return policy_; }
   // The moving average of the function's attempt durations in ms (attempts that reported, ok or
   // not), if one was seen.
@@ -333,6 +339,8 @@ class TaskTable {
   static std::uint64_t bucket_key(std::uint32_t q, std::uint32_t f) { return (std::uint64_t{q} << 32) | f; }
 
   TaskListener* listener_;
+  std::uint64_t lanes_created_ = 0;
+  bool rejoin_front_ = false;  // the task entering the queue goes to the front of its lane (unlease)
   Names names_;
   std::unordered_map<TaskId, Task> tasks_;
   TaskId next_id_ = 1;

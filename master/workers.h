@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "master/task_table.h"
@@ -25,12 +26,32 @@ struct WorkerSession {
   // or when it lowered its credit). The master never leases past its slots.
   std::size_t ceiling = 0;
   std::unordered_map<TaskId, std::uint32_t> held;  // task -> attempt it holds (running or unacked)
-  std::uint64_t done = 0;                          // attempts it finished (any outcome)
+  // Feature "reserve" (PROTOCOL.md §6.14, §8.6): which held attempts have begun; the others are
+  // reserved, and the master may take them back (REVOKE).
+  bool reserve = false;
+  std::uint32_t threads = 0;           // from HELLO; 0: not said
+  std::unordered_set<TaskId> started;  // keys of `held` whose attempt has begun
+  std::uint32_t revokes = 0;           // REVOKEs for overtaking or stealing not yet answered
+  std::uint64_t done = 0;              // attempts it finished (any outcome)
   TimePoint connected{};
   TimePoint last_heard{};
   TimePoint last_sent{};
 
   std::uint32_t free_slots() const { return held.size() >= slots ? 0 : slots - static_cast<std::uint32_t>(held.size()); }
+  // Attempts begun, and held but not begun. Without the feature every held attempt counts as running.
+  std::size_t running() const { return reserve ? started.size() : held.size(); }
+  std::size_t reserved() const { return held.size() - running(); }
+  // Threads with nothing to run (and nothing reserved for them). Without `threads`: one if it holds
+  // nothing.
+  std::size_t idle_threads() const {
+    if (!threads) return held.empty() ? 1 : 0;
+    return held.size() >= threads ? 0 : threads - held.size();
+  }
+  // The attempt is no longer held.
+  void forget(TaskId task) {
+    held.erase(task);
+    started.erase(task);
+  }
 };
 
 class WorkerRegistry {

@@ -45,6 +45,9 @@ template <> struct Command<Cancelled> { static constexpr std::string_view name =
 template <> struct Command<Status> { static constexpr std::string_view name = "STATUS"; };
 template <> struct Command<Report> { static constexpr std::string_view name = "REPORT"; };
 template <> struct Command<ErrorReply> { static constexpr std::string_view name = "ERROR"; };
+template <> struct Command<Started> { static constexpr std::string_view name = "STARTED"; };
+template <> struct Command<Revoke> { static constexpr std::string_view name = "REVOKE"; };
+template <> struct Command<Released> { static constexpr std::string_view name = "RELEASED"; };
 
 constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {"delayed", "queued", "running", "done", "dead", "cancelled"};
 
@@ -53,6 +56,29 @@ constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {"delayed"
 // Message (a missing one does not link).
 
 template <class T> T decode_as(const Fields& f);
+
+// A list of attempts, [{"task":id,"attempt":n},...], as HELLO's `running`.
+std::vector<Lease> leases(const Fields& f, const char* key, std::size_t max) {
+  std::vector<Lease> out;
+  const JsonValue arr = f.array(key, max);
+  const Where list = f.path(key);
+  out.reserve(arr.size());
+  for (JsonValue e : arr.elements()) {
+    Fields r(e, list[out.size()]);
+    out.push_back(
+        {r.integer<TaskId>("task", 1, std::numeric_limits<std::int64_t>::max()), r.integer<std::uint32_t>("attempt", 1, kMaxAttempts)});
+  }
+  return out;
+}
+
+// HELLO's and WELCOME's `features`: names, possibly none; unknown ones are kept (and ignored).
+std::vector<std::string> feature_list(const Fields& f) {
+  const JsonValue arr = f.array("features", kMaxFeatures);
+  const Where list = f.path("features");
+  std::vector<std::string> out;
+  for (JsonValue e : arr.elements()) out.push_back(Fields::to_name(e, list[out.size()]));
+  return out;
+}
 
 std::uint64_t req_of(const Fields& f) { return f.integer_or<std::uint64_t>("req", 0, 0, std::numeric_limits<std::int64_t>::max()); }
 
@@ -74,16 +100,9 @@ template <> Hello decode_as<Hello>(const Fields& f) {
            list.str() + " has " + std::to_string(arr.size()) + " items for " + std::to_string(m.queues.size()) + " queues");
     for (JsonValue e : arr.elements()) m.weights.push_back(Fields::to_int<std::uint32_t>(e, list[m.weights.size()], 1, kMaxQueueWeight));
   }
-  if (f.has("running")) {
-    const JsonValue arr = f.array("running", kMaxSlots);
-    const Where list = f.path("running");
-    for (JsonValue e : arr.elements()) {
-      const Where at = list[m.running.size()];
-      Fields r(e, at);
-      m.running.push_back(
-          {r.integer<TaskId>("task", 1, std::numeric_limits<std::int64_t>::max()), r.integer<std::uint32_t>("attempt", 1, kMaxAttempts)});
-    }
-  }
+  if (f.has("running")) m.running = leases(f, "running", kMaxSlots);
+  if (f.has("features")) m.features = feature_list(f);
+  m.threads = f.integer_or<std::uint32_t>("threads", 0, 1, kMaxThreads);
   return m;
 }
 
@@ -105,6 +124,7 @@ template <> Results decode_as<Results>(const Fields& f) {
     x.value = result ? compact(result, r.path("result"), kMaxResultBytes) : Fields::to_text(error, r.path("error"), kMaxErrorBytes);
     m.results.push_back(std::move(x));
   }
+  if (f.has("started")) m.started = leases(f, "started", kMaxSlots);
   return m;
 }
 
@@ -113,6 +133,7 @@ template <> Welcome decode_as<Welcome>(const Fields& f) {
   m.master = f.text("master", kMaxTextBytes);
   m.heartbeat_ms = f.integer<std::uint32_t>("heartbeat_ms", 1, kMaxTimeoutMs);
   m.timeout_ms = f.integer<std::uint32_t>("timeout_ms", 1, kMaxTimeoutMs);
+  if (f.has("features")) m.features = feature_list(f);
   return m;
 }
 
@@ -250,6 +271,9 @@ template <> Cancelled decode_as<Cancelled>(const Fields& f) {
 }
 
 template <> Status decode_as<Status>(const Fields& f) { return Status{req_of(f)}; }
+template <> Started decode_as<Started>(const Fields& f) { return Started{leases(f, "tasks", kMaxSlots)}; }
+template <> Revoke decode_as<Revoke>(const Fields& f) { return Revoke{leases(f, "tasks", kMaxSlots)}; }
+template <> Released decode_as<Released>(const Fields& f) { return Released{leases(f, "tasks", kMaxSlots)}; }
 
 template <> Report decode_as<Report>(const Fields& f) {
   const JsonValue s = f.need("status");
@@ -312,11 +336,13 @@ struct BodyWriter {
       for (auto x : m.weights) w.element(x);
       w.end_array();
     }
-    if (!m.running.empty()) {
-      w.begin_array("running");
-      for (auto& r : m.running) w.begin_object().field("task", r.task).field("attempt", r.attempt).end_object();
+    if (!m.running.empty()) write_leases(w, "running", m.running);
+    if (!m.features.empty()) {
+      w.begin_array("features");
+      for (auto& s : m.features) w.element_string(s);
       w.end_array();
     }
+    if (m.threads) w.field("threads", m.threads);
     w.end_object();
   }
   void operator()(const Credit& m) { Writer(out).begin_object().field("slots", m.slots).end_object(); }
@@ -329,17 +355,35 @@ struct BodyWriter {
       else w.field("error", r.value);
       w.end_object();
     }
-    w.end_array().end_object();
+    w.end_array();
+    if (!m.started.empty()) write_leases(w, "started", m.started);
+    w.end_object();
   }
   void operator()(const Heartbeat&) { out += "{}"; }
   void operator()(const Bye&) { out += "{}"; }
   void operator()(const Welcome& m) {
-    Writer(out)
-        .begin_object()
-        .field("master", m.master)
-        .field("heartbeat_ms", m.heartbeat_ms)
-        .field("timeout_ms", m.timeout_ms)
-        .end_object();
+    Writer w(out);
+    w.begin_object().field("master", m.master).field("heartbeat_ms", m.heartbeat_ms).field("timeout_ms", m.timeout_ms);
+    if (!m.features.empty()) {
+      w.begin_array("features");
+      for (auto& s : m.features) w.element_string(s);
+      w.end_array();
+    }
+    w.end_object();
+  }
+  void operator()(const Started& m) { leases_body(m.tasks); }
+  void operator()(const Revoke& m) { leases_body(m.tasks); }
+  void operator()(const Released& m) { leases_body(m.tasks); }
+  void leases_body(const std::vector<Lease>& tasks) {
+    Writer w(out);
+    w.begin_object();
+    write_leases(w, "tasks", tasks);
+    w.end_object();
+  }
+  template <std::size_t K> static void write_leases(Writer& w, const char (&key)[K], const std::vector<Lease>& list) {
+    w.begin_array(key);
+    for (auto& r : list) w.begin_object().field("task", r.task).field("attempt", r.attempt).end_object();
+    w.end_array();
   }
   void operator()(const Tasks& m) {
     Writer w(out);
@@ -443,7 +487,7 @@ struct SizeHint {
   std::size_t operator()(const Results& m) const {
     std::size_t n = 32;
     for (auto& r : m.results) n += 64 + r.value.size();
-    return n;
+    return n + 48 * m.started.size();
   }
   std::size_t operator()(const Tasks& m) const {
     std::size_t n = 32;
@@ -451,6 +495,9 @@ struct SizeHint {
     return n;
   }
   std::size_t operator()(const Ack& m) const { return 32 + 21 * m.tasks.size(); }
+  std::size_t operator()(const Started& m) const { return 32 + 48 * m.tasks.size(); }
+  std::size_t operator()(const Revoke& m) const { return 32 + 48 * m.tasks.size(); }
+  std::size_t operator()(const Released& m) const { return 32 + 48 * m.tasks.size(); }
   std::size_t operator()(const Submit& m) const {
     std::size_t n = 512 + m.idempotency_key.size();
     for (auto& t : m.tasks) n += 16 + t.args.size();  // the rest is usually in "defaults"

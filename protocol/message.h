@@ -85,7 +85,17 @@ struct Hello {
   // Parallel to queues: each queue's weight, 1 … kMaxQueueWeight (empty: all 1). The master hands
   // the worker tasks from its queues in proportion to their weights (§8.3). Old masters ignore it.
   std::vector<std::uint32_t> weights{};
+  // Optional features the worker speaks (§10.1); a feature is used only if WELCOME lists it too.
+  std::vector<std::string> features{};
+  // Attempts it runs at once (0: not said). Of its slots, the rest are reserved attempts waiting
+  // for a thread (§8.6).
+  std::uint32_t threads = 0;
 };
+
+// The names of optional features (§10.1).
+inline constexpr std::string_view kFeatureReserve = "reserve";  // STARTED, REVOKE, RELEASED (§6.14)
+inline constexpr std::size_t kMaxFeatures = 64;
+inline constexpr std::uint32_t kMaxThreads = 4096;
 
 // The worker's capacity changed (§6.4); slots = 0 asks for no more tasks (draining).
 struct Credit {
@@ -103,6 +113,21 @@ struct Result {
 // Outcomes of attempts (§6.5); each frees a slot. Answered by ACK once recorded.
 struct Results {
   std::vector<Result> results;
+  // Feature "reserve": attempts begun since the last report and still running (as STARTED).
+  std::vector<Lease> started{};
+};
+
+// Feature "reserve" (§6.14). STARTED: attempts the worker's threads have begun. REVOKE: the master
+// asks for these reserved attempts back. RELEASED: those of them the worker had not begun; it will
+// never run them.
+struct Started {
+  std::vector<Lease> tasks;
+};
+struct Revoke {
+  std::vector<Lease> tasks;
+};
+struct Released {
+  std::vector<Lease> tasks;
 };
 
 // Liveness, either direction (§6.6). Any message counts as a heartbeat too.
@@ -115,9 +140,10 @@ struct Bye {};
 
 // Answer to HELLO (§6.2): the worker is registered, and the timing it must keep.
 struct Welcome {
-  std::string master;              // the master's instance id; changes when the master restarts
-  std::uint32_t heartbeat_ms = 0;  // send something at least this often
-  std::uint32_t timeout_ms = 0;    // silence after which each side presumes the other dead
+  std::string master;                   // the master's instance id; changes when the master restarts
+  std::uint32_t heartbeat_ms = 0;       // send something at least this often
+  std::uint32_t timeout_ms = 0;         // silence after which each side presumes the other dead
+  std::vector<std::string> features{};  // the optional features of HELLO this master uses too
 };
 
 // One task attempt leased to a worker.
@@ -240,7 +266,8 @@ struct ErrorReply {
 using Message = std::variant<Hello, Credit, Results, Heartbeat, Bye,               // worker
                              Welcome, Tasks, Ack,                                  // to worker
                              Submit, Accepted, Wait, Outcomes, Cancel, Cancelled,  // client
-                             Status, Report, ErrorReply>;
+                             Status, Report, ErrorReply,                           //
+                             Started, Revoke, Released>;                           // feature "reserve"
 
 // Frames of one message, without the ROUTER identity frame: {signature, command, body}.
 using Frames = std::vector<std::string>;

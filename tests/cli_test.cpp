@@ -543,9 +543,11 @@ TEST_CASE("format_status prints the report as aligned tables") {
       "default": {"delayed": 0, "queued": 3, "running": 1, "done": 5000000000, "dead": 2, "cancelled": 0}
     },
     "workers": [
-      {"id": "w1", "host": "h1", "pid": 10, "slots": 4, "in_flight": 1, "done": 10, "last_heartbeat_s": 0.3},
-      {"id": "worker-two", "host": "host2", "pid": 11, "slots": 16, "in_flight": 0, "done": 123456, "last_heartbeat_s": 1.5}
+      {"id": "w1", "host": "h1", "pid": 10, "slots": 4, "in_flight": 3, "running": 1, "reserved": 2, "done": 10, "last_heartbeat_s": 0.3},
+      {"id": "worker-two", "host": "host2", "pid": 11, "slots": 16, "in_flight": 5, "done": 123456, "last_heartbeat_s": 1.5}
     ],
+    "running": 6,
+    "reserved": 2,
     "jobs": 2,
     "tasks": 9,
     "rates": {"submitted_per_s": 10.0, "finished_per_s": 2.5},
@@ -558,10 +560,11 @@ TEST_CASE("format_status prints the report as aligned tables") {
       "default        0       3        1  5000000000     2          0\n"
       "gpu            1       0        0           7     0          4\n"
       "\n"
-      "worker       host  slots  in_flight    done  last_heartbeat_s\n"
-      "w1             h1      4          1      10               0.3\n"
-      "worker-two  host2     16          0  123456               1.5\n"
+      "worker       host  slots  running  reserved    done  last_heartbeat_s\n"
+      "w1             h1      4        1         2      10               0.3\n"
+      "worker-two  host2     16        5         0  123456               1.5\n"
       "\n"
+      "leased: 6 running, 2 reserved (held by workers, not begun)\n"
       "rates: 10.0 tasks/s submitted, 2.5 tasks/s finished\n";
   CHECK(cli::format_status(report) == expected);
 }

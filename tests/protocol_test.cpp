@@ -105,12 +105,12 @@ json without(json body, const std::string& ptr) {
 json full_body(const std::string& command) {
   static const std::map<std::string, json> bodies = {
       {"HELLO", json::parse(R"({"worker":"w","host":"h","pid":7,"functions":["f"],"queues":["q"],"slots":2,
-                                "running":[{"task":5,"attempt":2}]})")},
+                                "running":[{"task":5,"attempt":2}],"features":["reserve"],"threads":2})")},
       {"CREDIT", json::parse(R"({"slots":3})")},
-      {"RESULTS", json::parse(R"({"results":[{"task":5,"attempt":2,"result":[1]}]})")},
+      {"RESULTS", json::parse(R"({"results":[{"task":5,"attempt":2,"result":[1]}],"started":[{"task":6,"attempt":3}]})")},
       {"HEARTBEAT", json::object()},
       {"BYE", json::object()},
-      {"WELCOME", json::parse(R"({"master":"m","heartbeat_ms":10,"timeout_ms":30})")},
+      {"WELCOME", json::parse(R"({"master":"m","heartbeat_ms":10,"timeout_ms":30,"features":["reserve"]})")},
       {"TASKS", json::parse(R"({"tasks":[{"task":5,"job":4,"attempt":2,"function":"f","args":[1],"timeout_ms":9}]})")},
       {"ACK", json::parse(R"({"tasks":[5]})")},
       {"SUBMIT", json::parse(R"({"req":3,"job":0,"seq":0,"more":true,"idempotency_key":"k",
@@ -125,6 +125,9 @@ json full_body(const std::string& command) {
       {"STATUS", json::parse(R"({"req":3})")},
       {"REPORT", json::parse(R"({"req":3,"status":{"master":"m"}})")},
       {"ERROR", json::parse(R"({"req":3,"code":"unknown_job","message":"no such job"})")},
+      {"STARTED", json::parse(R"({"tasks":[{"task":5,"attempt":2}]})")},
+      {"REVOKE", json::parse(R"({"tasks":[{"task":5,"attempt":2}]})")},
+      {"RELEASED", json::parse(R"({"tasks":[{"task":5,"attempt":2}]})")},
   };
   auto it = bodies.find(command);
   REQUIRE(it != bodies.end());
@@ -312,10 +315,10 @@ TEST_CASE("JsonDoc stops at its depth limit and refuses a NUL byte, which nlohma
   CHECK(sum == 6);
 }
 
-TEST_CASE("the command table has the 17 commands of the spec, in the order of the Message variant") {
-  const std::vector<std::string> expected = {"HELLO",  "CREDIT",    "RESULTS", "HEARTBEAT", "BYE",  "WELCOME",
-                                             "TASKS",  "ACK",       "SUBMIT",  "ACCEPTED",  "WAIT", "OUTCOMES",
-                                             "CANCEL", "CANCELLED", "STATUS",  "REPORT",    "ERROR"};
+TEST_CASE("the command table has the 20 commands of the spec, in the order of the Message variant") {
+  const std::vector<std::string> expected = {"HELLO",  "CREDIT", "RESULTS",  "HEARTBEAT", "BYE",      "WELCOME", "TASKS",
+                                             "ACK",    "SUBMIT", "ACCEPTED", "WAIT",      "OUTCOMES", "CANCEL",  "CANCELLED",
+                                             "STATUS", "REPORT", "ERROR",    "STARTED",   "REVOKE",   "RELEASED"};
   CHECK(all_commands() == expected);
   for (const auto& name : all_commands()) {
     CAPTURE(name);
@@ -983,6 +986,17 @@ TEST_CASE("each required field, when missing, is a bad_field - each optional one
       {"HELLO", "/host", false},
       {"HELLO", "/pid", false},
       {"HELLO", "/running", false},
+      {"HELLO", "/features", false},
+      {"HELLO", "/threads", false},
+      {"RESULTS", "/started", false},
+      {"WELCOME", "/features", false},
+      {"STARTED", "/tasks", true},
+      {"STARTED", "/tasks/0/task", true},
+      {"STARTED", "/tasks/0/attempt", true},
+      {"REVOKE", "/tasks", true},
+      {"REVOKE", "/tasks/0/attempt", true},
+      {"RELEASED", "/tasks", true},
+      {"RELEASED", "/tasks/0/task", true},
       {"CREDIT", "/slots", true},
       {"RESULTS", "/results", true},
       {"RESULTS", "/results/0/task", true},
@@ -1087,6 +1101,13 @@ const std::vector<Ranged>& ranged_fields() {
       {"HELLO", "/slots", 0, kMaxSlots},
       {"HELLO", "/running/0/task", 1, kMaxId},
       {"HELLO", "/running/0/attempt", 1, kMaxAttempts},
+      {"HELLO", "/threads", 1, kMaxThreads},
+      {"RESULTS", "/started/0/task", 1, kMaxId},
+      {"RESULTS", "/started/0/attempt", 1, kMaxAttempts},
+      {"STARTED", "/tasks/0/task", 1, kMaxId},
+      {"STARTED", "/tasks/0/attempt", 1, kMaxAttempts},
+      {"REVOKE", "/tasks/0/task", 1, kMaxId},
+      {"RELEASED", "/tasks/0/attempt", 1, kMaxAttempts},
       {"CREDIT", "/slots", 0, kMaxSlots},
       {"RESULTS", "/results/0/task", 1, kMaxId},
       {"RESULTS", "/results/0/attempt", 1, kMaxAttempts},
@@ -1200,7 +1221,8 @@ TEST_CASE("boolean fields take true and false only") {
 
 TEST_CASE("function and queue names: 1 to 128 bytes of A-Z a-z 0-9 _ . : -") {
   const std::vector<std::pair<std::string, std::string>> fields = {
-      {"HELLO", "/functions/0"},    {"HELLO", "/queues/0"},           {"TASKS", "/tasks/0/function"}, {"SUBMIT", "/tasks/0/function"},
+      {"HELLO", "/functions/0"},    {"HELLO", "/queues/0"},           {"HELLO", "/features/0"},
+      {"WELCOME", "/features/0"},   {"TASKS", "/tasks/0/function"},   {"SUBMIT", "/tasks/0/function"},
       {"SUBMIT", "/tasks/0/queue"}, {"SUBMIT", "/defaults/function"}, {"SUBMIT", "/defaults/queue"},
   };
   const std::vector<std::pair<json, std::string>> values = {
@@ -1379,7 +1401,8 @@ TEST_CASE("HELLO lists of functions and queues must not be empty, and hold names
 
 TEST_CASE("list fields must be arrays, and their entries objects") {
   const std::vector<std::pair<std::string, std::string>> lists = {
-      {"RESULTS", "/results"}, {"TASKS", "/tasks"}, {"ACK", "/tasks"}, {"SUBMIT", "/tasks"}, {"OUTCOMES", "/outcomes"}};
+      {"RESULTS", "/results"}, {"TASKS", "/tasks"},  {"ACK", "/tasks"},      {"SUBMIT", "/tasks"},    {"OUTCOMES", "/outcomes"},
+      {"STARTED", "/tasks"},   {"REVOKE", "/tasks"}, {"RELEASED", "/tasks"}, {"RESULTS", "/started"}, {"HELLO", "/running"}};
   for (const auto& item1209_ : lists) {
     const auto& command = std::get<0>(item1209_);  // clang 14 cannot capture bindings
     const auto& ptr = std::get<1>(item1209_);      // clang 14 cannot capture bindings

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <map>
+#include <set>
 
 #include "master/state.h"
 #include "support/sent_messages.h"
@@ -625,6 +626,232 @@ TEST_CASE("a job id from before an in-memory master's restart is reported gone")
   const auto e = h.take<proto::ErrorReply>("C").at(0);
   CHECK(e.code == ErrorCode::UnknownJob);
   CHECK(e.message.find("restarted without a journal") != std::string::npos);
+}
+
+}  // TEST_SUITE
+
+// ---- the feature "reserve": STARTED, REVOKE, RELEASED (PROTOCOL.md §6.14, §8.6) -----------------
+
+namespace {
+
+// A worker that speaks "reserve", with `threads` threads and `slots` slots.
+void hello_reserve(Harness& h, const std::string& id, std::uint32_t slots, std::uint32_t threads) {
+  proto::Hello m;
+  m.worker = "w-" + id;
+  m.functions = {"square", "echo"};
+  m.queues = {"default"};
+  m.slots = slots;
+  m.features = {"reserve"};
+  m.threads = threads;
+  h.deliver(id, m);
+  auto w = h.take<proto::Welcome>(id);
+  REQUIRE(w.size() == 1);
+  REQUIRE(w[0].features == std::vector<std::string>{"reserve"});
+}
+
+std::vector<proto::Lease> leases_of(const std::vector<proto::Assignment>& tasks) {
+  std::vector<proto::Lease> out;
+  for (const auto& a : tasks) out.push_back({a.task, a.attempt});
+  return out;
+}
+
+std::set<TaskId> ids_of(const std::vector<proto::Lease>& list) {
+  std::set<TaskId> out;
+  for (const auto& l : list) out.insert(l.task);
+  return out;
+}
+
+nlohmann::json worker_status(Harness& h, const std::string& name) {
+  h.deliver("S", proto::Status{1});
+  auto r = h.take<proto::Report>("S");
+  REQUIRE(r.size() == 1);
+  for (const auto& w : r[0].status["workers"])
+    if (w["id"] == name) return w;
+  FAIL("no worker " << name);
+  return {};
+}
+
+}  // namespace
+
+TEST_SUITE("reserve") {
+
+TEST_CASE("the feature is used only when the worker asks: an old worker's WELCOME lists none and it gets no REVOKE") {
+  Harness h;
+  h.hello("OLD", 10);  // no features
+  auto acc = h.submit("C", 10);
+  REQUIRE(h.tasks_for("OLD").size() == 10);
+  h.deliver("C", proto::Cancel{3, acc.job});
+  CHECK(h.take<proto::Revoke>("OLD").empty());
+  const auto w = worker_status(h, "w-OLD");
+  CHECK(w["running"] == 10);  // without the feature every held attempt counts as running
+  CHECK(w["reserved"] == 0);
+  CHECK(w["threads"].is_null());
+}
+
+TEST_CASE("cancel takes back reserved attempts: released ones end cancelled without an attempt, begun ones finish") {
+  Harness h;
+  hello_reserve(h, "R", 10, 1);
+  auto acc = h.submit("C", 10);
+  auto got = h.tasks_for("R");
+  REQUIRE(got.size() == 10);
+  h.deliver("R", proto::Started{{{got[0].task, got[0].attempt}}});
+  auto st = worker_status(h, "w-R");
+  CHECK(st["running"] == 1);
+  CHECK(st["reserved"] == 9);
+  CHECK(st["threads"] == 1);
+
+  h.deliver("C", proto::Cancel{3, acc.job});
+  auto revokes = h.take<proto::Revoke>("R");
+  REQUIRE(revokes.size() == 1);
+  auto asked = ids_of(revokes[0].tasks);
+  CHECK(asked.size() == 9);
+  CHECK_FALSE(asked.count(got[0].task));  // begun: not asked for
+  // The worker began one more meanwhile (task 1): it gives back the other 8.
+  std::vector<proto::Lease> released;
+  for (std::size_t i = 2; i < got.size(); ++i) released.push_back({got[i].task, got[i].attempt});
+  h.deliver("R", proto::Released{released});
+  for (std::size_t i = 2; i < got.size(); ++i) {
+    CHECK(h.task(got[i].task).state == TaskState::Cancelled);
+    CHECK(h.task(got[i].task).attempts == 0);  // never ran
+  }
+  CHECK(h.task(got[1].task).state == TaskState::Running);
+  // The two that began finish as usual; the job ends with 2 done and 8 cancelled.
+  h.result("R", got[0], true, "0");
+  h.result("R", got[1], true, "1");
+  auto o = h.wait("C", acc.job);
+  CHECK(o.finished == 10);
+  int done = 0, cancelled = 0;
+  for (const auto& x : o.outcomes) (x.status == TaskState::Done ? done : cancelled) += 1;
+  CHECK(done == 2);
+  CHECK(cancelled == 8);
+  CHECK(h.tasks_for("R").empty());  // nothing of the cancelled job is leased again
+}
+
+TEST_CASE("a RELEASED entry the session does not hold, of another attempt, or begun, changes nothing") {
+  Harness h;
+  hello_reserve(h, "R", 4, 1);
+  h.submit("C", 4);
+  auto got = h.tasks_for("R");
+  REQUIRE(got.size() == 4);
+  h.deliver("R", proto::Started{{{got[0].task, got[0].attempt}}});
+  h.deliver("R", proto::Released{{{got[0].task, got[0].attempt},      // begun
+                                  {got[1].task, got[1].attempt + 1},  // another attempt
+                                  {999999, 1}}});                     // never held
+  for (const auto& a : got) CHECK(h.task(a.task).state == TaskState::Running);
+  CHECK(h.tasks_for("R").empty());
+  // From a peer without a session: refused.
+  h.deliver("X", proto::Released{{{got[2].task, got[2].attempt}}});
+  auto e = h.take<proto::ErrorReply>("X");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].code == ErrorCode::NotAllowed);
+  CHECK(h.task(got[2].task).state == TaskState::Running);
+  // STARTED in RESULTS counts too.
+  h.deliver("R", proto::Results{{proto::Result{got[0].task, got[0].attempt, true, "0"}}, {{got[1].task, got[1].attempt}}});
+  auto st = worker_status(h, "w-R");
+  CHECK(st["running"] == 1);
+  CHECK(st["reserved"] == 2);
+}
+
+TEST_CASE("a new job overtakes reserved attempts of a running one: all come back and the small job is leased first") {
+  Harness h;
+  hello_reserve(h, "R", 100, 1);
+  auto big = h.submit("C", 100);
+  auto got = h.tasks_for("R");
+  REQUIRE(got.size() == 100);
+  h.deliver("R", proto::Started{{{got[0].task, got[0].attempt}}});
+  auto small = h.submit("C", 5);
+  REQUIRE(small.job != big.job);
+  auto revokes = h.take<proto::Revoke>("R");
+  REQUIRE(revokes.size() == 1);
+  CHECK(revokes[0].tasks.size() == 99);
+  h.deliver("R", proto::Released{revokes[0].tasks});
+  auto again = h.tasks_for("R");
+  REQUIRE(again.size() == 99);
+  // Round robin across the two jobs: the 5 small tasks are among the first 10 leased.
+  std::size_t last_small = 0;
+  for (std::size_t i = 0; i < again.size(); ++i)
+    if (again[i].job == small.job) last_small = i;
+  CHECK(last_small < 10);
+  // The big job's tasks kept their order among themselves, and no attempt was counted.
+  TaskId prev = 0;
+  for (const auto& a : again)
+    if (a.job == big.job) {
+      CHECK(a.task > prev);
+      CHECK(a.attempt == 1);
+      prev = a.task;
+    }
+  // More tasks for the same job make no new lane: nothing is revoked.
+  proto::Submit more;
+  more.req = 8;
+  more.job = big.job;
+  more.seq = 1;
+  h.deliver("C", more);
+  CHECK(h.take<proto::Revoke>("R").empty());
+}
+
+TEST_CASE("fifo: a new job of the same priority waits behind reserved attempts, a higher priority overtakes them") {
+  MasterConfig c;
+  c.schedule.fair = false;
+  Harness h(c);
+  hello_reserve(h, "R", 50, 1);
+  h.submit("C", 50);
+  REQUIRE(h.tasks_for("R").size() == 50);
+  h.advance(5ms);
+  h.submit("C", 5);  // same priority: first come, first served
+  CHECK(h.take<proto::Revoke>("R").empty());
+  h.submit("C", 5, "square", 3);
+  auto revokes = h.take<proto::Revoke>("R");
+  REQUIRE(revokes.size() == 1);
+  CHECK(revokes[0].tasks.size() == 50);
+  // One REVOKE at a time: another higher priority waits for the answer.
+  h.submit("C", 5, "square", 4);
+  CHECK(h.take<proto::Revoke>("R").empty());
+  h.advance(5ms);
+  h.deliver("R", proto::Released{revokes[0].tasks});
+  auto again = h.tasks_for("R");
+  REQUIRE(again.size() == 50);
+  for (int i = 0; i < 5; ++i) CHECK(h.task(again[i].task).priority == 4);
+  for (int i = 5; i < 10; ++i) CHECK(h.task(again[i].task).priority == 3);
+  // Then the first job's 40 released ones, ahead of the second job's 5 (released tasks keep their place).
+  TaskId prev = 0;
+  for (int i = 10; i < 50; ++i) {
+    CHECK(h.task(again[i].task).priority == 0);
+    CHECK(again[i].task > prev);
+    prev = again[i].task;
+  }
+}
+
+TEST_CASE("an idle worker steals half of what waits behind a busy one's threads, and gets it") {
+  Harness h;
+  hello_reserve(h, "BUSY", 100, 1);
+  h.submit("C", 100);
+  auto got = h.tasks_for("BUSY");
+  REQUIRE(got.size() == 100);
+  hello_reserve(h, "IDLE", 10, 2);
+  // BUSY has not said its thread began: it may be about to start them all; nothing is taken.
+  CHECK(h.take<proto::Revoke>("BUSY").empty());
+  h.deliver("BUSY", proto::Started{{{got[0].task, got[0].attempt}}});
+  auto revokes = h.take<proto::Revoke>("BUSY");
+  REQUIRE(revokes.size() == 1);
+  CHECK(revokes[0].tasks.size() == 10);  // as many as IDLE has slots (half of 99 is more)
+  CHECK_FALSE(ids_of(revokes[0].tasks).count(got[0].task));
+  h.deliver("BUSY", proto::Released{revokes[0].tasks});
+  auto stolen = h.tasks_for("IDLE");
+  CHECK(ids_of(leases_of(stolen)) == ids_of(revokes[0].tasks));
+  CHECK(h.tasks_for("BUSY").empty());  // its free slots find nothing: the idle worker went first
+  // IDLE finishes them; while BUSY's thread is still on its first task, it steals again.
+  proto::Results done;
+  for (const auto& a : stolen) done.results.push_back({a.task, a.attempt, true, "1"});
+  h.deliver("IDLE", done);
+  revokes = h.take<proto::Revoke>("BUSY");
+  REQUIRE(revokes.size() == 1);
+  CHECK(revokes[0].tasks.size() == 10);
+  // Until BUSY answers, no second REVOKE.
+  h.advance(10ms);
+  CHECK(h.take<proto::Revoke>("BUSY").empty());
+  const auto st = worker_status(h, "w-BUSY");
+  CHECK(st["running"] == 1);
+  CHECK(st["reserved"] == 89);
 }
 
 }  // TEST_SUITE

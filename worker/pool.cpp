@@ -1,5 +1,7 @@
 #include "worker/pool.h"
 
+#include <unordered_map>
+
 namespace taskmaster {
 
 namespace proto = protocol;
@@ -35,7 +37,23 @@ void Pool::submit(std::vector<proto::Assignment> batch) {
   else ready_.notify_all();
 }
 
-std::vector<proto::Result> Pool::take() {
+std::vector<proto::Lease> Pool::revoke(const std::vector<proto::Lease>& attempts) {
+  std::vector<proto::Lease> removed;
+  if (attempts.empty()) return removed;
+  std::unordered_map<proto::TaskId, std::uint32_t> wanted;
+  for (const auto& a : attempts) wanted[a.task] = a.attempt;
+  std::lock_guard lock(mutex_);
+  // Under the lock a thread cannot take one of them meanwhile: each is either removed here or begun.
+  std::erase_if(queue_, [&](const proto::Assignment& a) {
+    auto it = wanted.find(a.task);
+    if (it == wanted.end() || it->second != a.attempt) return false;
+    removed.push_back({a.task, a.attempt});
+    return true;
+  });
+  return removed;
+}
+
+std::vector<proto::Result> Pool::take(std::vector<proto::Lease>* begun) {
   // Drain the wake-ups first: an outcome added after this point wakes the loop again.
   zmq::message_t m;
   try {
@@ -46,6 +64,12 @@ std::vector<proto::Result> Pool::take() {
   std::vector<proto::Result> out;
   std::lock_guard lock(results_mutex_);
   out.swap(results_);
+  if (begun) {
+    begun->clear();
+    begun->swap(begun_);
+  } else {
+    begun_.clear();
+  }
   return out;
 }
 
@@ -100,6 +124,17 @@ void Pool::run_thread(std::string endpoint) {
       if (closing_) return;
       a = std::move(queue_.front());
       queue_.pop_front();
+    }
+    {
+      // Recorded before it runs, so that the loop can tell the master (STARTED); it wakes the loop
+      // only if nothing else will.
+      bool first;
+      {
+        std::lock_guard lock(results_mutex_);
+        first = results_.empty() && begun_.empty();
+        begun_.push_back({a.task, a.attempt});
+      }
+      if (first) wake.send(zmq::str_buffer("!"), zmq::send_flags::dontwait);
     }
     const auto t0 = std::chrono::steady_clock::now();
     proto::Result r = run_one(a);

@@ -30,10 +30,13 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   void submit(std::vector<protocol::Assignment> batch);
+  // Removes these attempts if no thread has begun them; returns those removed (they never run).
+  std::vector<protocol::Lease> revoke(const std::vector<protocol::Lease>& attempts);
   // Readable when outcomes are waiting; poll it for ZMQ_POLLIN.
   zmq::socket_t& wakeup() { return wakeup_; }
-  // Every outcome ready now (and clears the wake-up).
-  std::vector<protocol::Result> take();
+  // Every outcome ready now (and clears the wake-up), and the attempts threads began since the last
+  // take() (in `begun`, if given).
+  std::vector<protocol::Result> take(std::vector<protocol::Lease>* begun = nullptr);
   // Asks running handlers to give up (TaskContext::should_stop).
   void stop_now() { stopping_ = true; }
   unsigned threads() const { return static_cast<unsigned>(threads_.size()); }
@@ -57,8 +60,9 @@ class Pool {
   std::condition_variable ready_;
   std::deque<protocol::Assignment> queue_;
   bool closing_ = false;
-  std::mutex results_mutex_;  // guards results_
+  std::mutex results_mutex_;  // guards results_, begun_
   std::vector<protocol::Result> results_;
+  std::vector<protocol::Lease> begun_;
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> runs_{0}, busy_ns_{0};
   std::vector<std::thread> threads_;

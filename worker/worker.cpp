@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <random>
 
 #include "common/log.h"
@@ -100,6 +101,8 @@ void Worker::say_hello(Clock::time_point now) {
   if (config_.weights.size() == config_.queues.size()) h.weights = config_.weights;
   h.slots = slots();
   h.session = session_;
+  if (config_.reserve) h.features = {std::string(proto::kFeatureReserve)};
+  h.threads = pool_.threads();
   announced_ = h.slots;
   // Everything this worker still holds: attempts running, and outcomes the master has not ACKed.
   for (const auto& [task, attempt] : running_) h.running.push_back({task, attempt});
@@ -116,8 +119,16 @@ void Worker::send(const proto::Message& m, Clock::time_point now) {
 }
 
 void Worker::send_results(Clock::time_point now) {
-  if (to_send_.empty() || state_ != State::Ready) return;
+  if (state_ != State::Ready) return;
+  if (!reserve_) unreported_.clear();
+  if (to_send_.empty()) {
+    if (!unreported_.empty()) send(proto::Started{std::move(unreported_)}, now);
+    unreported_.clear();
+    return;
+  }
   proto::Results msg;
+  msg.started = std::move(unreported_);
+  unreported_.clear();
   std::size_t bytes = 0;
   for (auto task : to_send_) {
     auto it = unacked_.find(task);
@@ -125,12 +136,14 @@ void Worker::send_results(Clock::time_point now) {
     if (!msg.results.empty() && (bytes + it->second.value.size() > proto::kMaxMessageBytes / 2 || msg.results.size() >= proto::kMaxBatch)) {
       send(msg, now);
       msg.results.clear();
+      msg.started.clear();
       bytes = 0;
     }
     bytes += it->second.value.size() + 64;
     msg.results.push_back(it->second);
   }
   if (!msg.results.empty()) send(msg, now);
+  else if (!msg.started.empty()) send(proto::Started{std::move(msg.started)}, now);
   to_send_.clear();
 }
 
@@ -148,6 +161,20 @@ void Worker::handle(proto::Message& m, Clock::time_point now) {
                    // Outcomes the master may not have: send them (again); it drops duplicates.
                    to_send_.clear();
                    for (const auto& [task, r] : unacked_) to_send_.push_back(task);
+                   // A new session knows nothing of what has begun: tell it all again.
+                   reserve_ = config_.reserve &&
+                              std::find(w.features.begin(), w.features.end(), proto::kFeatureReserve) != w.features.end();
+                   unreported_.clear();
+                   if (reserve_)
+                     for (auto task : begun_)
+                       if (auto it = running_.find(task); it != running_.end()) unreported_.push_back({task, it->second});
+                 },
+                 [&](proto::Revoke& r) {
+                   // Only what no thread has begun comes back; the rest finishes as usual.
+                   auto released = pool_.revoke(r.tasks);
+                   for (const auto& a : released) running_.erase(a.task);
+                   log_debug("master revoked ", r.tasks.size(), " reserved attempts; ", released.size(), " released");
+                   send(proto::Released{std::move(released)}, now);
                  },
                  [&](proto::Tasks& t) {
                    for (const auto& a : t.tasks) running_[a.task] = a.attempt;
@@ -255,10 +282,17 @@ WorkerExit Worker::run(int stop_fd) {
       }
       handle(*decoded, now);
     }
-    for (auto& r : pool_.take()) {
+    for (auto& r : pool_.take(&begun_buf_)) {
       running_.erase(r.task);
+      begun_.erase(r.task);
       to_send_.push_back(r.task);
       unacked_[r.task] = std::move(r);
+    }
+    for (const auto& b : begun_buf_) {
+      auto it = running_.find(b.task);
+      if (it == running_.end() || it->second != b.attempt) continue;  // it has finished already
+      begun_.insert(b.task);
+      if (reserve_) unreported_.push_back(b);
     }
     send_results(now);
     resize_credit(now);

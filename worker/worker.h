@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <zmq.hpp>
@@ -33,6 +34,9 @@ struct WorkerConfig {
   // Tasks held beyond those running, so that a thread never waits for the next one: nullopt sizes
   // it from the measured task durations (about kPrefetchTime of work queued per thread).
   std::optional<unsigned> prefetch;
+  // Offer the feature "reserve" (PROTOCOL.md §6.14): the master may take back prefetched attempts
+  // not yet begun, and knows which have begun.
+  bool reserve = true;
   std::vector<std::string> queues{"default"};  // queues served
   std::vector<std::uint32_t> weights;          // parallel to queues; empty: all equal (HELLO weights)
   // HELLO is repeated while no WELCOME comes: first after hello_min, doubling up to hello_max.
@@ -82,6 +86,7 @@ class Worker {
   void say_hello(std::chrono::steady_clock::time_point now);
   void handle(protocol::Message& m, std::chrono::steady_clock::time_point now);
   void send(const protocol::Message& m, std::chrono::steady_clock::time_point now);
+  // RESULTS of what finished, with the attempts begun since the last report (or STARTED alone).
   void send_results(std::chrono::steady_clock::time_point now);
   // The slots to announce: threads plus prefetch (0 while draining). Re-sized from the pool's
   // measured task durations when the prefetch is automatic.
@@ -106,6 +111,11 @@ class Worker {
   std::unordered_map<protocol::TaskId, std::uint32_t> running_;     // attempts in the pool
   std::unordered_map<protocol::TaskId, protocol::Result> unacked_;  // sent (or to send), not yet ACKed
   std::vector<protocol::TaskId> to_send_;                           // finished since the last RESULTS
+  // Feature "reserve" (PROTOCOL.md §6.14): on when the master's WELCOME lists it.
+  bool reserve_ = false;
+  std::unordered_set<protocol::TaskId> begun_;  // attempts a thread has begun, not yet finished
+  std::vector<protocol::Lease> unreported_;     // begun, still running, not yet told (STARTED)
+  std::vector<protocol::Lease> begun_buf_;      // from Pool::take
 
   unsigned prefetch_ = 0;        // current prefetch (all threads together)
   std::uint32_t announced_ = 0;  // slots last announced to the master
