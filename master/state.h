@@ -163,6 +163,11 @@ class MasterState : private TaskListener, private JobListener {
   void answer_waits(TimePoint now, bool timers);
   bool try_answer(PendingWait& w, TimePoint now, bool timed_out);
   void housekeeping(TimePoint now);
+  // Jobs after jobs: checks the jobs waiting for those that ended (prerequisites_ended_), and the
+  // jobs those release in turn; check_waiting releases one job (queues its tasks, or cancels them
+  // with the reason under after_success) once every job it waits for has ended and it is sealed.
+  void release_waiting(TimePoint now);
+  void check_waiting(JobId job, TimePoint now);
 
   void reply(const std::string& identity, protocol::Message m);
   // Why a SUBMIT cannot be taken now (a bound of MasterConfig), if it cannot.
@@ -209,9 +214,10 @@ class MasterState : private TaskListener, private JobListener {
   JobId first_job_ = 1;               // this instance's first job id (in memory: from the clock)
 
   std::vector<PendingWait> waits_;
-  bool waits_dirty_ = false;      // a task finished or a job changed since waits were last checked
-  bool dispatch_needed_ = false;  // tasks became queued or a worker got free slots
-  std::size_t rr_ = 0;            // rotates which worker dispatch serves first
+  std::vector<JobId> prerequisites_ended_;  // jobs that ended with others waiting for them
+  bool waits_dirty_ = false;                // a task finished or a job changed since waits were last checked
+  bool dispatch_needed_ = false;            // tasks became queued or a worker got free slots
+  std::size_t rr_ = 0;                      // rotates which worker dispatch serves first
   TimePoint next_housekeeping_{};
   // Bad-message log lines: at most 10 a second, then a count of those not logged.
   protocol::RateLimitedLog bad_message_log_{std::chrono::seconds(1), 10};
