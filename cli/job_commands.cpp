@@ -28,6 +28,8 @@ struct SubmitOptions {
   bool wait = false;
   bool json = false;
   std::string idempotency_key;
+  std::vector<proto::JobId> after{};          // --after
+  std::vector<proto::JobId> after_success{};  // --after-success
 };
 
 struct FollowOptions {
@@ -135,6 +137,8 @@ int run_submit(const SubmitOptions& o) {
   if (auto s = client.connect(); !s) return report(s.error());
   JobOptions jo;
   jo.idempotency_key = o.idempotency_key;
+  jo.after = o.after_success.empty() ? o.after : o.after_success;
+  jo.after_success = !o.after_success.empty();
   OutcomeSink sink = [&](proto::JobId job, const std::vector<proto::Outcome>& batch) { print_outcomes(job, batch, o.json); };
   auto summary = run_job(client, with_first, jo, nullptr, o.wait ? &sink : nullptr);
   if (input_error) {
@@ -203,8 +207,15 @@ void add_job_commands(CLI::App& app, Runners& runners) {
         return !s.empty() && s.size() <= proto::kMaxTextBytes ? std::string()
                                                               : "the key must be 1 to " + std::to_string(proto::kMaxTextBytes) + " bytes";
       });
+  auto* after = add_job_list_option(submit, "--after", o->after,
+                                    "Hold the tasks until these jobs have ended (every task finished or cancelled), however they ended");
+  add_job_list_option(submit, "--after-success", o->after_success,
+                      "Hold the tasks until these jobs have ended; cancel them unless every task of those jobs is done")
+      ->excludes(after);
   add_connection_options(submit, o->connection);
-  submit->footer(std::string("Without --wait, prints the job id. ") + kExitCodesHelp);
+  submit->footer(std::string("Without --wait, prints the job id. With --after or --after-success the job is 'waiting' (see status) "
+                             "until those jobs have ended; a job id that does not exist is refused (exit 5). ") +
+                 kExitCodesHelp);
   submit->callback([o, args] { o->has_args = args->count() > 0; });
   runners[submit] = [o] { return run_submit(*o); };
 

@@ -75,6 +75,34 @@ CLI::Option* add_job_argument(CLI::App* cmd, protocol::JobId& job, const std::st
   return cmd->add_option("JOB", job, help)->required()->check(CLI::Range(protocol::JobId{1}, kMaxJob));
 }
 
+CLI::Option* add_job_list_option(CLI::App* cmd, const std::string& names, std::vector<protocol::JobId>& jobs, const std::string& help) {
+  auto self = std::make_shared<CLI::Option*>(nullptr);
+  auto* opt = cmd->add_option_function<std::string>(
+      names,
+      [self, &jobs](const std::string& value) {
+        constexpr protocol::JobId kMaxJob = std::numeric_limits<std::int64_t>::max();
+        const auto bad = [&](const std::string& why) {
+          return UsageError((*self)->get_name() + " '" + value + "': " + why + "; expected job ids separated by commas, e.g. 12,13");
+        };
+        jobs.clear();
+        for (std::size_t i = 0; i <= value.size();) {
+          const std::size_t end = std::min(value.find(',', i), value.size());
+          protocol::JobId id = 0;
+          const auto [p, ec] = std::from_chars(value.data() + i, value.data() + end, id);
+          if (end == i) throw bad("an empty job id");
+          if (ec != std::errc() || p != value.data() + end || id == 0 || id > kMaxJob)
+            throw bad("'" + value.substr(i, end - i) + "' is not a job id (1 to " + std::to_string(kMaxJob) + ")");
+          jobs.push_back(id);
+          if (jobs.size() > protocol::kMaxAfterJobs) throw bad("more than " + std::to_string(protocol::kMaxAfterJobs) + " jobs");
+          i = end + 1;
+        }
+      },
+      help);
+  *self = opt;
+  opt->type_name("JOB[,JOB...]");
+  return opt;
+}
+
 Expected<std::optional<protocol::CurveKeys>> KeyOptions::resolve() const {
   if (insecure) return std::optional<protocol::CurveKeys>();
   auto found = protocol::find_key(key_file);

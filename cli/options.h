@@ -44,6 +44,10 @@ CLI::Validator not_empty(const std::string& what);
 // The required JOB argument of wait, results and cancel: a job id (1 to 2^63 - 1).
 CLI::Option* add_job_argument(CLI::App* cmd, protocol::JobId& job, const std::string& help);
 
+// An option that takes job ids separated by commas (JOB[,JOB...], each 1 to 2^63 - 1, at most
+// protocol::kMaxAfterJobs): submit's --after. Anything else is a usage error that names the option.
+CLI::Option* add_job_list_option(CLI::App* cmd, const std::string& names, std::vector<protocol::JobId>& jobs, const std::string& help);
+
 // --key-file and --insecure: where the shared key comes from, or that there is none.
 struct KeyOptions {
   std::string key_file;

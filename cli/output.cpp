@@ -37,6 +37,7 @@ void append_outcome(std::string& out, proto::JobId job, const proto::Outcome& o,
       }
     } else {
       out += "cancelled";
+      if (!o.value.empty()) out += " (" + o.value + ")";  // why, when the master knows
     }
     out += '\n';
     return;
@@ -53,7 +54,7 @@ void append_outcome(std::string& out, proto::JobId job, const proto::Outcome& o,
   if (o.status == proto::TaskState::Done) {
     out += ",\"result\":";
     out += o.value;
-  } else if (o.status == proto::TaskState::Dead) {
+  } else if (o.status == proto::TaskState::Dead || !o.value.empty()) {
     out += ",\"error\":";
     proto::append_json_string(out, o.value);
   }
@@ -113,14 +114,30 @@ std::string format_status(const nlohmann::json& st) {
   std::ostringstream s;
   s << "master " << cell(st.value("master", "")) << ", up " << cell(st.value("uptime_s", 0.0)) << " s; " << count_cell(st, "jobs")
     << " jobs, " << count_cell(st, "tasks") << " tasks kept\n\n";
-  std::vector<std::vector<std::string>> q{{"queue", "delayed", "queued", "running", "done", "dead", "cancelled"}};
+  std::vector<std::vector<std::string>> q{{"queue", "waiting", "delayed", "queued", "running", "done", "dead", "cancelled"}};
   const auto queues = st.value("queues", nlohmann::json::object());
   for (const auto& [name, counts] : queues.items()) {
     std::vector<std::string> row{name};
-    for (const char* k : {"delayed", "queued", "running", "done", "dead", "cancelled"}) row.push_back(count_cell(counts, k));
+    for (const char* k : {"waiting", "delayed", "queued", "running", "done", "dead", "cancelled"}) row.push_back(count_cell(counts, k));
     q.push_back(row);
   }
   s << table(q) << '\n';
+  // Jobs after jobs: each waiting job and the jobs it still waits for.
+  if (const auto waiting = st.value("waiting", nlohmann::json::array()); !waiting.empty()) {
+    std::vector<std::vector<std::string>> j{{"job", "state", "tasks", "waits_for", "after"}};
+    const auto ids = [](const nlohmann::json& list) {
+      std::string out;
+      for (const auto& id : list) out += (out.empty() ? "" : ",") + cell(id);
+      return out.empty() ? "-" : out;
+    };
+    for (const auto& x : waiting)
+      j.push_back({count_cell(x, "job"), "waiting", count_cell(x, "tasks"), ids(x.value("pending", nlohmann::json::array())),
+                   ids(x.value("after", nlohmann::json::array())) + (x.value("after_success", false) ? " (success)" : "")});
+    s << table(j);
+    if (const auto n = st.value("waiting_jobs", std::uint64_t{0}); n > waiting.size())
+      s << "(and " << n - waiting.size() << " more waiting)\n";
+    s << '\n';
+  }
   // A task "running" in its queue is leased: begun by a worker's thread (running), or held in its
   // prefetch, not begun (reserved). A master older than the split reports only in_flight.
   std::vector<std::vector<std::string>> w{{"worker", "host", "slots", "running", "reserved", "done", "last_heartbeat_s"}};

@@ -55,14 +55,14 @@ int run_cancel(const CancelOptions& o) {
 
 void add_status_command(CLI::App& app, Runners& runners) {
   auto s = std::make_shared<StatusOptions>();
-  auto* status = app.add_subcommand("status", "Show queues (tasks per state), workers and rates");
+  auto* status = app.add_subcommand("status", "Show queues (tasks per state), waiting jobs, workers and rates");
   status->add_flag("--json", s->json, "The master's report as one JSON object");
   add_connection_options(status, s->connection);
   status->footer(kExitCodesHelp);
   runners[status] = [s] { return run_status(*s); };
 
   auto c = std::make_shared<CancelOptions>();
-  auto* cancel = app.add_subcommand("cancel", "Cancel a job: its queued and delayed tasks become cancelled; running ones finish");
+  auto* cancel = app.add_subcommand("cancel", "Cancel a job: its waiting, queued and delayed tasks become cancelled; running ones finish");
   add_job_argument(cancel, c->job, "The job id");
   add_connection_options(cancel, c->connection);
   cancel->footer(std::string("Prints how many tasks were cancelled. ") + kExitCodesHelp);

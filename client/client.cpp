@@ -243,6 +243,8 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
   m.more = !first.last;
   m.idempotency_key = options.idempotency_key.empty() ? random_key() : options.idempotency_key;
   m.tasks = std::move(first.tasks);
+  m.after = options.after;
+  m.after_success = options.after_success && !options.after.empty();
   std::uint64_t after = 0;
   std::uint64_t wait_req = 0;  // the WAIT in flight; 0: none (request ids start at 1)
   const auto submit_req = client.start(m);

@@ -114,6 +114,10 @@ struct JobOptions {
   std::size_t batch_tasks = 10000;    // tasks per SUBMIT at most
   std::size_t batch_bytes = 4 << 20;  // args bytes per SUBMIT at most
   std::size_t window = 4;             // SUBMIT batches in flight at once
+  // The jobs this one waits for (SUBMIT after), and whether it runs only if they ended with every
+  // task done (after_success).
+  std::vector<protocol::JobId> after{};
+  bool after_success = false;
 };
 
 // Submits a job: all tasks from `source`, in pipelined batches. `on_accepted` is called once, when

@@ -115,6 +115,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           s.tasks.push_back(std::move(t));
         }
         if (s.tasks.empty() && s.job == 0) break;
+        if (s.job == 0 && !jobs.empty() && in.byte() % 3 == 0) {  // jobs after jobs: one or two known jobs, or an unknown one
+          s.after = {in.byte() % 8 == 0 ? proto::JobId{999999} : jobs[in.byte() % jobs.size()]};
+          if (in.byte() % 2) s.after.push_back(jobs[in.byte() % jobs.size()]);
+          s.after_success = in.byte() % 2;
+        }
         state.receive(id, proto::Message(s), now);
         break;
       }

@@ -4,7 +4,56 @@
 
 namespace taskmaster {
 
-const Job& JobTable::create(std::string idempotency_key) { return restore(next_id_, std::move(idempotency_key), 0, false, false); }
+const Job& JobTable::create(std::string idempotency_key, std::vector<JobId> after, bool after_success) {
+  const Job& job = restore(next_id_, std::move(idempotency_key), 0, false, false);
+  if (!after.empty()) wait_for(*get(job.id), std::move(after), after_success);
+  return job;
+}
+
+void JobTable::wait_for(Job& job, std::vector<JobId> after, bool after_success) {
+  for (JobId a : after) dependents_[a].push_back(job.id);
+  job.after = std::move(after);
+  job.after_success = after_success;
+  job.waiting = true;
+  waiting_.insert(job.id);
+}
+
+void JobTable::restore_waiting(JobId id, std::vector<JobId> after, bool after_success, JobId failed_after) {
+  Job* job = get(id);
+  if (!job || job->waiting || after.empty()) return;
+  wait_for(*job, std::move(after), after_success);
+  job->failed_after = failed_after;
+}
+
+const std::vector<JobId>* JobTable::waiting_for(JobId id) const {
+  auto it = dependents_.find(id);
+  return it == dependents_.end() ? nullptr : &it->second;
+}
+
+void JobTable::after_failed(JobId id, JobId after) {
+  Job* job = get(id);
+  if (!job || job->failed_after) return;
+  job->failed_after = after;
+  tell(*job, JobChange::Updated);
+}
+
+void JobTable::stop_waiting(JobId id) {
+  Job* job = get(id);
+  if (!job || !job->waiting) return;
+  unwait(*job);
+  tell(*job, JobChange::Updated);
+}
+
+void JobTable::unwait(Job& job) {
+  job.waiting = false;
+  waiting_.erase(job.id);
+  for (JobId a : job.after) {
+    auto it = dependents_.find(a);
+    if (it == dependents_.end()) continue;
+    std::erase(it->second, job.id);
+    if (it->second.empty()) dependents_.erase(it);
+  }
+}
 
 const Job& JobTable::restore(JobId id, std::string idempotency_key, std::uint64_t total, bool sealed, bool cancelled) {
   assert(!jobs_.count(id));
@@ -139,6 +188,7 @@ void JobTable::erase(JobId id) {
 void JobTable::discard(JobId id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
+  if (it->second.waiting) unwait(it->second);
   if (!it->second.idempotency_key.empty()) keys_.erase(it->second.idempotency_key);
   jobs_.erase(it);
   if (!ended_.empty() && ended_.front().second == id) ended_.pop_front();  // the usual case

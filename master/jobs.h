@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -29,6 +30,13 @@ struct Job {
   bool sealed = false;           // no more batches may join
   bool cancelled = false;
   std::optional<TimePoint> ended_at;  // when sealed and every task finished
+  // Jobs after jobs (SUBMIT after): the jobs this one waits for, as submitted (no repeats). While
+  // `waiting`, its tasks are in state waiting, in no queue; once every one of `after` has ended, they
+  // are queued, or with after_success cancelled if one of them did not end with every task done.
+  std::vector<JobId> after{};
+  bool after_success = false;
+  bool waiting = false;
+  JobId failed_after = 0;  // the first of `after` seen to end with a task not done; 0: none
 
   bool ended() const { return sealed && finished.size() == total; }
 };
@@ -54,7 +62,8 @@ class JobTable {
 
   // A new job with the next id, without batches yet (the listener hears of it with its first
   // batch). REQUIRES: no job has this key (find_by_key first).
-  const Job& create(std::string idempotency_key);
+  // `after`: the jobs it waits for (then it is waiting; no repeats).
+  const Job& create(std::string idempotency_key, std::vector<JobId> after = {}, bool after_success = false);
   const Job* find(JobId id) const;
   const Job* find_by_key(const std::string& key) const;
   std::size_t size() const { return jobs_.size(); }
@@ -69,6 +78,14 @@ class JobTable {
   void seal(JobId job, TimePoint now);
   // Marks the job cancelled and seals it. (Its tasks are the task table's: TaskTable::cancel_job.)
   void cancel(JobId job, TimePoint now);
+
+  // Jobs after jobs. The waiting jobs that wait for `job` (none: nullptr), and every waiting job.
+  const std::vector<JobId>* waiting_for(JobId job) const;
+  const std::set<JobId>& waiting() const { return waiting_; }
+  // Records that `after`, one the job waits for, ended with a task not done (the first one counts).
+  void after_failed(JobId job, JobId after);
+  // The job waits no more (its tasks are released or cancelled by the caller).
+  void stop_waiting(JobId job);
 
   // Jobs that ended at least `ttl` before now, oldest first. They stay until erase().
   std::vector<JobId> expired(TimePoint now, std::chrono::milliseconds ttl) const;
@@ -87,6 +104,8 @@ class JobTable {
   void restore_finished(JobId job, TaskId task, bool failed);
   // Marks a job read from the journal as ended at `at`.
   void restore_ended(JobId job, TimePoint at);
+  // A job read from the journal still waits for `after` (its waits row).
+  void restore_waiting(JobId job, std::vector<JobId> after, bool after_success, JobId failed_after);
 
   // The next id create() will use; kept past every restored id (the journal's high-water mark).
   void set_next_id(JobId next) { next_id_ = std::max(next_id_, next); }
@@ -95,6 +114,8 @@ class JobTable {
  private:
   Job* get(JobId id);
   void mark_ended(Job& job, TimePoint now);
+  void wait_for(Job& job, std::vector<JobId> after, bool after_success);
+  void unwait(Job& job);  // stop_waiting without telling
   void tell(const Job& job, JobChange change) {
     if (listener_) listener_->on_job_change(job, change);
   }
@@ -102,7 +123,9 @@ class JobTable {
   JobListener* listener_;
   std::unordered_map<JobId, Job> jobs_;
   std::unordered_map<std::string, JobId> keys_;
-  std::deque<std::pair<TimePoint, JobId>> ended_;  // in end order (time only grows)
+  std::deque<std::pair<TimePoint, JobId>> ended_;             // in end order (time only grows)
+  std::unordered_map<JobId, std::vector<JobId>> dependents_;  // job -> waiting jobs that wait for it
+  std::set<JobId> waiting_;
   JobId next_id_ = 1;
 };
 

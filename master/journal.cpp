@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -60,6 +61,12 @@ CREATE TABLE IF NOT EXISTS tasks (
   outcome TEXT NOT NULL,
   worker TEXT NOT NULL,
   finished_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS waits (
+  job INTEGER PRIMARY KEY,
+  after TEXT NOT NULL,
+  after_success INTEGER NOT NULL,
+  failed_after INTEGER NOT NULL
 );
 )sql";
 
@@ -176,6 +183,8 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
     st_->put_batch = prepare("INSERT OR REPLACE INTO batches(job, seq, first_task, count) VALUES (?1,?2,?3,?4)");
     st_->del_job = prepare("DELETE FROM jobs WHERE id = ?1");
     st_->del_batches = prepare("DELETE FROM batches WHERE job = ?1");
+    st_->put_wait = prepare("INSERT OR REPLACE INTO waits(job, after, after_success, failed_after) VALUES (?1,?2,?3,?4)");
+    st_->del_wait = prepare("DELETE FROM waits WHERE job = ?1");
     // The ids handed out so far, so that ids of expired (deleted) jobs and tasks are never reused.
     st_->put_next = prepare(
         "INSERT INTO meta(key, value) VALUES ('next_job', ?1), ('next_task', ?2)"
@@ -277,7 +286,8 @@ void Journal::run(sqlite3_stmt* s) {
 void Journal::task_saved(const Task& t, const Names& names, std::int64_t finished_seq, TimePoint now, bool is_new) {
   begin();
   const auto state = protocol::to_string(t.state);
-  const std::int64_t ready = t.state == TaskState::Delayed ? wall_ms(t.ready_at, now) : 0;
+  const bool timed = t.state == TaskState::Delayed || t.state == TaskState::Waiting;  // waiting: when its delay ends
+  const std::int64_t ready = timed ? wall_ms(t.ready_at, now) : 0;
   if (!is_new) {
     sqlite3_stmt* s = st_->upd_task.get();
     bind(s, 1, static_cast<std::int64_t>(t.id));
@@ -326,6 +336,20 @@ void Journal::job_saved(const Job& job, TimePoint now) {
   if (job.ended_at) bind(s, 6, wall_ms(*job.ended_at, now));
   else bind_null(s, 6);
   run(s);
+  if (job.after.empty()) return;
+  // A job that waits for others has a row in waits until it is released.
+  if (!job.waiting) {
+    bind(st_->del_wait.get(), 1, static_cast<std::int64_t>(job.id));
+    return run(st_->del_wait.get());
+  }
+  std::string after;
+  for (JobId j : job.after) after += (after.empty() ? "" : ",") + std::to_string(j);
+  sqlite3_stmt* w = st_->put_wait.get();
+  bind(w, 1, static_cast<std::int64_t>(job.id));
+  bind(w, 2, after);
+  bind(w, 3, job.after_success ? 1 : 0);
+  bind(w, 4, static_cast<std::int64_t>(job.failed_after));
+  run(w);
 }
 
 void Journal::batch_added(JobId job, std::uint32_t seq, TaskId first, std::uint32_t count) {
@@ -368,6 +392,8 @@ void Journal::job_erased(JobId id) {
   run(st_->del_job.get());
   bind(st_->del_batches.get(), 1, static_cast<std::int64_t>(id));
   run(st_->del_batches.get());
+  bind(st_->del_wait.get(), 1, static_cast<std::int64_t>(id));
+  run(st_->del_wait.get());
 }
 
 void Journal::abandon() {
@@ -436,6 +462,31 @@ Journal::Contents Journal::read_all(TimePoint now) {
       if (sqlite3_column_type(j.get(), 5) != SQLITE_NULL) r.ended_at = steady_of(sqlite3_column_int64(j.get(), 5), now);
       c.next_job = std::max(c.next_job, r.id + 1);
       c.jobs.push_back(std::move(r));
+    }
+  }
+  {
+    // Jobs that wait for others (by id, as the jobs are).
+    Statement w = prepare("SELECT job, after, after_success, failed_after FROM waits ORDER BY job");
+    auto row = c.jobs.begin();
+    while (step_row(w.get(), "a waiting job")) {
+      const JobId job = i64(w.get(), 0);
+      row = std::lower_bound(row, c.jobs.end(), job, [](const JobRow& r, JobId id) { return r.id < id; });
+      if (row == c.jobs.end() || row->id != job) continue;  // a row left of a job erased (cannot happen: erased together)
+      const std::string after = text(w.get(), 1);
+      for (std::size_t i = 0; i < after.size();) {
+        const std::size_t end = std::min(after.find(',', i), after.size());
+        JobId id = 0;
+        const auto [p, ec] = std::from_chars(after.data() + i, after.data() + end, id);
+        if (ec != std::errc() || p != after.data() + end || id == 0)
+          throw std::runtime_error("journal " + path_ + ": job " + std::to_string(job) + " waits for '" + after +
+                                   "', which is not a list of job ids; the master does not start with part of its journal." +
+                                   move_aside_hint(path_));
+        row->after.push_back(id);
+        i = end + 1;
+      }
+      row->waiting = true;
+      row->after_success = sqlite3_column_int(w.get(), 2) != 0;
+      row->failed_after = i64(w.get(), 3);
     }
   }
   {

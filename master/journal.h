@@ -69,6 +69,10 @@ class Journal {
     std::uint64_t total = 0;
     bool sealed = false, cancelled = false;
     std::optional<TimePoint> ended_at;
+    // From the waits table: the job still waits for the jobs `after` (SUBMIT after).
+    bool waiting = false, after_success = false;
+    std::vector<JobId> after{};
+    JobId failed_after = 0;
   };
   struct BatchRow {
     JobId job = 0;
@@ -107,7 +111,7 @@ class Journal {
   using Statement = std::unique_ptr<sqlite3_stmt, Finalize>;
   // The statements the changes use, prepared once.
   struct Statements {
-    Statement put_task, upd_task, del_task, put_job, put_batch, del_job, del_batches;
+    Statement put_task, upd_task, del_task, put_job, put_batch, del_job, del_batches, put_wait, del_wait;
     Statement put_next;  // meta: the next job and task ids
   };
 

@@ -42,6 +42,8 @@ constexpr std::size_t kMaxThievesPerTurn = 16;
 bool has_feature(const std::vector<std::string>& features, std::string_view name) {
   return std::find(features.begin(), features.end(), name) != features.end();
 }
+// Waiting jobs listed in a REPORT (the count is always whole).
+constexpr std::size_t kStatusWaitingJobs = 100;
 
 }  // namespace
 
@@ -80,6 +82,7 @@ void MasterState::turn(TimePoint now) {
   now_ = now;
   tasks_.expire(now);  // delayed tasks due, attempts past their timeout
   if (now >= next_housekeeping_) housekeeping(now);
+  release_waiting(now);  // jobs whose prerequisites ended in this turn
   dispatch(now);
   answer_waits(now, false);
   for (auto& [id, tasks] : out_acks_)
@@ -96,6 +99,7 @@ MasterState::Recovered MasterState::recover(Journal& journal, TimePoint now) {
   Recovered r;
   for (auto& j : c.jobs) {
     jobs_.restore(j.id, std::move(j.idempotency_key), j.total, j.sealed, j.cancelled);
+    if (j.waiting) jobs_.restore_waiting(j.id, std::move(j.after), j.after_success, j.failed_after);
     if (j.cancelled) tasks_.restore_cancelled_job(j.id);
   }
   r.jobs = c.jobs.size();
@@ -137,6 +141,10 @@ MasterState::Recovered MasterState::recover(Journal& journal, TimePoint now) {
       jobs_.restore_ended(job->id, now);
       save_job(*job);
     }
+  // Waiting jobs whose prerequisites ended (the restart rule may have ended some): released now,
+  // and written by the next commit.
+  for (JobId j : std::vector<JobId>(jobs_.waiting().begin(), jobs_.waiting().end())) check_waiting(j, now);
+  release_waiting(now);
   journal_bytes_ = journal.bytes();
   durable_tasks_ = tasks_.last_id() + 1;
   dispatch_needed_ = true;
@@ -346,18 +354,30 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
       return reply_error(id, m.req, ErrorCode::BadField,
                          "SUBMIT: seq " + std::to_string(m.seq) + " is out of order; expected " + std::to_string(job->batches.size()));
   }
+  std::vector<JobId> after;
+  if (!job && !m.after.empty()) {
+    // Every job named must exist now: a job can only wait for older ones, so no cycle can form.
+    for (JobId a : m.after) {
+      if (a == jobs_.next_id())
+        return reply_error(id, m.req, ErrorCode::BadField,
+                           "SUBMIT: after: job " + std::to_string(a) + " would be this job: a job cannot wait for itself");
+      if (!jobs_.find(a)) return reply_error(id, m.req, ErrorCode::UnknownJob, "SUBMIT: after: " + unknown_job(a));
+      if (std::find(after.begin(), after.end(), a) == after.end()) after.push_back(a);
+    }
+  }
   if (auto refusal = over_bounds(m)) {
     ++counters_.refused_full;
     return reply_error(id, m.req, refusal->code, "SUBMIT: " + refusal->message);
   }
   const bool created = !job;
-  if (created) job = &jobs_.create(m.idempotency_key);
+  if (created) job = &jobs_.create(m.idempotency_key, std::move(after), m.after_success);
   const TaskRange batch{tasks_.last_id() + 1, static_cast<std::uint32_t>(m.tasks.size())};
   if (journal_) batches_.push_back({job->id, created, job->sealed, batch});
   // The job's change (journalled by on_job_change) before its tasks', which each journal themselves.
   jobs_.add_batch(job->id, batch, !m.more, now);
   const auto lanes_before = tasks_.lanes_created();
-  for (auto& spec : m.tasks) tasks_.add(job->id, spec, now);
+  for (auto& spec : m.tasks) tasks_.add(job->id, spec, now, job->waiting);
+  if (job->waiting) check_waiting(job->id, now);  // its prerequisites may have ended already
   if (tasks_.lanes_created() != lanes_before) {
     // New lanes may overtake reserved attempts (dispatch): note each (queue, function, priority).
     for (TaskId t = batch.first; t < batch.first + batch.count && new_lanes_.size() < kMaxNewLanes; ++t) {
@@ -411,7 +431,7 @@ void MasterState::on_wait(const std::string& id, const proto::Wait& m, TimePoint
 void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimePoint now) {
   const Job* job = jobs_.find(m.job);
   if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "CANCEL: " + unknown_job(m.job));
-  const std::uint64_t n = tasks_.cancel_job(job->id, job->batches);
+  const std::uint64_t n = tasks_.cancel_job(job->id, job->batches);  // waiting tasks too
   jobs_.cancel(job->id, now);
   // Attempts of the job that workers hold but have not begun: asked back; released, they end
   // cancelled (TaskTable::unlease) and never run.
@@ -425,6 +445,7 @@ void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimeP
     }
     revoke(w, std::move(back), false);
   }
+  jobs_.stop_waiting(job->id);
   waits_dirty_ = true;
   reply(id, proto::Cancelled{m.req, m.job, n});
 }
@@ -469,6 +490,46 @@ void MasterState::on_job_change(const Job& job, JobChange change) {
     }
     case JobChange::Updated: save_job(job); break;
     case JobChange::Erased: erase_job_row(job.id); break;
+  }
+  // A job that ended may release those that wait for it (release_waiting, after the change).
+  if (change != JobChange::Erased && job.ended_at && jobs_.waiting_for(job.id)) prerequisites_ended_.push_back(job.id);
+  waits_dirty_ = true;
+}
+
+// ---- jobs after jobs --------------------------------------------------------------------------
+
+void MasterState::release_waiting(TimePoint now) {
+  // Releasing a job may end it (its tasks cancelled), which may release the next: until none is left.
+  while (!prerequisites_ended_.empty()) {
+    std::vector<JobId> ended;
+    ended.swap(prerequisites_ended_);
+    for (JobId p : ended)
+      if (const auto* list = jobs_.waiting_for(p))
+        for (JobId d : std::vector<JobId>(*list)) check_waiting(d, now);
+  }
+}
+
+void MasterState::check_waiting(JobId id, TimePoint now) {
+  const Job* job = jobs_.find(id);
+  if (!job || !job->waiting) return;
+  bool pending = false;
+  for (JobId a : job->after) {
+    const Job* p = jobs_.find(a);
+    if (!p) continue;  // it ended and its results expired; how it ended was recorded when it ended
+    if (!p->ended()) pending = true;
+    else if (p->failed > 0) jobs_.after_failed(id, a);  // recorded now: `a` may expire before the job is released
+  }
+  // A job still taking batches waits for its last one, so that all its tasks go (or are cancelled) together.
+  if (pending || !job->sealed) return;
+  const JobId failed = job->failed_after;
+  jobs_.stop_waiting(id);
+  if (job->after_success && failed) {
+    const std::string why = "not run: job " + std::to_string(failed) +
+                            ", which it waited for with --after-success, ended with tasks not done";
+    tasks_.cancel_job(id, job->batches, why);
+    jobs_.cancel(id, now);
+  } else {
+    tasks_.release_job(job->batches, now);
   }
   waits_dirty_ = true;
 }
@@ -832,7 +893,7 @@ bool MasterState::try_answer(PendingWait& w, TimePoint now, bool timed_out) {
     o.task = t->id;
     o.args = t->args;
     o.status = t->state;
-    if (t->state != TaskState::Cancelled) o.value = t->outcome;
+    o.value = t->outcome;  // cancelled: why, if known
     o.attempts = t->attempts;
     o.worker = tasks_.names().name(t->worker);
     out.outcomes.push_back(std::move(o));
@@ -865,7 +926,8 @@ void MasterState::housekeeping(TimePoint now) {
           tasks_.erase(t);
           erase_task_row(t);
         }
-    jobs_.erase(j);  // on_job_change erases its row
+    release_waiting(now);  // what waits for it learns how it ended before it goes
+    jobs_.erase(j);        // on_job_change erases its row
     tasks_.forget_job(j);
     ++counters_.expired_jobs;
   }
@@ -945,8 +1007,12 @@ std::string MasterState::check_invariants() const {
     if (!bad.empty()) return;
     if (t.state == TaskState::Running && !held.count({t.id, t.attempts}))
       bad = "task " + std::to_string(t.id) + " is running attempt " + std::to_string(t.attempts) + ", which no worker holds";
-    else if (tasks_.job_cancelled(t.job) && (t.state == TaskState::Queued || t.state == TaskState::Delayed))
+    else if (tasks_.job_cancelled(t.job) &&
+             (t.state == TaskState::Queued || t.state == TaskState::Delayed || t.state == TaskState::Waiting))
       bad = "task " + std::to_string(t.id) + " of a cancelled job is " + std::string(proto::to_string(t.state));
+    else if (const Job* j = jobs_.find(t.job); (t.state == TaskState::Waiting) != (j && j->waiting && t.state != TaskState::Cancelled))
+      bad = "task " + std::to_string(t.id) + " is " + std::string(proto::to_string(t.state)) + " in a job that " +
+            (j && j->waiting ? "waits" : "does not wait");
   });
   if (!bad.empty()) return bad;
   std::size_t cancelled = 0;
@@ -969,6 +1035,14 @@ std::string MasterState::check_invariants() const {
     if (j.ended_at.has_value() != j.ended()) return "job " + std::to_string(id) + "'s end time does not match whether it ended";
     if (j.cancelled != tasks_.job_cancelled(id)) return "job " + std::to_string(id) + "'s cancel mark differs in the task table";
     cancelled += j.cancelled ? 1 : 0;
+    if (j.waiting != (jobs_.waiting().count(id) > 0)) return "job " + std::to_string(id) + " is not in the waiting set as it should";
+    if (j.waiting && j.cancelled) return "job " + std::to_string(id) + " is cancelled and still waiting";
+    for (JobId a : j.waiting ? j.after : std::vector<JobId>{}) {
+      const auto* list = jobs_.waiting_for(a);
+      if (!list || std::count(list->begin(), list->end(), id) != 1)
+        return "job " + std::to_string(id) + " is not listed as waiting for job " + std::to_string(a);
+      if (a >= id) return "job " + std::to_string(id) + " waits for a later job, " + std::to_string(a);
+    }
   }
   if (cancelled != tasks_.cancelled_jobs()) return "the task table marks jobs cancelled that do not exist";
   return "";
@@ -1021,6 +1095,16 @@ nlohmann::json MasterState::status_json(TimePoint now) {
     sub += rates_.submitted[i];
     fin += rates_.finished[i];
   }
+  // Jobs after jobs: those still waiting, by id (the first kStatusWaitingJobs), with what they wait for.
+  json waiting = json::array();
+  for (JobId j : jobs_.waiting()) {
+    if (waiting.size() >= kStatusWaitingJobs) break;
+    const Job& job = *jobs_.find(j);
+    json pending = json::array();
+    for (JobId a : job.after)
+      if (const Job* p = jobs_.find(a); p && !p->ended()) pending.push_back(a);
+    waiting.push_back({{"job", j}, {"after", job.after}, {"pending", pending}, {"after_success", job.after_success}, {"tasks", job.total}});
+  }
   json journal = nullptr;
   if (journal_) journal = {{"path", journal_->path()}, {"bytes", journal_->bytes()}, {"writable", !resave_needed_}};
   return {
@@ -1032,6 +1116,8 @@ nlohmann::json MasterState::status_json(TimePoint now) {
       {"running", running},
       {"reserved", reserved},
       {"jobs", jobs_.size()},
+      {"waiting_jobs", jobs_.waiting().size()},
+      {"waiting", waiting},
       {"tasks", tasks_.size()},
       {"rates", {{"submitted_per_s", sub / window}, {"finished_per_s", fin / window}}},
       {"counters",

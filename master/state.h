@@ -173,6 +173,11 @@ class MasterState : private TaskListener, private JobListener {
   void answer_waits(TimePoint now, bool timers);
   bool try_answer(PendingWait& w, TimePoint now, bool timed_out);
   void housekeeping(TimePoint now);
+  // Jobs after jobs: checks the jobs waiting for those that ended (prerequisites_ended_), and the
+  // jobs those release in turn; check_waiting releases one job (queues its tasks, or cancels them
+  // with the reason under after_success) once every job it waits for has ended and it is sealed.
+  void release_waiting(TimePoint now);
+  void check_waiting(JobId job, TimePoint now);
 
   void reply(const std::string& identity, protocol::Message m);
   // Why a SUBMIT cannot be taken now (a bound of MasterConfig), if it cannot.
@@ -219,6 +224,7 @@ class MasterState : private TaskListener, private JobListener {
   JobId first_job_ = 1;               // this instance's first job id (in memory: from the clock)
 
   std::vector<PendingWait> waits_;
+  std::vector<JobId> prerequisites_ended_;  // jobs that ended with others waiting for them
   bool waits_dirty_ = false;      // a task finished or a job changed since waits were last checked
   bool dispatch_needed_ = false;  // tasks became queued or a worker got free slots
   // Lanes created by this turn's SUBMITs (at most kMaxNewLanes), for overtaking reserved attempts.

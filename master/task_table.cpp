@@ -73,8 +73,9 @@ namespace {
 // The transitions of the diagram in task_table.h; anything else is a bug.
 [[maybe_unused]] bool allowed(std::optional<TaskState> from, TaskState to) {
   using S = TaskState;
-  if (!from) return to == S::Delayed || to == S::Queued;
+  if (!from) return to == S::Delayed || to == S::Queued || to == S::Waiting;
   switch (*from) {
+    case S::Waiting: return to == S::Delayed || to == S::Queued || to == S::Cancelled;
     case S::Delayed: return to == S::Queued || to == S::Cancelled;
     case S::Queued: return to == S::Running || to == S::Cancelled;
     case S::Running: return to == S::Done || to == S::Delayed || to == S::Queued || to == S::Dead || to == S::Cancelled;
@@ -334,7 +335,7 @@ void TaskTable::enter(Task& t) {
   }
 }
 
-TaskId TaskTable::add(JobId job, const protocol::TaskSpec& spec, TimePoint now) {
+TaskId TaskTable::add(JobId job, const protocol::TaskSpec& spec, TimePoint now, bool waiting) {
   now_ms_ = std::max(now_ms_, ms_of(now));
   Task t;
   t.id = next_id_++;
@@ -347,7 +348,7 @@ TaskId TaskTable::add(JobId job, const protocol::TaskSpec& spec, TimePoint now) 
   t.queue = names_.acquire(spec.queue);
   t.max_attempts = static_cast<std::uint16_t>(std::min<std::uint32_t>(spec.max_attempts, 0xFFFF));
   t.ready_at = now + std::chrono::milliseconds(spec.delay_ms);
-  t.state = spec.delay_ms > 0 ? TaskState::Delayed : TaskState::Queued;
+  t.state = waiting ? TaskState::Waiting : spec.delay_ms > 0 ? TaskState::Delayed : TaskState::Queued;
   auto [it, inserted] = tasks_.emplace(t.id, std::move(t));
   assert(inserted);
   Task& task = it->second;
@@ -546,20 +547,35 @@ Status TaskTable::complete(TaskId id, std::uint32_t attempt, bool ok, std::strin
   return Ok{};
 }
 
-bool TaskTable::cancel(TaskId id) {
+bool TaskTable::cancel(TaskId id, std::string_view reason) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return false;
   Task& t = it->second;
-  if (t.state != TaskState::Delayed && t.state != TaskState::Queued) return false;
+  if (t.state != TaskState::Delayed && t.state != TaskState::Queued && t.state != TaskState::Waiting) return false;
+  if (!reason.empty()) set_outcome(t, std::string(reason));
   move_to(t, TaskState::Cancelled);
   return true;
 }
 
-std::uint64_t TaskTable::cancel_job(JobId job, const std::vector<TaskRange>& tasks) {
+std::uint64_t TaskTable::cancel_job(JobId job, const std::vector<TaskRange>& tasks, std::string_view reason) {
   cancelled_jobs_.insert(job);
   std::uint64_t n = 0;
   for (const auto& r : tasks)
-    for (TaskId t = r.first; t < r.first + r.count; ++t) n += cancel(t) ? 1 : 0;
+    for (TaskId t = r.first; t < r.first + r.count; ++t) n += cancel(t, reason) ? 1 : 0;
+  return n;
+}
+
+std::uint64_t TaskTable::release_job(const std::vector<TaskRange>& tasks, TimePoint now) {
+  now_ms_ = std::max(now_ms_, ms_of(now));
+  std::uint64_t n = 0;
+  for (const auto& r : tasks)
+    for (TaskId id = r.first; id < r.first + r.count; ++id) {
+      auto it = tasks_.find(id);
+      if (it == tasks_.end() || it->second.state != TaskState::Waiting) continue;
+      Task& t = it->second;
+      move_to(t, t.ready_at > now ? TaskState::Delayed : TaskState::Queued);  // --delay counts from the submission
+      ++n;
+    }
   return n;
 }
 

@@ -12,6 +12,9 @@
 //                                                  └───────────────────────┘
 //                                       failed, and its job was cancelled: not retried
 //
+// A task whose job waits for other jobs (SUBMIT `after`) starts `waiting`, in no queue: release_job
+// makes it queued (or delayed), and cancel makes it cancelled.
+//
 // A master that restarts finds its running tasks' attempts gone with it: restore() applies the
 // same rule as to any failed attempt (queued again, dead on the last, cancelled in a cancelled job).
 //
@@ -157,8 +160,9 @@ class TaskTable {
   Names& names() { return names_; }
   const Names& names() const { return names_; }
 
-  // Creates a task: delayed if it has a delay, else queued. Returns its id.
-  TaskId add(JobId job, const protocol::TaskSpec& spec, TimePoint now);
+  // Creates a task: delayed if it has a delay, else queued; `waiting` (its job waits for others to
+  // end): waiting, in no queue and no timer until release_job. Returns its id.
+  TaskId add(JobId job, const protocol::TaskSpec& spec, TimePoint now, bool waiting = false);
   // Puts back a task read from the journal, with its id and names, in the state it had, except
   // that the restart rule applies: a running task's attempt died with the old master, so it is
   // queued again (the attempt counted), dead if that was its last, cancelled if its job was (mark
@@ -199,11 +203,15 @@ class TaskTable {
   // task that is not running, changes nothing and is an UnknownTask error (a stale result).
   Status complete(TaskId id, std::uint32_t attempt, bool ok, std::string value, TimePoint now);
 
-  // delayed|queued → cancelled. False if the task is in any other state.
-  bool cancel(TaskId id);
+  // waiting|delayed|queued → cancelled, with `reason` as its outcome if not empty. False if the task
+  // is in any other state.
+  bool cancel(TaskId id, std::string_view reason = {});
   // Cancels the job's tasks that have not started (returns how many), and marks the job cancelled:
   // an attempt of it that fails from now on ends its task cancelled instead of retrying it.
-  std::uint64_t cancel_job(JobId job, const std::vector<TaskRange>& tasks);
+  std::uint64_t cancel_job(JobId job, const std::vector<TaskRange>& tasks, std::string_view reason = {});
+  // waiting → queued, or delayed while the task's delay (counted from its submission) lasts: the
+  // job's tasks may now run. Returns how many were released. O(k log n) for k tasks.
+  std::uint64_t release_job(const std::vector<TaskRange>& tasks, TimePoint now);
   bool job_cancelled(JobId job) const { return cancelled_jobs_.count(job) > 0; }
   // Marks a job read from the journal as cancelled (before its tasks are restored).
   void restore_cancelled_job(JobId job) { cancelled_jobs_.insert(job); }

@@ -49,7 +49,8 @@ template <> struct Command<Started> { static constexpr std::string_view name = "
 template <> struct Command<Revoke> { static constexpr std::string_view name = "REVOKE"; };
 template <> struct Command<Released> { static constexpr std::string_view name = "RELEASED"; };
 
-constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {"delayed", "queued", "running", "done", "dead", "cancelled"};
+constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {"delayed", "queued",    "running", "done",
+                                                                       "dead",    "cancelled", "waiting"};
 
 // ---- per-message decoding -------------------------------------------------------------------
 // decode_as<T> reads the body of message T; the decoder table below has one per alternative of
@@ -186,6 +187,15 @@ template <> Submit decode_as<Submit>(const Fields& f) {
   m.seq = f.integer_or<std::uint32_t>("seq", 0, 0, std::numeric_limits<std::int32_t>::max());
   m.more = f.boolean_or("more", false);
   m.idempotency_key = f.text_or("idempotency_key", "", kMaxTextBytes);
+  if (f.has("after")) {
+    const JsonValue after = f.array("after", kMaxAfterJobs);
+    const Where at = f.path("after");
+    for (JsonValue e : after.elements())
+      m.after.push_back(Fields::to_int<JobId>(e, at[m.after.size()], 1, std::numeric_limits<std::int64_t>::max()));
+  }
+  m.after_success = f.boolean_or("after_success", false);
+  if (m.after_success && m.after.empty()) fail(ErrorCode::BadField, f.path("after_success").str() + " needs a non-empty 'after'");
+  if (!m.after.empty() && m.job != 0) fail(ErrorCode::BadField, f.path("after").str() + " belongs to a job's first batch (job 0)");
   TaskSpec defaults;
   defaults.args = "null";
   if (const JsonValue d = f.find("defaults")) {
@@ -250,6 +260,7 @@ template <> Outcomes decode_as<Outcomes>(const Fields& f) {
     x.status = *st;
     if (x.status == TaskState::Done) x.value = compact(o.need("result"), o.path("result"), kMaxResultBytes);
     if (x.status == TaskState::Dead) x.value = o.text("error", kMaxErrorBytes);
+    if (x.status == TaskState::Cancelled) x.value = o.text_or("error", "", kMaxErrorBytes);
     x.attempts = o.integer<std::uint32_t>("attempts", 0, kMaxAttempts);
     x.worker = o.text_or("worker", "", kMaxTextBytes);
     m.outcomes.push_back(std::move(x));
@@ -412,6 +423,12 @@ struct BodyWriter {
     if (m.seq) w.field("seq", m.seq);
     w.field("more", m.more);
     if (!m.idempotency_key.empty()) w.field("idempotency_key", m.idempotency_key);
+    if (!m.after.empty()) {
+      w.begin_array("after");
+      for (JobId j : m.after) w.element(j);
+      w.end_array();
+      if (m.after_success) w.field("after_success", true);
+    }
     // The first task's fields become the batch defaults; each task then carries only its args
     // and whatever differs, which keeps a big batch of similar tasks small.
     const TaskSpec* base = m.tasks.empty() ? nullptr : &m.tasks.front();
@@ -458,7 +475,7 @@ struct BodyWriter {
     for (auto& o : m.outcomes) {
       w.begin_object().field("task", o.task).raw("args", o.args).field("status", to_string(o.status));
       if (o.status == TaskState::Done) w.raw("result", o.value);
-      if (o.status == TaskState::Dead) w.field("error", o.value);
+      if (o.status == TaskState::Dead || (o.status == TaskState::Cancelled && !o.value.empty())) w.field("error", o.value);
       w.field("attempts", o.attempts).field("worker", o.worker).end_object();
     }
     w.end_array().end_object();
@@ -499,7 +516,7 @@ struct SizeHint {
   std::size_t operator()(const Revoke& m) const { return 32 + 48 * m.tasks.size(); }
   std::size_t operator()(const Released& m) const { return 32 + 48 * m.tasks.size(); }
   std::size_t operator()(const Submit& m) const {
-    std::size_t n = 512 + m.idempotency_key.size();
+    std::size_t n = 512 + m.idempotency_key.size() + 21 * m.after.size();
     for (auto& t : m.tasks) n += 16 + t.args.size();  // the rest is usually in "defaults"
     return n;
   }

@@ -42,6 +42,7 @@ inline constexpr std::uint32_t kMaxBackoffMs = 24u * 3600 * 1000;        // a da
 inline constexpr std::uint32_t kMaxQueueWeight = 1000;                   // HELLO's weights are from 1 to this
 inline constexpr std::int32_t kMaxPriority = 1000000;                    // a task's priority is from -kMaxPriority to kMaxPriority
 inline constexpr std::uint32_t kMaxWaitMs = 3600000;                     // how long a WAIT may be held: an hour
+inline constexpr std::size_t kMaxAfterJobs = 1000;                       // jobs one SUBMIT's `after` may name
 
 // Defaults of a task's optional fields (PROTOCOL.md §6.9).
 inline constexpr std::string_view kDefaultQueue = "default";
@@ -54,9 +55,10 @@ inline constexpr std::uint32_t kDefaultWaitMax = 10000;
 using TaskId = std::uint64_t;
 using JobId = std::uint64_t;
 
-// The life of a task (PROTOCOL.md §8). A task is in exactly one state.
-enum class TaskState : std::uint8_t { Delayed, Queued, Running, Done, Dead, Cancelled };
-inline constexpr std::size_t kTaskStateCount = 6;
+// The life of a task (PROTOCOL.md §8). A task is in exactly one state. Waiting: its job waits for
+// other jobs to end (SUBMIT `after`); last so that the others keep their numbers.
+enum class TaskState : std::uint8_t { Delayed, Queued, Running, Done, Dead, Cancelled, Waiting };
+inline constexpr std::size_t kTaskStateCount = 7;
 std::string_view to_string(TaskState s);
 std::optional<TaskState> task_state_from_string(std::string_view s);
 inline bool is_final(TaskState s) { return s == TaskState::Done || s == TaskState::Dead || s == TaskState::Cancelled; }
@@ -189,6 +191,10 @@ struct Submit {
   bool more = false;            // true: more batches follow; false: the job is complete
   std::string idempotency_key;  // with job = 0: the same key returns the same job
   std::vector<TaskSpec> tasks;  // may be empty only when appending (to close a job)
+  // With job = 0 only: the job's tasks wait until every job named here has ended; with
+  // after_success, they are cancelled instead unless every task of those jobs ended done.
+  std::vector<JobId> after{};
+  bool after_success = false;
 };
 
 // The batch is accepted (§6.9): its tasks got ids first_task .. first_task + count - 1.
@@ -217,7 +223,7 @@ struct Outcome {
   TaskId task = 0;
   std::string args;                    // compact JSON
   TaskState status = TaskState::Done;  // Done, Dead or Cancelled
-  std::string value;                   // Done: result as compact JSON; Dead: the last error; else empty
+  std::string value;                   // Done: result as compact JSON; Dead: the last error; Cancelled: why, or empty
   std::uint32_t attempts = 0;
   std::string worker;  // the worker of the last attempt; empty if none ran
 };

@@ -481,6 +481,17 @@ TEST_CASE("a reply of the wrong kind ends the command with exit 5 and one line")
   }
 }
 
+TEST_CASE("a cancelled outcome with a reason shows it, in text and in JSON") {
+  std::string out;
+  cli::append_outcome(out, 5, outcome(3, "1", proto::TaskState::Cancelled, "not run: job 4 failed", 0, ""), false);
+  CHECK(out == "1 -> cancelled (not run: job 4 failed)\n");
+  std::string line;
+  cli::append_outcome(line, 5, outcome(3, "1", proto::TaskState::Cancelled, "not run: job 4 failed", 0, ""), true);
+  const auto j = json::parse(line);
+  CHECK(j["status"] == "cancelled");
+  CHECK(j["error"] == "not run: job 4 failed");
+}
+
 TEST_CASE("text outcomes read ARGS -> RESULT, ARGS -> error: MESSAGE, ARGS -> cancelled") {
   std::string out;
   cli::append_outcome(out, 1, outcome(1, "7", proto::TaskState::Done, "49", 1, "w1"), false);
@@ -539,7 +550,7 @@ TEST_CASE("format_status prints the report as aligned tables") {
     "master": "4f2a",
     "uptime_s": 12.34,
     "queues": {
-      "gpu": {"delayed": 1, "queued": 0, "running": 0, "done": 7, "dead": 0, "cancelled": 4},
+      "gpu": {"delayed": 1, "queued": 0, "running": 0, "done": 7, "dead": 0, "cancelled": 4, "waiting": 2},
       "default": {"delayed": 0, "queued": 3, "running": 1, "done": 5000000000, "dead": 2, "cancelled": 0}
     },
     "workers": [
@@ -550,15 +561,20 @@ TEST_CASE("format_status prints the report as aligned tables") {
     "reserved": 2,
     "jobs": 2,
     "tasks": 9,
+    "waiting_jobs": 1,
+    "waiting": [{"job": 5, "after": [3, 4], "pending": [4], "after_success": true, "tasks": 2}],
     "rates": {"submitted_per_s": 10.0, "finished_per_s": 2.5},
     "counters": {"submitted": 9}
   })");
   const std::string expected =
       "master 4f2a, up 12.3 s; 2 jobs, 9 tasks kept\n"
       "\n"
-      "queue    delayed  queued  running        done  dead  cancelled\n"
-      "default        0       3        1  5000000000     2          0\n"
-      "gpu            1       0        0           7     0          4\n"
+      "queue    waiting  delayed  queued  running        done  dead  cancelled\n"
+      "default        0        0       3        1  5000000000     2          0\n"
+      "gpu            2        1       0        0           7     0          4\n"
+      "\n"
+      "job    state  tasks  waits_for          after\n"
+      "5    waiting      2          4  3,4 (success)\n"
       "\n"
       "worker       host  slots  running  reserved    done  last_heartbeat_s\n"
       "w1             h1      4        1         2      10               0.3\n"
@@ -573,7 +589,8 @@ TEST_CASE("format_status copes with an empty report") {
   std::string text;
   CHECK_NOTHROW(text = cli::format_status(json::object()));
   CHECK(text.find("master , up 0.0 s; 0 jobs, 0 tasks kept\n") == 0);
-  CHECK(text.find("queue  delayed  queued  running  done  dead  cancelled\n") != std::string::npos);
+  CHECK(text.find("queue  waiting  delayed  queued  running  done  dead  cancelled\n") != std::string::npos);
+  CHECK(text.find("waits_for") == std::string::npos);  // no waiting jobs, no table of them
   CHECK(text.find("rates: 0.0 tasks/s submitted, 0.0 tasks/s finished\n") != std::string::npos);
 }
 

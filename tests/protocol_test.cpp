@@ -654,14 +654,17 @@ TEST_CASE("every message type survives encode then decode with its fields intact
     none.job = 1;
     CHECK(round_trip(none).outcomes.empty());
   }
-  SUBCASE("OUTCOMES: a cancelled task carries no value") {
+  SUBCASE("OUTCOMES: a cancelled task carries its reason as error, if it has one, and never a result") {
     Outcomes m;
     m.job = 1;
-    m.outcomes = {{1, "null", TaskState::Cancelled, "left over", 1, ""}};
+    m.outcomes = {{1, "null", TaskState::Cancelled, "not run: job 4 failed", 1, ""}, {2, "null", TaskState::Cancelled, "", 0, ""}};
     const json body = json::parse(encode_body(m));
     CHECK_FALSE(body["outcomes"][0].contains("result"));
-    CHECK_FALSE(body["outcomes"][0].contains("error"));
-    CHECK(round_trip(m).outcomes.at(0).value.empty());
+    CHECK(body["outcomes"][0]["error"] == "not run: job 4 failed");
+    CHECK_FALSE(body["outcomes"][1].contains("error"));
+    const auto back = round_trip(m);
+    CHECK(back.outcomes.at(0).value == "not run: job 4 failed");
+    CHECK(back.outcomes.at(1).value.empty());
   }
   SUBCASE("CANCEL, CANCELLED and STATUS") {
     const Cancel c = round_trip(Cancel{kMaxId, kMaxId});
@@ -1448,7 +1451,7 @@ TEST_CASE("a RESULTS entry has exactly one of result and error") {
 TEST_CASE("an OUTCOMES status is done, dead or cancelled") {
   const std::string head =
       R"({"job":1,"after":0,"finished":1,"total":1,"outcomes":[{"task":1,"args":1,"result":2,"error":"e","attempts":1,"status":)";
-  for (const std::string status : {"\"running\"", "\"queued\"", "\"delayed\"", "\"DONE\"", "\"Done\"", "\"\"", "\"ok\"",
+  for (const std::string status : {"\"running\"", "\"queued\"", "\"delayed\"", "\"waiting\"", "\"DONE\"", "\"Done\"", "\"\"", "\"ok\"",
                                    "\"abcdefghijklmnop\"", "1", "null", "true", "[\"done\"]"}) {
     CAPTURE(status);
     CHECK(code_of(dec("OUTCOMES", head + status + "}]}")) == "bad_field");
@@ -1464,7 +1467,7 @@ TEST_CASE("an OUTCOMES status is done, dead or cancelled") {
     REQUIRE(r.has_value());
     const auto& o = std::get<Outcomes>(*r).outcomes.at(0);
     CHECK(o.status == state);
-    CHECK(o.value == (state == TaskState::Done ? "2" : state == TaskState::Dead ? "e" : ""));
+    CHECK(o.value == (state == TaskState::Done ? "2" : "e"));  // cancelled: the reason, when given
   }
 }
 
@@ -1612,9 +1615,9 @@ TEST_CASE("json_depth counts nesting and ignores brackets inside strings") {
 }
 
 TEST_CASE("task state names are the spec's, and only done, dead and cancelled are final") {
-  const std::vector<std::pair<TaskState, std::string>> states = {{TaskState::Delayed, "delayed"}, {TaskState::Queued, "queued"},
-                                                                 {TaskState::Running, "running"}, {TaskState::Done, "done"},
-                                                                 {TaskState::Dead, "dead"},       {TaskState::Cancelled, "cancelled"}};
+  const std::vector<std::pair<TaskState, std::string>> states = {
+      {TaskState::Delayed, "delayed"}, {TaskState::Queued, "queued"},       {TaskState::Running, "running"}, {TaskState::Done, "done"},
+      {TaskState::Dead, "dead"},       {TaskState::Cancelled, "cancelled"}, {TaskState::Waiting, "waiting"}};
   REQUIRE(states.size() == kTaskStateCount);
   for (const auto& item1405_ : states) {
     const auto& state = std::get<0>(item1405_);  // clang 14 cannot capture bindings

@@ -24,6 +24,14 @@ struct SentMessages {
     sent = std::move(rest);
     return out;
   }
+  // What the state's outbox holds now (take_outbox), into `sent`, each reported sent at `now` as
+  // the master's loop reports it.
+  void collect(MasterState& state, TimePoint now) {
+    for (auto& o : state.take_outbox()) {
+      state.sent(o.identity, now);
+      sent.push_back(std::move(o));
+    }
+  }
   // Every task assigned to worker `w` since the last take, across TASKS messages.
   std::vector<protocol::Assignment> tasks_for(const std::string& w) {
     std::vector<protocol::Assignment> all;
