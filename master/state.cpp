@@ -319,6 +319,20 @@ void MasterState::on_released(const std::string& id, const proto::Released& m) {
   dispatch_needed_ = true;
 }
 
+void MasterState::note_new_lanes(const std::vector<TaskRange>& ranges) {
+  // Each (queue, function, job, priority) of the queued tasks, for overtake().
+  for (const auto& r : ranges)
+    for (TaskId t = r.first; t < r.first + r.count && new_lanes_.size() < kMaxNewLanes; ++t) {
+      const Task* task = tasks_.find(t);
+      if (!task || task->state != TaskState::Queued) continue;
+      const NewLane lane{task->queue, task->function, task->job, task->priority};
+      if (std::none_of(new_lanes_.begin(), new_lanes_.end(), [&](const NewLane& l) {
+            return l.queue == lane.queue && l.function == lane.function && l.job == lane.job && l.priority == lane.priority;
+          }))
+        new_lanes_.push_back(lane);
+    }
+}
+
 void MasterState::revoke(WorkerSession& w, std::vector<proto::Lease> attempts, bool counted) {
   if (attempts.empty()) return;
   if (counted) ++w.revokes;
@@ -377,19 +391,8 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
   jobs_.add_batch(job->id, batch, !m.more, now);
   const auto lanes_before = tasks_.lanes_created();
   for (auto& spec : m.tasks) tasks_.add(job->id, spec, now, job->waiting);
+  if (tasks_.lanes_created() != lanes_before) note_new_lanes({batch});
   if (job->waiting) check_waiting(job->id, now);  // its prerequisites may have ended already
-  if (tasks_.lanes_created() != lanes_before) {
-    // New lanes may overtake reserved attempts (dispatch): note each (queue, function, priority).
-    for (TaskId t = batch.first; t < batch.first + batch.count && new_lanes_.size() < kMaxNewLanes; ++t) {
-      const Task* task = tasks_.find(t);
-      if (!task || task->state != TaskState::Queued) continue;
-      const NewLane lane{task->queue, task->function, task->job, task->priority};
-      if (std::none_of(new_lanes_.begin(), new_lanes_.end(), [&](const NewLane& l) {
-            return l.queue == lane.queue && l.function == lane.function && l.job == lane.job && l.priority == lane.priority;
-          }))
-        new_lanes_.push_back(lane);
-    }
-  }
   waits_dirty_ = true;
   reply(id, proto::Accepted{m.req, job->id, batch.first, batch.count, false});
 }
@@ -529,7 +532,9 @@ void MasterState::check_waiting(JobId id, TimePoint now) {
     tasks_.cancel_job(id, job->batches, why);
     jobs_.cancel(id, now);
   } else {
+    const auto lanes_before = tasks_.lanes_created();
     tasks_.release_job(job->batches, now);
+    if (tasks_.lanes_created() != lanes_before) note_new_lanes(job->batches);
   }
   waits_dirty_ = true;
 }

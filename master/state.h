@@ -139,6 +139,8 @@ class MasterState : private TaskListener, private JobListener {
   void on_released(const std::string& id, const protocol::Released& m);
   // Asks the worker for these reserved attempts back; `counted`: one of its outstanding REVOKEs.
   void revoke(WorkerSession& w, std::vector<protocol::Lease> attempts, bool counted);
+  // Tasks in these ranges were queued and made new lanes: note them for overtake().
+  void note_new_lanes(const std::vector<TaskRange>& ranges);
   // After leasing: reserved attempts that new lanes should overtake, and idle threads that should
   // take reserved attempts from busy workers.
   void overtake();
@@ -225,8 +227,8 @@ class MasterState : private TaskListener, private JobListener {
 
   std::vector<PendingWait> waits_;
   std::vector<JobId> prerequisites_ended_;  // jobs that ended with others waiting for them
-  bool waits_dirty_ = false;      // a task finished or a job changed since waits were last checked
-  bool dispatch_needed_ = false;  // tasks became queued or a worker got free slots
+  bool waits_dirty_ = false;                // a task finished or a job changed since waits were last checked
+  bool dispatch_needed_ = false;            // tasks became queued or a worker got free slots
   // Lanes created by this turn's SUBMITs (at most kMaxNewLanes), for overtaking reserved attempts.
   struct NewLane {
     std::uint32_t queue = 0, function = 0;

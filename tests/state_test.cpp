@@ -789,6 +789,33 @@ TEST_CASE("a new job overtakes reserved attempts of a running one: all come back
   CHECK(h.take<proto::Revoke>("R").empty());
 }
 
+TEST_CASE("a job released from waiting overtakes reserved attempts as a new job does") {
+  Harness h;
+  hello_reserve(h, "R", 100, 1);
+  auto first = h.submit("C", 1);
+  auto p = h.tasks_for("R");
+  REQUIRE(p.size() == 1);
+  auto big = h.submit("C", 99);
+  REQUIRE(h.tasks_for("R").size() == 99);
+  proto::Submit after;
+  after.req = 8;
+  after.after = {first.job};
+  for (int i = 0; i < 5; ++i) after.tasks.push_back(proto::TaskSpec{.function = "square", .args = "1"});
+  h.deliver("C", after);
+  auto acc = h.take<proto::Accepted>("C");
+  REQUIRE(acc.size() == 1);
+  CHECK(h.take<proto::Revoke>("R").empty());  // waiting: nothing to overtake yet
+  h.deliver("R", proto::Started{{{p[0].task, p[0].attempt}}});
+  h.result("R", p[0], true, "1");  // the first job ends: the waiting one is released
+  auto released = h.tasks_for("R");
+  REQUIRE(released.size() == 1);  // the one free slot
+  CHECK(released[0].job == acc[0].job);
+  auto revokes = h.take<proto::Revoke>("R");
+  REQUIRE(revokes.size() == 1);
+  CHECK(revokes[0].tasks.size() == 99);  // all of the big job's reserved attempts
+  for (const auto& l : revokes[0].tasks) CHECK(h.task(l.task).job == big.job);
+}
+
 TEST_CASE("fifo: a new job of the same priority waits behind reserved attempts, a higher priority overtakes them") {
   MasterConfig c;
   c.schedule.fair = false;
