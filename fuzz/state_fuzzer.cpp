@@ -56,6 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   tm_::TimePoint now{std::chrono::hours(1)};
   tm_::MasterState state(config, "fuzz", now);
   std::map<std::string, std::vector<proto::Assignment>> given;  // what each peer was sent
+  std::map<std::string, std::vector<proto::Lease>> revoked;     // the last REVOKE each peer was sent
   std::vector<proto::JobId> jobs;
   auto peer = [&] { return std::string(1, static_cast<char>('A' + in.byte() % 6)); };
   auto drain = [&](bool fail_some) {
@@ -69,6 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (auto* t = std::get_if<proto::Tasks>(&o.message))
         for (auto& a : t->tasks) given[o.identity].push_back(a);
       if (auto* a = std::get_if<proto::Accepted>(&o.message)) jobs.push_back(a->job);
+      if (auto* r = std::get_if<proto::Revoke>(&o.message)) revoked[o.identity] = r->tasks;
     }
     // After every step the state's bookkeeping holds (counts, buckets, leases, name references,
     // workers' credit): a violation is a bug even if nothing crashed.
@@ -79,7 +81,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   };
   for (int steps = 0; !in.empty() && steps < 400; ++steps) {
     const std::string id = peer();
-    switch (in.byte() % 11) {
+    switch (in.byte() % 13) {
       case 0: {  // HELLO
         proto::Hello h;
         h.worker = "w" + id + std::to_string(in.byte() % 2);
@@ -87,6 +89,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (in.byte() % 2) h.functions.push_back(kFunctions[in.byte() % 4]);
         h.queues = {kQueues[in.byte() % 2]};
         h.slots = in.byte() % 5;
+        if (in.byte() % 2) {  // the feature "reserve"
+          h.features = {"reserve"};
+          h.threads = 1 + in.byte() % 3;
+        }
         for (auto& a : given[id])
           if (in.byte() % 2) h.running.push_back({a.task, a.attempt});
         state.receive(id, proto::Message(h), now);
@@ -154,6 +160,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         break;
       }
       case 10: now += std::chrono::milliseconds(in.u16()); break;
+      case 11:    // STARTED, or RELEASED (asked for or not), for attempts this peer (or another) was given
+      case 12: {  // (the fuzzer answers no REVOKE on its own: it sends these at random)
+        auto& asked = revoked[id];
+        if (!asked.empty() && in.byte() % 2) {  // an answer to the last REVOKE: some of what it asked
+          std::vector<proto::Lease> back;
+          for (const auto& a : asked)
+            if (in.byte() % 4) back.push_back(a);
+          asked.clear();
+          state.receive(id, proto::Message(proto::Released{back}), now);
+          break;
+        }
+        auto& list = given[in.byte() % 2 ? id : peer()];
+        if (list.empty()) break;
+        std::vector<proto::Lease> some;
+        for (int i = 0, n = 1 + in.byte() % 4; i < n; ++i) {
+          const auto& a = list[in.byte() % list.size()];
+          some.push_back({a.task, a.attempt + (in.byte() % 5 == 0 ? 1u : 0u)});
+        }
+        if (in.byte() % 2) state.receive(id, proto::Message(proto::Started{some}), now);
+        else state.receive(id, proto::Message(proto::Released{some}), now);
+        break;
+      }
     }
     drain(in.byte() % 8 == 0);
   }

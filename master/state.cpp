@@ -210,6 +210,7 @@ void MasterState::on_hello(const std::string& id, proto::Hello& m, TimePoint now
     same->reserve = has_feature(m.features, proto::kFeatureReserve);
     same->threads = m.threads;
     same->revokes = 0;
+    same->steal_for.clear();
     proto::Welcome welcome{instance_, static_cast<std::uint32_t>(config_.heartbeat.count()),
                            static_cast<std::uint32_t>(config_.worker_timeout.count())};
     if (same->reserve) welcome.features.emplace_back(proto::kFeatureReserve);
@@ -309,14 +310,25 @@ void MasterState::on_released(const std::string& id, const proto::Released& m) {
   auto* w = workers_.find(id);
   if (!w) return reply_error(id, 0, ErrorCode::NotAllowed, "RELEASED: unknown worker; send HELLO");
   if (w->revokes > 0) --w->revokes;
+  std::size_t released = 0;
   for (const auto& r : m.tasks) {
     auto it = w->held.find(r.task);
-    // Only an attempt this session holds, as that attempt, not told begun: anything else is stale.
-    if (it == w->held.end() || it->second != r.attempt || w->started.count(r.task)) continue;
+    // Only an attempt this session holds, as that attempt, asked back and not told begun: anything
+    // else is stale (or a peer giving back what it may be running: never leased twice).
+    if (it == w->held.end() || it->second != r.attempt || w->started.count(r.task) || !w->revoked.count(r.task)) continue;
     w->forget(r.task);
     tasks_.unlease(r.task, r.attempt);  // not counted; queued again in its place, or cancelled
+    ++released;
   }
-  dispatch_needed_ = true;
+  // The idle worker they were taken back for is served first (lease_queued), and may steal again.
+  if (!w->steal_for.empty()) {
+    if (auto* thief = workers_.find(w->steal_for)) {
+      thief->stealing_until = {};
+      if (released) steal_first_.push_back(thief->identity);
+    }
+    w->steal_for.clear();
+  }
+  if (released) dispatch_needed_ = true;
 }
 
 void MasterState::note_new_lanes(const std::vector<TaskRange>& ranges) {
@@ -333,10 +345,22 @@ void MasterState::note_new_lanes(const std::vector<TaskRange>& ranges) {
     }
 }
 
-void MasterState::revoke(WorkerSession& w, std::vector<proto::Lease> attempts, bool counted) {
+void MasterState::revoke(WorkerSession& w, std::vector<proto::Lease> attempts) {
   if (attempts.empty()) return;
-  if (counted) ++w.revokes;
+  ++w.revokes;
+  w.revoke_sent = now_;
+  for (const auto& a : attempts) w.revoked.insert(a.task);
   push(w.identity, proto::Revoke{std::move(attempts)});
+}
+
+bool MasterState::revoke_pending(WorkerSession& w, TimePoint now) {
+  // An answer lost with its connection, or a worker that never answers: after a worker timeout the
+  // master may ask again (the attempts it asked for run where they are, or are failed with the session).
+  if (w.revokes > 0 && now - w.revoke_sent > config_.worker_timeout) {
+    w.revokes = 0;
+    w.steal_for.clear();
+  }
+  return w.revokes > 0;
 }
 
 void MasterState::on_bye(const std::string& id, TimePoint now) {
@@ -446,7 +470,7 @@ void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimeP
       if (t && t->job == job->id && t->state == TaskState::Running && t->attempts == attempt && !w.started.count(task))
         back.push_back({task, attempt});
     }
-    revoke(w, std::move(back), false);
+    revoke(w, std::move(back));
   }
   jobs_.stop_waiting(job->id);
   waits_dirty_ = true;
@@ -671,6 +695,7 @@ std::vector<MasterState::Outgoing> MasterState::commit_failed(const Error& e, st
     for (auto& [id, w] : workers_.sessions()) {
       std::erase_if(w.held, [&](const auto& h) { return discarded(h.first); });
       std::erase_if(w.started, [&](TaskId t) { return discarded(t); });
+      std::erase_if(w.revoked, [&](TaskId t) { return discarded(t); });
     }
   const std::string why = "the master could not write its journal (" + e.message + ")";
   std::vector<Outgoing> now_out;
@@ -734,9 +759,11 @@ void MasterState::dispatch(TimePoint now) {
   if (resave_needed_) return;
   if (!dispatch_needed_) return;
   dispatch_needed_ = false;
+  just_leased_.clear();
   lease_queued(now);
-  overtake();
-  steal();
+  overtake(now);
+  steal(now);
+  steal_first_.clear();
 }
 
 void MasterState::lease_queued(TimePoint now) {
@@ -774,7 +801,12 @@ void MasterState::lease_queued(TimePoint now) {
           break;
         }
         const auto attempt = tasks_.lease(id, w.name, now);
+        if (w.reserve) {  // an earlier attempt of it that timed out here is no longer what it holds
+          w.started.erase(id);
+          w.revoked.erase(id);
+        }
         w.held[id] = attempt;
+        if (!new_lanes_.empty()) just_leased_.insert(id);
         const Task& t = *tasks_.find(id);
         auto& [msg, bytes] = batches[&w];
         // Split so that no message nears the size limit (args may be up to 1 MiB each).
@@ -807,7 +839,7 @@ bool revocable(const WorkerSession& w, const Task* t, std::uint32_t attempt) {
 }
 }  // namespace
 
-void MasterState::overtake() {
+void MasterState::overtake(TimePoint now) {
   if (new_lanes_.empty()) return;
   auto lanes = std::move(new_lanes_);
   new_lanes_.clear();
@@ -817,7 +849,7 @@ void MasterState::overtake() {
   const bool fair = tasks_.policy().fair;
   std::vector<const NewLane*> mine;
   for (auto& [id, w] : workers_.sessions()) {
-    if (!w.reserve || w.revokes > 0 || w.reserved() == 0) continue;
+    if (!w.reserve || w.reserved() == 0 || revoke_pending(w, now)) continue;
     mine.clear();
     for (const auto& l : lanes)
       if (w.filter.serves(l.queue, l.function)) mine.push_back(&l);
@@ -828,30 +860,57 @@ void MasterState::overtake() {
     std::vector<proto::Lease> back;
     for (const auto& [task, attempt] : w.held) {
       const Task* t = tasks_.find(task);
-      if (!revocable(w, t, attempt)) continue;
+      // Those leased in this very dispatch are in order already.
+      if (!revocable(w, t, attempt) || just_leased_.count(task)) continue;
       for (const NewLane* l : mine)
         if (t->queue == l->queue && (t->priority < l->priority || (fair && t->job != l->job && t->priority <= l->priority))) {
           back.push_back({task, attempt});
           break;
         }
     }
-    revoke(w, std::move(back), true);
+    revoke(w, std::move(back));
   }
 }
 
-void MasterState::steal() {
+namespace {
+// Do two sorted lists share an element?
+bool overlap(const std::vector<std::uint32_t>& a, const std::vector<std::uint32_t>& b) {
+  for (auto i = a.begin(), j = b.begin(); i != a.end() && j != b.end();) {
+    if (*i == *j) return true;
+    if (*i < *j) ++i;
+    else ++j;
+  }
+  return false;
+}
+}  // namespace
+
+void MasterState::steal(TimePoint now) {
   std::vector<WorkerSession*> thieves, victims;
   for (auto& [id, w] : workers_.sessions()) {
-    // After lease_queued, a worker with a free slot has nothing queued for it.
-    if (w.free_slots() > 0 && w.idle_threads() > 0) thieves.push_back(&w);
-    else if (w.reserve && w.revokes == 0 && w.reserved() > 0 && w.threads && w.started.size() >= w.threads) victims.push_back(&w);
+    // After lease_queued, a worker with a free slot has nothing queued for it. One that attempts are
+    // being taken back for waits for them before it asks again.
+    if (w.free_slots() > 0 && w.idle_threads() > 0) {
+      if (now >= w.stealing_until) thieves.push_back(&w);
+    } else if (w.reserve && w.reserved() > 0 && w.threads && w.started.size() >= w.threads && !revoke_pending(w, now)) {
+      victims.push_back(&w);
+    }
   }
   if (thieves.empty() || victims.empty()) return;
   std::sort(victims.begin(), victims.end(), [](const WorkerSession* a, const WorkerSession* b) { return a->reserved() > b->reserved(); });
+  // Only thieves some victim could serve (by queue and function: the cheap test), a different few first each time.
+  std::erase_if(thieves, [&](const WorkerSession* t) {
+    return std::none_of(victims.begin(), victims.end(), [&](const WorkerSession* v) {
+      return overlap(t->filter.queues, v->filter.queues) && overlap(t->filter.functions, v->filter.functions);
+    });
+  });
+  if (thieves.empty()) return;
+  std::rotate(thieves.begin(), thieves.begin() + static_cast<std::ptrdiff_t>(rr_ % thieves.size()), thieves.end());
   if (thieves.size() > kMaxThievesPerTurn) thieves.resize(kMaxThievesPerTurn);
   for (WorkerSession* thief : thieves) {
     for (WorkerSession* victim : victims) {
-      if (victim->revokes > 0) continue;
+      if (victim->revokes > 0 || !overlap(thief->filter.queues, victim->filter.queues) ||
+          !overlap(thief->filter.functions, victim->filter.functions))
+        continue;
       // Half of what waits there (work stealing's split), as much as the idle worker takes.
       const std::size_t want = std::min<std::size_t>(thief->free_slots(), (victim->reserved() + 1) / 2);
       std::vector<proto::Lease> back;
@@ -862,8 +921,9 @@ void MasterState::steal() {
         if (back.size() >= want) break;
       }
       if (back.empty()) continue;
-      revoke(*victim, std::move(back), true);
-      steal_first_.push_back(thief->identity);
+      revoke(*victim, std::move(back));
+      victim->steal_for = thief->identity;
+      thief->stealing_until = now + config_.worker_timeout;  // until the answer comes (on_released)
       break;
     }
   }
@@ -953,7 +1013,9 @@ std::string MasterState::unknown_job(JobId job) const {
 void MasterState::reply(const std::string& identity, proto::Message m) { push(identity, std::move(m)); }
 
 void MasterState::push(std::string identity, proto::Message m) {
-  bool now = !journal_ || std::holds_alternative<proto::Welcome>(m) || std::holds_alternative<proto::Heartbeat>(m);
+  // REVOKE promises nothing either: the sooner it arrives, the fewer attempts have begun.
+  bool now = !journal_ || std::holds_alternative<proto::Welcome>(m) || std::holds_alternative<proto::Heartbeat>(m) ||
+             std::holds_alternative<proto::Revoke>(m);
   // A task id reaches a worker only once the task's creation is durable: after a crash or a failed
   // commit the id would not exist (or be given again), and an attempt of a task that never existed
   // must not finish another.
@@ -1005,6 +1067,8 @@ std::string MasterState::check_invariants() const {
     for (const auto& h : w.held) held.insert(h);
     for (auto t : w.started)
       if (!w.held.count(t)) return "worker " + tasks_.names().name(w.name) + " has task " + std::to_string(t) + " begun but not held";
+    for (auto t : w.revoked)
+      if (!w.held.count(t)) return "worker " + tasks_.names().name(w.name) + " has task " + std::to_string(t) + " asked back but not held";
   }
   if (auto e = tasks_.check_invariants(worker_refs); !e.empty()) return e;
   std::string bad;

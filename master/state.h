@@ -10,6 +10,7 @@
 #include <deque>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "master/jobs.h"
@@ -137,14 +138,16 @@ class MasterState : private TaskListener, private JobListener {
   // Feature "reserve" (PROTOCOL.md §6.14, §8.6).
   void on_started(WorkerSession& w, const std::vector<protocol::Lease>& started);
   void on_released(const std::string& id, const protocol::Released& m);
-  // Asks the worker for these reserved attempts back; `counted`: one of its outstanding REVOKEs.
-  void revoke(WorkerSession& w, std::vector<protocol::Lease> attempts, bool counted);
+  // Asks the worker for these reserved attempts back.
+  void revoke(WorkerSession& w, std::vector<protocol::Lease> attempts);
+  // Is a REVOKE to this worker unanswered (and not yet presumed lost)?
+  bool revoke_pending(WorkerSession& w, TimePoint now);
   // Tasks in these ranges were queued and made new lanes: note them for overtake().
   void note_new_lanes(const std::vector<TaskRange>& ranges);
   // After leasing: reserved attempts that new lanes should overtake, and idle threads that should
   // take reserved attempts from busy workers.
-  void overtake();
-  void steal();
+  void overtake(TimePoint now);
+  void steal(TimePoint now);
   void on_bye(const std::string& id, TimePoint now);
   void on_submit(const std::string& id, protocol::Submit& m, TimePoint now);
   void on_wait(const std::string& id, const protocol::Wait& m, TimePoint now);
@@ -236,8 +239,9 @@ class MasterState : private TaskListener, private JobListener {
     std::int32_t priority = 0;
   };
   std::vector<NewLane> new_lanes_;
-  std::vector<std::string> steal_first_;  // sessions to serve first: what was revoked is for them
-  std::size_t rr_ = 0;                    // rotates which worker dispatch serves first
+  std::vector<std::string> steal_first_;    // sessions to serve first: what was released is for them
+  std::unordered_set<TaskId> just_leased_;  // by this dispatch: overtake() leaves them alone
+  std::size_t rr_ = 0;                      // rotates which worker dispatch serves first
   TimePoint next_housekeeping_{};
   // Bad-message log lines: at most 10 a second, then a count of those not logged.
   protocol::RateLimitedLog bad_message_log_{std::chrono::seconds(1), 10};

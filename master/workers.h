@@ -31,7 +31,11 @@ struct WorkerSession {
   bool reserve = false;
   std::uint32_t threads = 0;           // from HELLO; 0: not said
   std::unordered_set<TaskId> started;  // keys of `held` whose attempt has begun
-  std::uint32_t revokes = 0;           // REVOKEs for overtaking or stealing not yet answered
+  std::unordered_set<TaskId> revoked;  // keys of `held` asked back (REVOKE): only these may be RELEASED
+  std::uint32_t revokes = 0;           // REVOKEs not yet answered
+  TimePoint revoke_sent{};             // the last; one unanswered for a worker timeout counts as lost
+  std::string steal_for;               // the idle worker the last REVOKE took attempts for, if any
+  TimePoint stealing_until{};          // as a thief: attempts are being taken back for it until then
   std::uint64_t done = 0;              // attempts it finished (any outcome)
   TimePoint connected{};
   TimePoint last_heard{};
@@ -51,6 +55,7 @@ struct WorkerSession {
   void forget(TaskId task) {
     held.erase(task);
     started.erase(task);
+    revoked.erase(task);
   }
 };
 

@@ -789,6 +789,53 @@ TEST_CASE("a new job overtakes reserved attempts of a running one: all come back
   CHECK(h.take<proto::Revoke>("R").empty());
 }
 
+TEST_CASE("a task leased again to the worker whose earlier attempt began and timed out is reserved, not begun") {
+  Harness h;
+  hello_reserve(h, "R", 2, 1);
+  proto::Submit s;
+  s.req = 7;
+  s.tasks.push_back(proto::TaskSpec{.function = "square", .args = "1", .timeout_ms = 100, .max_attempts = 3, .backoff_ms = 0});
+  h.deliver("C", s);
+  auto acc = h.take<proto::Accepted>("C");
+  REQUIRE(acc.size() == 1);
+  auto first = h.tasks_for("R");
+  REQUIRE(first.size() == 1);
+  h.deliver("R", proto::Started{{{first[0].task, first[0].attempt}}});
+  h.advance(150ms);  // the attempt times out; the retry comes back to the same worker
+  auto second = h.tasks_for("R");
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].attempt == 2);
+  CHECK(worker_status(h, "w-R")["reserved"] == 1);
+  h.deliver("C", proto::Cancel{3, acc[0].job});
+  auto revokes = h.take<proto::Revoke>("R");
+  REQUIRE(revokes.size() == 1);
+  REQUIRE(revokes[0].tasks.size() == 1);
+  CHECK(revokes[0].tasks[0].attempt == 2);
+}
+
+TEST_CASE("attempts leased in the dispatch that queued a new lane are in order already: not taken back") {
+  Harness h;
+  hello_reserve(h, "R", 100, 1);
+  h.submit("C", 50);
+  REQUIRE(h.tasks_for("R").size() == 50);
+  // Two new jobs in one turn, more than the free slots: both lanes stay queued after leasing.
+  for (int j = 0; j < 2; ++j) {
+    proto::Submit s;
+    s.req = 10 + j;
+    for (int i = 0; i < 40; ++i) s.tasks.push_back(proto::TaskSpec{.function = "square", .args = "1"});
+    h.state.receive("C", proto::Message(s), h.now);
+  }
+  h.step();
+  auto leased = h.tasks_for("R");
+  REQUIRE(leased.size() == 50);
+  auto revokes = h.take<proto::Revoke>("R");
+  REQUIRE(revokes.size() == 1);
+  // Only the first job's 50 come back, none of the 50 just leased.
+  auto asked = ids_of(revokes[0].tasks);
+  CHECK(asked.size() == 50);
+  for (const auto& a : leased) CHECK_FALSE(asked.count(a.task));
+}
+
 TEST_CASE("a job released from waiting overtakes reserved attempts as a new job does") {
   Harness h;
   hello_reserve(h, "R", 100, 1);
