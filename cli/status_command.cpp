@@ -62,7 +62,10 @@ void add_status_command(CLI::App& app, Runners& runners) {
   runners[status] = [s] { return run_status(*s); };
 
   auto c = std::make_shared<CancelOptions>();
-  auto* cancel = app.add_subcommand("cancel", "Cancel a job: its waiting, queued and delayed tasks become cancelled; running ones finish");
+  auto* cancel = app.add_subcommand(
+      "cancel",
+      "Cancel a job: its waiting, queued and delayed tasks become cancelled, and those workers hold but have not begun "
+      "(reserved) once they give them back; running ones finish");
   add_job_argument(cancel, c->job, "The job id");
   add_connection_options(cancel, c->connection);
   cancel->footer(std::string("Prints how many tasks were cancelled. ") + kExitCodesHelp);
