@@ -548,7 +548,13 @@ Expected<Dispatch> dispatch_seconds(Run& r, std::uint64_t seed, std::uint64_t n,
   const std::uint64_t per_job = n / jobs;
   std::uint64_t sent = 0, accepted = 0;
   std::set<std::uint64_t> outstanding;
+  auto beat = Clock::now();
   while (accepted < jobs) {
+    // The worker stays alive while the jobs go in (10,000 SUBMITs take seconds on a slow build).
+    if (Clock::now() - beat > milliseconds(500)) {
+      (void)proto::send(worker, proto::Heartbeat{});
+      beat = Clock::now();
+    }
     while (sent < jobs && outstanding.size() < 256) {
       proto::Submit submit;
       submit.idempotency_key = "bench-jobs-" + std::to_string(seed) + "-" + std::to_string(::getpid()) + "-" + std::to_string(sent);

