@@ -23,7 +23,10 @@ struct MasterOptions {
   std::string policy = "fair";
   double aging_s = 10;
   std::vector<std::string> queue_policies;  // NAME=shortest-first
+  std::string http;                         // HOST:PORT; "": no HTTP endpoint
+  bool http_public = false;
   KeyOptions key;
+  LogOptions log;
 };
 
 // Settings each of which is fine alone but not with the others.
@@ -35,6 +38,7 @@ void check_master(const MasterOptions& o) {
 
 int run_master(const MasterOptions& o) {
   set_log_name("master");
+  o.log.apply();
   auto keys = o.key.resolve();
   if (!keys) return report(keys.error());
   StopSignal stop;  // before the context starts its threads
@@ -55,9 +59,17 @@ int run_master(const MasterOptions& o) {
   config.schedule.aging_ms = static_cast<std::uint32_t>(to_ms(o.aging_s).count());
   for (const auto& p : o.queue_policies) config.schedule.shortest_first.push_back(p.substr(0, p.rfind('=')));
   if (!o.in_memory) config.data_dir = o.data_dir.empty() ? default_data_dir() : o.data_dir;
+  std::optional<HttpServer::Options> http;
+  if (!o.http.empty()) {
+    auto endpoint = parse_http_endpoint(o.http);
+    if (!endpoint) return report(endpoint.error());
+    auto secrets = o.key.http_secrets();
+    if (!secrets) return report(secrets.error());
+    http = HttpServer::Options{*endpoint, *secrets, o.http_public};
+  }
   std::unique_ptr<Master> master;
   try {
-    master = std::make_unique<Master>(ctx, config);
+    master = std::make_unique<Master>(ctx, config, std::move(http));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "taskmaster: %s\n", e.what());
     return kExitError;
@@ -132,7 +144,19 @@ void add_master_command(CLI::App& app, Runners& runners) {
           return "'" + s + "': expected NAME=shortest-first (the only per-queue policy)";
         return protocol::is_valid_name(s.substr(0, eq)) ? std::string() : "'" + s + "': invalid queue name '" + s.substr(0, eq) + "'";
       });
+  auto* http = cmd->add_option("--http", o->http,
+                               "Also serve Prometheus metrics (/metrics), the dashboard (/) and its JSON API on HOST:PORT "
+                               "(plain HTTP; PORT alone is 127.0.0.1:PORT; port 0 picks one). Access needs the token derived "
+                               "from the key: the master logs the dashboard's login link, `taskmaster dashboard` prints it")
+                   ->check([](const std::string& s) {
+                     auto e = parse_http_endpoint(s);
+                     return e ? std::string() : e.error().message;
+                   });
+  cmd->add_flag("--http-public", o->http_public,
+                "Let anyone who reaches --http read metrics and the API without the token (cancel and retry still need it)")
+      ->needs(http);
   add_key_options(cmd, o->key);
+  add_log_options(cmd, o->log);
   cmd->footer(std::string("By default every accepted submission and every result is durable before it is acknowledged.\n"
                           "Without a key it refuses to start, unless --insecure (then nothing is authenticated or encrypted).\n"
                           "Prints the bound endpoint (e.g. tcp://0.0.0.0:41234) as the first line of stdout; logs go to stderr.\n"

@@ -1,5 +1,7 @@
 #include "cli/options.h"
 
+#include "common/log.h"
+
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -103,15 +105,50 @@ CLI::Option* add_job_list_option(CLI::App* cmd, const std::string& names, std::v
   return opt;
 }
 
-Expected<std::optional<protocol::CurveKeys>> KeyOptions::resolve() const {
-  if (insecure) return std::optional<protocol::CurveKeys>();
+namespace {
+
+Expected<std::string> shared_key(const std::string& key_file) {
   auto found = protocol::find_key(key_file);
   if (!found) return found.error();
   if (!*found)
     return make_error(ErrorCode::AuthFailed,
                       "no key: make one with 'taskmaster keygen' (it goes to " + protocol::default_key_path() +
                           "), or give --key-file FILE, TASKMASTER_KEY_FILE or TASKMASTER_KEY; --insecure runs without one");
-  return std::optional<protocol::CurveKeys>(protocol::derive_keys((*found)->key));
+  return std::move((*found)->key);
+}
+
+}  // namespace
+
+Expected<std::optional<protocol::CurveKeys>> KeyOptions::resolve() const {
+  if (insecure) return std::optional<protocol::CurveKeys>();
+  auto key = shared_key(key_file);
+  if (!key) return key.error();
+  return std::optional<protocol::CurveKeys>(protocol::derive_keys(*key));
+}
+
+Expected<std::optional<protocol::HttpSecrets>> KeyOptions::http_secrets() const {
+  if (insecure) return std::optional<protocol::HttpSecrets>();
+  auto key = shared_key(key_file);
+  if (!key) return key.error();
+  return std::optional<protocol::HttpSecrets>(protocol::derive_http_secrets(*key));
+}
+
+void LogOptions::apply() const {
+  set_log_level(parse_log_level(level).value_or(LogLevel::Info));
+  set_log_format(parse_log_format(format).value_or(LogFormat::Text));
+}
+
+void add_log_options(CLI::App* cmd, LogOptions& o) {
+  cmd->add_option("--log-level", o.level,
+                  "Least level logged to stderr: debug (also one line per task), info (joins, departures, deaths, "
+                  "rejections, checkpoints), warn or error; else TASKMASTER_LOG")
+      ->envname("TASKMASTER_LOG")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  cmd->add_option("--log-format", o.format, "text (one line per event) or json (one JSON object per line); else TASKMASTER_LOG_FORMAT")
+      ->envname("TASKMASTER_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
 }
 
 void add_key_options(CLI::App* cmd, KeyOptions& o) {

@@ -55,8 +55,18 @@ struct KeyOptions {
   // The CURVE keys derived from the shared key; nullopt with --insecure. Fails (AuthFailed) when
   // no usable key is found: none anywhere, an unreadable file, a file others can read, too short.
   Expected<std::optional<protocol::CurveKeys>> resolve() const;
+  // The HTTP endpoint's token and CSRF value, from the same key (nullopt with --insecure).
+  Expected<std::optional<protocol::HttpSecrets>> http_secrets() const;
 };
 void add_key_options(CLI::App* cmd, KeyOptions& o);
+
+// --log-level (else TASKMASTER_LOG) and --log-format (else TASKMASTER_LOG_FORMAT), for the long-running
+// commands. apply() sets them for the process (common/log.h).
+struct LogOptions {
+  std::string level = "info", format = "text";
+  void apply() const;
+};
+void add_log_options(CLI::App* cmd, LogOptions& o);
 
 // --connect (default from TASKMASTER_ADDRESS), --connect-timeout, --retry-timeout, and the key.
 // The timeouts are at least 1 ms and at most kMaxWaitSeconds.

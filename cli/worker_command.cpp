@@ -20,6 +20,7 @@ struct WorkerOptions {
   bool no_reserve = false;
   std::string name;
   KeyOptions key;
+  LogOptions log;
 };
 
 // "NAME[:WEIGHT]" as a queue and its weight (1 when absent). A name may hold ':' itself; only a
@@ -47,6 +48,7 @@ void check_worker(const WorkerOptions& o) {
 
 int run_worker(const WorkerOptions& o) {
   set_log_name("worker");
+  o.log.apply();
   auto keys = o.key.resolve();
   if (!keys) return report(keys.error());
   StopSignal stop;  // before the context and the pool start their threads
@@ -123,6 +125,7 @@ void add_worker_command(CLI::App& app, Runners& runners) {
                : "the name must be 1 to " + std::to_string(protocol::kMaxTextBytes) + " bytes";
   });
   add_key_options(cmd, o->key);
+  add_log_options(cmd, o->log);
   cmd->footer(std::string("Built-in functions: square, echo, sleep, fail (and exec with --allow-exec).\n"
                           "SIGTERM or SIGINT drains: no new tasks, running ones finish, then exit 0; a second one stops at once.\n") +
               kExitCodesHelp);

@@ -4,8 +4,9 @@
 
 namespace taskmaster {
 
-const Job& JobTable::create(std::string idempotency_key, std::vector<JobId> after, bool after_success) {
+const Job& JobTable::create(std::string idempotency_key, std::vector<JobId> after, bool after_success, std::optional<TimePoint> now) {
   const Job& job = restore(next_id_, std::move(idempotency_key), 0, false, false);
+  get(job.id)->created = now;
   if (!after.empty()) wait_for(*get(job.id), std::move(after), after_success);
   return job;
 }

@@ -30,6 +30,7 @@ struct Job {
   bool sealed = false;           // no more batches may join
   bool cancelled = false;
   std::optional<TimePoint> ended_at;  // when sealed and every task finished
+  std::optional<TimePoint> created;   // when it was submitted (not known for a job read from the journal)
   // Jobs after jobs (SUBMIT after): the jobs this one waits for, as submitted (no repeats). While
   // `waiting`, its tasks are in state waiting, in no queue; once every one of `after` has ended, they
   // are queued, or with after_success cancelled if one of them did not end with every task done.
@@ -63,7 +64,8 @@ class JobTable {
   // A new job with the next id, without batches yet (the listener hears of it with its first
   // batch). REQUIRES: no job has this key (find_by_key first).
   // `after`: the jobs it waits for (then it is waiting; no repeats).
-  const Job& create(std::string idempotency_key, std::vector<JobId> after = {}, bool after_success = false);
+  const Job& create(std::string idempotency_key, std::vector<JobId> after = {}, bool after_success = false,
+                    std::optional<TimePoint> now = std::nullopt);
   const Job* find(JobId id) const;
   const Job* find_by_key(const std::string& key) const;
   std::size_t size() const { return jobs_.size(); }

@@ -64,7 +64,7 @@ MasterConfig with_monitor(MasterConfig c, proto::ConnectionMonitor& m) {
 
 }  // namespace
 
-Master::Master(zmq::context_t& ctx, MasterConfig config)
+Master::Master(zmq::context_t& ctx, MasterConfig config, std::optional<HttpServer::Options> http)
     : config_(std::move(config)),
       zap_(config_.socket.curve ? std::make_unique<proto::ZapHandler>(ctx, config_.socket.curve->client_public,
                                                                       [this](const std::string& address, const std::string& why) {
@@ -74,7 +74,13 @@ Master::Master(zmq::context_t& ctx, MasterConfig config)
       monitor_(ctx),
       journal_(config_.data_dir ? std::make_unique<Journal>(*config_.data_dir) : nullptr),
       instance_(random_instance()) {
+  if (http) {
+    http_ = std::make_unique<HttpServer>(std::move(*http));
+    metrics_ = std::make_unique<Metrics>();
+    config_.http_url = http_->url();
+  }
   start_state(Clock::now());
+  state_->set_metrics(metrics_.get());  // counted from here: replayed tasks are not new
   socket_ = proto::make_master_socket(ctx, with_monitor(config_, monitor_).socket);
 }
 
@@ -100,15 +106,27 @@ void Master::run(int stop_fd) {
   if (!zap_)
     log_warn("running WITHOUT a key (--insecure): no authentication, no encryption; anyone who can reach ", endpoint(),
              " can submit tasks, run them and read every result");
-  zmq::pollitem_t items[] = {
+  if (http_) {
+    log_info("HTTP: metrics at ", http_->url(), "/metrics; dashboard: ", http_->login_url());
+    if (!is_loopback_host(http_->url().substr(7, http_->url().rfind(':') - 7)))
+      log_warn(
+          "HTTP is plain text and listens beyond this host: its token can be read on the way; prefer a loopback "
+          "address with an ssh tunnel, or a TLS proxy in front");
+  }
+  std::vector<zmq::pollitem_t> items = {
       {socket_.handle(), 0, ZMQ_POLLIN, 0},
       {monitor_.socket().handle(), 0, ZMQ_POLLIN, 0},
-      {zap_ ? zap_->socket().handle() : nullptr, -1, ZMQ_POLLIN, 0},
-      {nullptr, stop_fd, ZMQ_POLLIN, 0},
   };
-  if (!zap_) std::swap(items[2], items[3]);  // the stop fd takes the ZAP handler's place
-  const int count = 2 + (zap_ ? 1 : 0) + (stop_fd >= 0 ? 1 : 0);
-  const int stop_item = zap_ ? 3 : 2;
+  const auto add_item = [&items](void* socket, int fd) {
+    if (!socket && fd < 0) return -1;
+    items.push_back({socket, fd, ZMQ_POLLIN, 0});
+    return static_cast<int>(items.size()) - 1;
+  };
+  const int zap_item = zap_ ? add_item(zap_->socket().handle(), -1) : -1;
+  const int stop_item = add_item(nullptr, stop_fd);
+  const int http_item = http_ ? add_item(nullptr, http_->fd()) : -1;
+  (void)zap_item;
+  const int count = static_cast<int>(items.size());
   for (;;) {
     // Sleep until a message comes or the state's next deadline.
     auto now = Clock::now();
@@ -116,7 +134,7 @@ void Master::run(int stop_fd) {
     if (auto d = state_->next_deadline())
       timeout = std::clamp(duration_cast<milliseconds>(*d - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
     try {
-      zmq::poll(items, count, timeout);
+      zmq::poll(items.data(), count, timeout);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       if (e.num() == ETERM) break;
@@ -133,14 +151,37 @@ void Master::run(int stop_fd) {
       if (!in) break;
       state_->receive(in->identity, in->decode(), now);
     }
+    if (http_item >= 0 && (items[http_item].revents & ZMQ_POLLIN)) serve_http(now);
     now = Clock::now();
     state_->turn(now);
     // What promises nothing leaves at once (the workers start while the journal syncs); the rest
     // after the group commit, which MasterState makes: one fsync for the whole turn.
     send_all(state_->take_outbox(), now);
+    const auto failures = state_->counters().journal_failures;
     send_all(state_->commit(now), now);
+    answer_held_http(state_->counters().journal_failures == failures);
   }
+  answer_held_http(false);
   log_info("stopping: ", state_->tasks().size(), " tasks in memory, ", state_->workers(), " workers connected");
+}
+
+void Master::serve_http(TimePoint now) {
+  for (auto& p : http_->take()) {
+    HttpAnswer a = state_->http(p->query, now);
+    if (a.changed) http_held_.emplace_back(std::move(p), std::move(a));
+    else p->answer.set_value(std::move(a));
+  }
+}
+
+void Master::answer_held_http(bool committed) {
+  for (auto& [p, a] : http_held_) {
+    if (!committed) {
+      a.status = 503;
+      a.body = R"({"error":"the journal could not write the change (see the master's log); ask again"})";
+    }
+    p->answer.set_value(std::move(a));
+  }
+  http_held_.clear();
 }
 
 void Master::send_all(std::vector<MasterState::Outgoing> out, TimePoint now) {
@@ -177,6 +218,7 @@ void Master::watch_connections(TimePoint now) {
 void Master::log_rejection(const std::string& address, const std::string& why, TimePoint now) {
   // The host alone (without the port) so that one peer reconnecting again and again is one source.
   const std::string host = address.substr(0, address.rfind(':'));
+  if (metrics_) metrics_->rejected_connection();
   if (auto held = rejections_.allow(host, now)) {
     log_warn("rejected a connection from ", address, ": ", why,
              *held ? " (" + std::to_string(*held) + " more from this host since the last report)" : std::string());

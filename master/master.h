@@ -10,6 +10,8 @@
 
 #include <zmq.hpp>
 
+#include "master/http.h"
+#include "master/metrics.h"
 #include "master/state.h"
 #include "protocol/auth.h"
 #include "protocol/sockets.h"
@@ -22,8 +24,9 @@ class Master {
   // no master until it can serve: a connection refused is retried, never taken for a wrong key);
   // with CURVE keys in config.socket.curve, starts the ZAP handler first. Throws
   // std::runtime_error saying what is wrong if the journal cannot be used or the endpoint cannot
-  // be bound.
-  Master(zmq::context_t& ctx, MasterConfig config);
+  // be bound. With `http`, also serves metrics and the dashboard there (master/http.h), bound
+  // before the socket.
+  Master(zmq::context_t& ctx, MasterConfig config, std::optional<HttpServer::Options> http = std::nullopt);
   Master(const Master&) = delete;
   Master& operator=(const Master&) = delete;
 
@@ -41,12 +44,19 @@ class Master {
   void start_state(TimePoint now);
   void watch_connections(TimePoint now);
   void log_rejection(const std::string& address, const std::string& why, TimePoint now);
+  // Answers the HTTP endpoint's waiting requests from the state; those that change it are kept in
+  // http_held_ until the turn's commit.
+  void serve_http(TimePoint now);
+  void answer_held_http(bool committed);
 
   MasterConfig config_;
   std::unique_ptr<protocol::ZapHandler> zap_;  // before socket_: it must answer from the first connection
   protocol::ConnectionMonitor monitor_;
   std::unique_ptr<Journal> journal_;  // null: in memory only
   std::string instance_;
+  std::unique_ptr<HttpServer> http_;  // null: no --http
+  std::unique_ptr<Metrics> metrics_;  // with http_
+  std::vector<std::pair<std::unique_ptr<HttpServer::Pending>, HttpAnswer>> http_held_;
   std::unique_ptr<MasterState> state_;
   zmq::socket_t socket_;                             // bound once the state is ready
   std::map<std::uint32_t, std::string> peers_;       // fd -> address of connections in their handshake

@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/overloaded.h"
+#include "master/metrics.h"
 
 namespace taskmaster {
 
@@ -48,11 +49,15 @@ constexpr std::size_t kStatusWaitingJobs = 100;
 }  // namespace
 
 void MasterState::Rates::advance(std::int64_t now_s) {
-  if (second == 0) second = now_s;
+  if (second == 0 || now_s - second > static_cast<std::int64_t>(kSeconds)) {
+    if (second != 0) submitted.fill(0), finished.fill(0), failed.fill(0);
+    second = now_s;
+  }
   while (second < now_s) {
     ++second;
-    submitted[second % 10] = 0;
-    finished[second % 10] = 0;
+    submitted[second % kSeconds] = 0;
+    finished[second % kSeconds] = 0;
+    failed[second % kSeconds] = 0;
   }
 }
 
@@ -293,6 +298,7 @@ void MasterState::on_results(const std::string& id, proto::Results& m, TimePoint
     }
     w->forget(r.task);
     ++w->done;
+    if (!r.ok) ++w->failed;
     auto done = tasks_.complete(r.task, r.attempt, r.ok, std::move(r.value), now);
     if (!done) ++counters_.stale_results;  // timed out, or the worker was presumed dead meanwhile
     acks.push_back(r.task);
@@ -371,44 +377,49 @@ void MasterState::on_bye(const std::string& id, TimePoint now) {
 }
 
 void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint now) {
+  auto accepted = submit(m, now);
+  if (!accepted) return reply_error(id, m.req, accepted.error().code, accepted.error().message);
+  reply(id, std::move(accepted.value()));
+}
+
+Expected<proto::Accepted> MasterState::submit(proto::Submit& m, TimePoint now) {
+  const auto refuse = [](ErrorCode code, std::string message) { return Error{code, std::move(message)}; };
   const Job* job = nullptr;
   if (m.job == 0) {
-    if (m.seq != 0) return reply_error(id, m.req, ErrorCode::BadField, "SUBMIT: a new job starts with seq 0");
+    if (m.seq != 0) return refuse(ErrorCode::BadField, "SUBMIT: a new job starts with seq 0");
     if (!m.idempotency_key.empty()) job = jobs_.find_by_key(m.idempotency_key);
     if (job) {  // the same submission again: answer as the first time
       const auto& b = job->batches.front();
-      return reply(id, proto::Accepted{m.req, job->id, b.first, b.count, true});
+      return proto::Accepted{m.req, job->id, b.first, b.count, true};
     }
   } else {
     job = jobs_.find(m.job);
-    if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "SUBMIT: " + unknown_job(m.job));
+    if (!job) return refuse(ErrorCode::UnknownJob, "SUBMIT: " + unknown_job(m.job));
     if (m.seq < job->batches.size()) {
       const auto& b = job->batches[m.seq];
-      return reply(id, proto::Accepted{m.req, job->id, b.first, b.count, true});
+      return proto::Accepted{m.req, job->id, b.first, b.count, true};
     }
-    if (job->sealed)
-      return reply_error(id, m.req, ErrorCode::NotAllowed, "SUBMIT: job " + std::to_string(m.job) + " is complete; it takes no more tasks");
+    if (job->sealed) return refuse(ErrorCode::NotAllowed, "SUBMIT: job " + std::to_string(m.job) + " is complete; it takes no more tasks");
     if (m.seq != job->batches.size())
-      return reply_error(id, m.req, ErrorCode::BadField,
-                         "SUBMIT: seq " + std::to_string(m.seq) + " is out of order; expected " + std::to_string(job->batches.size()));
+      return refuse(ErrorCode::BadField,
+                    "SUBMIT: seq " + std::to_string(m.seq) + " is out of order; expected " + std::to_string(job->batches.size()));
   }
   std::vector<JobId> after;
   if (!job && !m.after.empty()) {
     // Every job named must exist now: a job can only wait for older ones, so no cycle can form.
     for (JobId a : m.after) {
       if (a == jobs_.next_id())
-        return reply_error(id, m.req, ErrorCode::BadField,
-                           "SUBMIT: after: job " + std::to_string(a) + " would be this job: a job cannot wait for itself");
-      if (!jobs_.find(a)) return reply_error(id, m.req, ErrorCode::UnknownJob, "SUBMIT: after: " + unknown_job(a));
+        return refuse(ErrorCode::BadField, "SUBMIT: after: job " + std::to_string(a) + " would be this job: a job cannot wait for itself");
+      if (!jobs_.find(a)) return refuse(ErrorCode::UnknownJob, "SUBMIT: after: " + unknown_job(a));
       if (std::find(after.begin(), after.end(), a) == after.end()) after.push_back(a);
     }
   }
   if (auto refusal = over_bounds(m)) {
     ++counters_.refused_full;
-    return reply_error(id, m.req, refusal->code, "SUBMIT: " + refusal->message);
+    return refuse(refusal->code, "SUBMIT: " + refusal->message);
   }
   const bool created = !job;
-  if (created) job = &jobs_.create(m.idempotency_key, std::move(after), m.after_success);
+  if (created) job = &jobs_.create(m.idempotency_key, std::move(after), m.after_success, now);
   const TaskRange batch{tasks_.last_id() + 1, static_cast<std::uint32_t>(m.tasks.size())};
   if (journal_) batches_.push_back({job->id, created, job->sealed, batch});
   // The job's change (journalled by on_job_change) before its tasks', which each journal themselves.
@@ -418,7 +429,7 @@ void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint n
   if (tasks_.lanes_created() != lanes_before) note_new_lanes({batch});
   if (job->waiting) check_waiting(job->id, now);  // its prerequisites may have ended already
   waits_dirty_ = true;
-  reply(id, proto::Accepted{m.req, job->id, batch.first, batch.count, false});
+  return proto::Accepted{m.req, job->id, batch.first, batch.count, false};
 }
 
 std::optional<Error> MasterState::over_bounds(const proto::Submit& m) const {
@@ -456,8 +467,14 @@ void MasterState::on_wait(const std::string& id, const proto::Wait& m, TimePoint
 }
 
 void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimePoint now) {
-  const Job* job = jobs_.find(m.job);
-  if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "CANCEL: " + unknown_job(m.job));
+  const auto n = cancel_job(m.job, now);
+  if (!n) return reply_error(id, m.req, ErrorCode::UnknownJob, "CANCEL: " + unknown_job(m.job));
+  reply(id, proto::Cancelled{m.req, m.job, *n});
+}
+
+std::optional<std::uint64_t> MasterState::cancel_job(JobId id, TimePoint now) {
+  const Job* job = jobs_.find(id);
+  if (!job) return std::nullopt;
   const std::uint64_t n = tasks_.cancel_job(job->id, job->batches);  // waiting tasks too
   jobs_.cancel(job->id, now);
   // Attempts of the job that workers hold but have not begun: asked back; released, they end
@@ -474,7 +491,7 @@ void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimeP
   }
   jobs_.stop_waiting(job->id);
   waits_dirty_ = true;
-  reply(id, proto::Cancelled{m.req, m.job, n});
+  return n;
 }
 
 void MasterState::on_status(const std::string& id, const proto::Status& m, TimePoint now) {
@@ -488,13 +505,14 @@ void MasterState::on_task_change(const Task& task, std::optional<TaskState> from
   rates_.advance(now_s);
   if (!from) {
     ++counters_.submitted;
-    ++rates_.submitted[now_s % 10];
+    ++rates_.submitted[now_s % Rates::kSeconds];
   }
   if (task.state == TaskState::Queued) dispatch_needed_ = true;
   std::int64_t finished_seq = -1;
   if (proto::is_final(task.state)) {
     ++counters_.finished;
-    ++rates_.finished[now_s % 10];
+    ++rates_.finished[now_s % Rates::kSeconds];
+    if (task.state != TaskState::Done) ++rates_.failed[now_s % Rates::kSeconds];
     jobs_.task_finished(task.job, task.id, task.state != TaskState::Done, now_);
     if (const Job* job = jobs_.find(task.job)) finished_seq = static_cast<std::int64_t>(job->finished.size()) - 1;
     waits_dirty_ = true;
@@ -502,6 +520,7 @@ void MasterState::on_task_change(const Task& task, std::optional<TaskState> from
   // The one place every state change passes: it goes into the journal's open transaction, which
   // the master commits before anything of this turn that depends on it is sent.
   save_task(task, finished_seq, !from.has_value());
+  observe(task, from);
 }
 
 void MasterState::on_job_change(const Job& job, JobChange change) {
@@ -604,7 +623,10 @@ std::vector<MasterState::Outgoing> MasterState::commit(TimePoint now) {
     }
     resave();
   }
+  const bool wrote = !dirty_tasks_.empty() || !dirty_jobs_.empty();
+  const auto t0 = Clock::now();
   if (auto s = journal_->commit(); !s) return commit_failed(s.error(), std::move(held), now, /*attempted=*/true);
+  if (metrics_ && wrote) metrics_->commit(duration<double>(Clock::now() - t0).count());
   if (resave_needed_) log_info("journal ", journal_->path(), " is writable again; ", dirty_tasks_.size(), " task changes written");
   resave_needed_ = false;
   dirty_tasks_.clear();
@@ -1160,9 +1182,9 @@ nlohmann::json MasterState::status_json(TimePoint now) {
   // Rates over the last 10 s (the current second included), or since the start if shorter.
   const double window = std::clamp<double>(duration<double>(now - started_).count(), 1.0, 10.0);
   std::uint64_t sub = 0, fin = 0;
-  for (std::size_t i = 0; i < rates_.submitted.size(); ++i) {
-    sub += rates_.submitted[i];
-    fin += rates_.finished[i];
+  for (std::int64_t i = 0; i < 10; ++i) {
+    sub += rates_.submitted[(now_s - i) % Rates::kSeconds];
+    fin += rates_.finished[(now_s - i) % Rates::kSeconds];
   }
   // Jobs after jobs: those still waiting, by id (the first kStatusWaitingJobs), with what they wait for.
   json waiting = json::array();
@@ -1178,6 +1200,7 @@ nlohmann::json MasterState::status_json(TimePoint now) {
   if (journal_) journal = {{"path", journal_->path()}, {"bytes", journal_->bytes()}, {"writable", !resave_needed_}};
   return {
       {"master", instance_},
+      {"http", config_.http_url.empty() ? nlohmann::json(nullptr) : nlohmann::json(config_.http_url)},
       {"journal", journal},
       {"uptime_s", duration<double>(now - started_).count()},
       {"queues", queues},

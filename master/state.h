@@ -36,6 +36,24 @@ struct MasterConfig {
   std::uint64_t max_task_bytes = 0;     // args and results of every task held, finished or not
   std::uint64_t max_journal_bytes = 0;  // the journal on disk; 0: no bound but the disk's
   SchedulePolicy schedule;              // the order of queued tasks (TaskTable::pick)
+  std::string http_url;                 // the HTTP endpoint's base URL, told in STATUS; "": none
+};
+
+class Metrics;
+
+// A request of the HTTP endpoint (docs/HTTP.md), already authenticated, and its answer. The HTTP
+// threads hand these to the loop (Master), which asks the state: the state is only ever touched
+// by the loop's thread.
+struct HttpQuery {
+  std::string method;  // "GET" or "POST"
+  std::string path;    // "/api/jobs/12"
+  std::unordered_map<std::string, std::string> params;
+};
+struct HttpAnswer {
+  int status = 200;
+  std::string body;  // JSON, or the metrics' text
+  std::string content_type = "application/json";
+  bool changed = false;  // it changed the state: answered only once the journal has it
 };
 
 // max_queued and max_task_bytes for this machine: a quarter of physical memory for task bytes, and
@@ -106,6 +124,11 @@ class MasterState : private TaskListener, private JobListener {
   void send_failed(const std::string& identity, const protocol::Message& m, protocol::SendResult why, TimePoint now);
 
   const MasterCounters& counters() const { return counters_; }
+  // Prometheus metrics, updated as things happen and refreshed when scraped; null: none kept.
+  void set_metrics(Metrics* metrics) { metrics_ = metrics; }
+  // Answers one request of the HTTP API (docs/HTTP.md): GET /metrics, /api/status, /api/workers,
+  // /api/jobs, /api/jobs/ID; POST /api/jobs/ID/cancel and /retry. Never throws for a bad request.
+  HttpAnswer http(const HttpQuery& q, TimePoint now);
   const TaskTable& tasks() const { return tasks_; }
   const JobTable& jobs() const { return jobs_; }
   const std::string& instance() const { return instance_; }
@@ -126,11 +149,22 @@ class MasterState : private TaskListener, private JobListener {
     protocol::Wait request;
     TimePoint deadline;
   };
-  struct Rates {  // tasks per second over the last 10 s, in one-second buckets
-    std::array<std::uint64_t, 10> submitted{}, finished{};
+  struct Rates {  // tasks per one-second bucket over the last 300 s (the rates use the last 10)
+    static constexpr std::size_t kSeconds = 300;
+    std::array<std::uint64_t, kSeconds> submitted{}, finished{}, failed{};
     std::int64_t second = 0;
     void advance(std::int64_t now_s);
   };
+  // A failed attempt, for the dashboard's list (the last kFailures).
+  struct Failure {
+    std::chrono::system_clock::time_point at;
+    TaskId task = 0;
+    JobId job = 0;
+    std::string function, queue, worker, error;
+    std::uint32_t attempt = 0;
+    bool dead = false;
+  };
+  static constexpr std::size_t kFailures = 50;
 
   void on_hello(const std::string& id, protocol::Hello& m, TimePoint now);
   void on_credit(const std::string& id, const protocol::Credit& m);
@@ -150,6 +184,12 @@ class MasterState : private TaskListener, private JobListener {
   void steal(TimePoint now);
   void on_bye(const std::string& id, TimePoint now);
   void on_submit(const std::string& id, protocol::Submit& m, TimePoint now);
+  // SUBMIT's rules, for a peer's SUBMIT and for retry_job.
+  Expected<protocol::Accepted> submit(protocol::Submit& m, TimePoint now);
+  // CANCEL's rules: the tasks not finished cancelled (nullopt: no such job).
+  std::optional<std::uint64_t> cancel_job(JobId job, TimePoint now);
+  // The job's dead tasks, copied into a new job (their function, args and options).
+  Expected<protocol::Accepted> retry_job(JobId job, TimePoint now);
   void on_wait(const std::string& id, const protocol::Wait& m, TimePoint now);
   void on_cancel(const std::string& id, const protocol::Cancel& m, TimePoint now);
   void on_status(const std::string& id, const protocol::Status& m, TimePoint now);
@@ -192,6 +232,15 @@ class MasterState : private TaskListener, private JobListener {
   void reply_error(const std::string& identity, std::uint64_t req, ErrorCode code, std::string message);
   void log_bad(const std::string& identity, const Error& e);
   nlohmann::json status_json(TimePoint now);
+  // The HTTP API's answers (state_http.cpp).
+  nlohmann::json api_status(TimePoint now);
+  nlohmann::json api_workers(std::size_t offset, std::size_t limit, TimePoint now);
+  nlohmann::json api_jobs(std::optional<JobId> before, std::size_t limit, TimePoint now);
+  nlohmann::json api_job_summary(const Job& job, TimePoint now);
+  nlohmann::json api_job(const Job& job, TimePoint now);
+  void refresh_metrics(TimePoint now);
+  // Metrics and the failure list, told of each task's change (from on_task_change).
+  void observe(const Task& task, std::optional<TaskState> from);
 
   MasterConfig config_;
   std::string instance_;
@@ -200,7 +249,9 @@ class MasterState : private TaskListener, private JobListener {
   JobTable jobs_;
   WorkerRegistry workers_;
   MasterCounters counters_;
+  Metrics* metrics_ = nullptr;  // not owned
   Rates rates_;
+  std::deque<Failure> failures_;  // newest first
   TimePoint started_;
   TimePoint now_{};  // the `now` of the message or turn being handled
 
@@ -245,6 +296,7 @@ class MasterState : private TaskListener, private JobListener {
   TimePoint next_housekeeping_{};
   // Bad-message log lines: at most 10 a second, then a count of those not logged.
   protocol::RateLimitedLog bad_message_log_{std::chrono::seconds(1), 10};
+  protocol::RateLimitedLog dead_log_{std::chrono::seconds(1), 10};  // "task N is dead" lines, the same way
 };
 
 }  // namespace taskmaster

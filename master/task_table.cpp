@@ -502,6 +502,17 @@ void TaskTable::unlease(TaskId id, std::uint32_t attempt) {
   rejoin_front_ = false;
 }
 
+std::map<std::uint32_t, std::int64_t> TaskTable::oldest_queued_ms() const {
+  std::map<std::uint32_t, std::int64_t> oldest;
+  for (const auto& [key, b] : buckets_)
+    for (const auto& [lane_key, lane] : b.lanes) {
+      if (!lane.live || lane.heap.empty()) continue;
+      auto [it, fresh] = oldest.try_emplace(b.queue, lane.heap.top().at_ms);
+      if (!fresh) it->second = std::min(it->second, lane.heap.top().at_ms);
+    }
+  return oldest;
+}
+
 bool TaskTable::has_queued(std::uint32_t queue, std::uint32_t function, JobId job, std::int32_t priority) const {
   auto b = buckets_.find(bucket_key(queue, function));
   if (b == buckets_.end()) return false;

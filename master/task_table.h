@@ -245,6 +245,10 @@ class TaskTable {
   std::size_t lanes() const;
   // How many lanes were ever created (a task queued where its job, at its priority, had none).
   std::uint64_t lanes_created() const { return lanes_created_; }
+  // When the oldest queued task of each queue became queued, by queue (Names id), as ms of the
+  // steady clock. A task cancelled while queued may still count until its lane is next served.
+  // O(lanes): for status and metrics.
+  std::map<std::uint32_t, std::int64_t> oldest_queued_ms() const;
   // Does the lane of this job and priority in this bucket hold queued tasks? O(log n).
   bool has_queued(std::uint32_t queue, std::uint32_t function, JobId job, std::int32_t priority) const;
   const SchedulePolicy& policy() const { return policy_; }

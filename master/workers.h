@@ -37,6 +37,7 @@ struct WorkerSession {
   std::string steal_for;               // the idle worker the last REVOKE took attempts for, if any
   TimePoint stealing_until{};          // as a thief: attempts are being taken back for it until then
   std::uint64_t done = 0;              // attempts it finished (any outcome)
+  std::uint64_t failed = 0;            // of those, the ones that failed
   TimePoint connected{};
   TimePoint last_heard{};
   TimePoint last_sent{};

@@ -46,13 +46,38 @@ std::string mode_text(mode_t m) {
 
 }  // namespace
 
-CurveKeys derive_keys(std::string_view shared_key) {
+namespace {
+
+// The root every secret derives from: BLAKE2b-256 of the shared key, personal "taskmaster-key".
+void derive_root(std::string_view shared_key, unsigned char (&root)[crypto_kdf_KEYBYTES]) {
   init_sodium();
   unsigned char personal[crypto_generichash_blake2b_PERSONALBYTES] = {};
   std::memcpy(personal, "taskmaster-key", 14);
-  unsigned char root[crypto_kdf_KEYBYTES];
   crypto_generichash_blake2b_salt_personal(root, sizeof root, reinterpret_cast<const unsigned char*>(shared_key.data()), shared_key.size(),
                                            nullptr, 0, nullptr, personal);
+}
+
+}  // namespace
+
+HttpSecrets derive_http_secrets(std::string_view shared_key) {
+  unsigned char root[crypto_kdf_KEYBYTES];
+  derive_root(shared_key, root);
+  HttpSecrets s;
+  for (std::uint64_t id : {3, 4}) {
+    unsigned char sub[16];
+    crypto_kdf_derive_from_key(sub, sizeof sub, id, "tmhttp01", root);
+    char hex[33];
+    sodium_bin2hex(hex, sizeof hex, sub, sizeof sub);
+    (id == 3 ? s.token : s.csrf) = hex;
+    sodium_memzero(sub, sizeof sub);
+  }
+  sodium_memzero(root, sizeof root);
+  return s;
+}
+
+CurveKeys derive_keys(std::string_view shared_key) {
+  unsigned char root[crypto_kdf_KEYBYTES];
+  derive_root(shared_key, root);
   CurveKeys k;
   unsigned char seed[crypto_box_SEEDBYTES];
   crypto_kdf_derive_from_key(seed, sizeof seed, 1, "tmcurve1", root);

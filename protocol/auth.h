@@ -32,6 +32,14 @@ inline constexpr std::size_t kMinKeyBytes = 32;
 // context "tmcurve1", each seed turned into a key pair by crypto_box_seed_keypair.
 CurveKeys derive_keys(std::string_view shared_key);
 
+// The HTTP endpoint's secrets (docs/HTTP.md, "Access"): the token that grants access and the value
+// a cookie-authenticated POST must carry in X-CSRF-Token, each 16 bytes as 32 lowercase hex
+// characters: crypto_kdf ids 3 and 4 in context "tmhttp01" from the same root as derive_keys.
+struct HttpSecrets {
+  std::string token, csrf;
+};
+HttpSecrets derive_http_secrets(std::string_view shared_key);
+
 // A new random shared key: 32 random bytes as 64 lowercase hex characters.
 std::string generate_key();
 

@@ -1,5 +1,7 @@
 #include "worker/pool.h"
 
+#include "common/log.h"
+
 #include <unordered_map>
 
 namespace taskmaster {
@@ -138,7 +140,13 @@ void Pool::run_thread(std::string endpoint) {
     }
     const auto t0 = std::chrono::steady_clock::now();
     proto::Result r = run_one(a);
-    busy_ns_.fetch_add(static_cast<std::uint64_t>((std::chrono::steady_clock::now() - t0).count()), std::memory_order_relaxed);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    busy_ns_.fetch_add(static_cast<std::uint64_t>(took.count()), std::memory_order_relaxed);
+    // At debug, one line per task where it ran: find a task, and why it failed (the error's first 200 bytes).
+    if (log_level() <= LogLevel::Debug)
+      log_debug("task ", a.task, " job ", a.job, " function ", a.function, " attempt ", a.attempt, " took ",
+                std::chrono::duration<double, std::milli>(took).count(),
+                " ms: ", r.ok ? std::string("ok") : "failed: " + r.value.substr(0, 200));
     runs_.fetch_add(1, std::memory_order_relaxed);
     bool first;
     {
