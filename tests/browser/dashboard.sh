@@ -146,9 +146,11 @@ api_is "/api/jobs/$job" "j['state'] == 'running'" || fail "job $job is no longer
 browse() {  # browse OUTPUT URL CHROMIUM-OPTIONS...: chromium in the namespace, at most 90 s
   local out=$1 url=$2
   shift 2
-  on d env HOME="$work/home" timeout 90 "$chromium" --headless --no-sandbox --disable-gpu --no-first-run \
-    --user-data-dir="$work/chrome" --virtual-time-budget=8000 "$@" "$url" >"$out" 2>>"$work/chromium.log" ||
-    fail "chromium on $url (exit $?)"
+  local code=0
+  on d env HOME="$work/home" timeout 60 "$chromium" --headless --no-sandbox --disable-gpu --no-first-run \
+    --user-data-dir="$work/chrome" --virtual-time-budget=8000 "$@" "$url" >"$out" 2>>"$work/chromium.log" || code=$?
+  ((code != 124)) || fail "chromium on $url did not finish within 60 s (a dialog, such as an alert() run by markup that should have been text, blocks it)"
+  ((code == 0)) || fail "chromium on $url: exit $code"
 }
 mkdir -p "$work/home"
 # dom_check DOM-FILE PYTHON-CONDITIONS: with text(ID) (the text inside the element of that id),
@@ -250,4 +252,26 @@ if [[ -n $failed_job ]]; then
 fi
 r=$(post 999999999 cancel)
 [[ $r == 404 ]] || fail "cancel of a job that does not exist: $r $(cat "$work/post.out")"
+
+# 6. (--mock) A master that stops answering, or that refuses the token, after the page loaded:
+# mocks that break after 6 GETs of /api/... (the first two polls).
+if ((mock)); then
+  for how in close 401; do
+    port=8081
+    [[ $how == close ]] || port=8082
+    start_bg "mock-$how" d python3 "$here/mock_api.py" --host 127.0.0.1 --port "$port" --workers 1000 --jobs 10000 --token "$token" \
+      --break-after 6 --break-with "$how"
+    wait_until 20 "the $how mock's login URL" test -s "$work/mock-$how.out"
+    browse "$work/dom-$how.html" "$(head -n 1 "$work/mock-$how.out")" --dump-dom
+    stop_bg "mock-$how"
+    if [[ $how == close ]]; then
+      want='text("status-line").startswith("master unreachable, retrying")'
+    else
+      want='text("status-line").startswith("not logged in: open the login link the master printed, or run `taskmaster dashboard`")'
+    fi
+    dom_check "$work/dom-$how.html" "$want" '"dashq" in cells("queues")' 'os.environ["worker"] in cells("workers")' \
+      'os.environ["job"] in cells("jobs")' 2>>"$work/dom.log" || fail "the page once the API broke ($how): $(tail -n 8 "$work/dom.log")"
+  done
+  echo "dashboard: a master gone says 'master unreachable, retrying', a refused token 'not logged in', the last data stays"
+fi
 echo "dashboard: ok ($( ((mock)) && echo mock || echo master); screenshot $shot, $shot_size bytes)"

@@ -279,6 +279,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.send(200, LOGGED_OUT, "text/html; charset=utf-8")
             with open(PAGE, "rb") as f:
                 return self.send(200, f.read(), "text/html; charset=utf-8")
+        if path.startswith("/api/") and self.server.break_after is not None:
+            self.server.api_gets += 1
+            if self.server.api_gets > self.server.break_after:
+                if self.server.break_with == "close":  # as if the master were gone: no answer at all
+                    self.close_connection = True
+                    return
+                authed = None  # as if the master had been restarted with another key
         if path == "/metrics" or path.startswith("/api/"):
             if not authed:
                 return self.error(401, "no or wrong token: log in with the URL the master printed, or send Authorization: Bearer TOKEN")
@@ -392,11 +399,15 @@ def main():
     ap.add_argument("--journal-read-only", action="store_true", help="report the journal as not writable")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering each GET")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    ap.add_argument("--break-after", type=int, metavar="N", help="after N GETs of /api/..., answer every other one as --break-with says")
+    ap.add_argument("--break-with", choices=["close", "401"], default="close",
+                    help="close: close the connection without an answer (a network error); 401: refuse the token")
     a = ap.parse_args()
     srv = http.server.ThreadingHTTPServer((a.host, a.port), Handler)
     srv.daemon_threads = True
     srv.fixture = Fixture(a.workers, a.jobs, a.seed, not a.journal_read_only)
     srv.token, srv.verbose, srv.delay = a.token, a.verbose, a.delay
+    srv.break_after, srv.break_with, srv.api_gets = a.break_after, a.break_with, 0
     host, port = srv.server_address[:2]
     base = "http://%s:%d" % (host, port)
     print(base + ("/login?token=" + a.token if a.token else "/"), flush=True)
