@@ -126,7 +126,12 @@ python3 -c 'import json,sys; assert isinstance(json.load(open(sys.argv[1]))["err
   fail "the 401 is not {\"error\": ...}: $(cat "$work/body.out")"
 [[ $(code_of -H "Authorization: Bearer $token" "$base/api/status") == 200 ]] || fail "/api/status with the token: $(cat "$work/body.out")"
 [[ $(code_of "$base/api/status" -H "Authorization: Bearer 0123456789abcdef0123456789abcdef") == 401 ]] || fail "a wrong token is not 401"
-[[ $(code_of "$base/") == 200 ]] && ! grep -q 'id="queues"' "$work/body.out" || fail "/ without the token serves the dashboard (or nothing)"
+[[ $(code_of "$base/metrics") == 401 ]] || fail "/metrics without the token: $(head -c 300 "$work/body.out")"
+[[ $(code_of -H "Authorization: Bearer $token" "$base/metrics") == 200 ]] || fail "/metrics with the token: $(head -c 300 "$work/body.out")"
+# Without the token / is a short page saying how to log in (200 or 401: HTTP.md names no code).
+r=$(code_of "$base/")
+[[ $r == 200 || $r == 401 ]] && [[ -s $work/body.out ]] && ! grep -q 'id="queues"' "$work/body.out" ||
+  fail "/ without the token: $r, $(head -c 300 "$work/body.out")"
 r=$(c -c "$work/cookies" -o /dev/null -w '%{http_code} %{redirect_url}' "$login") || fail "curl $login"
 [[ $r == "303 $base/" ]] || fail "/login answered '$r', not '303 $base/'"
 csrf=$(awk '$6 == "tm_csrf" { print $7 }' "$work/cookies")
