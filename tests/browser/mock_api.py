@@ -29,6 +29,9 @@ LOGGED_OUT = b"""<!doctype html><meta charset="utf-8"><title>taskmaster: log in<
 <code>taskmaster dashboard</code> to print it.</p>
 """
 
+# What the master sends with the page: nothing but itself, inline script and style, same-origin fetch.
+CSP = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+
 FUNCTIONS = ["exec", "sleep", "square", "echo", "resize", "transcode"]
 QUEUES = ["default", "dashq", "gpu", "batch", "emails"]
 # Errors with markup in them: the page must show them as text.
@@ -227,6 +230,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
         for k, v in headers:
             self.send_header(k, v)
         self.end_headers()
@@ -276,9 +281,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         authed = self.auth()
         if path == "/":
             if not authed:
-                return self.send(200, LOGGED_OUT, "text/html; charset=utf-8")
+                return self.send(401, LOGGED_OUT, "text/html; charset=utf-8")
             with open(PAGE, "rb") as f:
-                return self.send(200, f.read(), "text/html; charset=utf-8")
+                return self.send(200, f.read(), "text/html; charset=utf-8", [("Content-Security-Policy", CSP)])
         if path.startswith("/api/") and self.server.break_after is not None:
             self.server.api_gets += 1
             if self.server.api_gets > self.server.break_after:
