@@ -13,6 +13,8 @@
 # 4. chromium --screenshot (1400x1000, more than 10 KB), copied to $TASKMASTER_SCREENSHOT_DIR
 #    (default: build/ of this checkout) as dashboard.png (dashboard-mock.png with --mock).
 # 5. With the cookie and X-CSRF-Token, cancel and retry answer as documented.
+# 6. (--mock) The page once the API is gone (network errors) or refuses the token: it says so and
+#    keeps the last data. 7. (--mock) Clicks, through mock_api.py's /_harness page.
 # Needs root, iproute2, curl, python3 and /usr/bin/chromium; exits 77 (skipped) otherwise.
 # Everything it starts or makes is stopped or removed on exit, on success and on failure.
 # Usage: dashboard.sh TASKMASTER_BINARY [--mock]     dashboard.sh --mock
@@ -153,7 +155,7 @@ browse() {  # browse OUTPUT URL CHROMIUM-OPTIONS...: chromium in the namespace, 
   shift 2
   local code=0
   on d env HOME="$work/home" timeout 60 "$chromium" --headless --no-sandbox --disable-gpu --no-first-run \
-    --user-data-dir="$work/chrome" --virtual-time-budget=8000 "$@" "$url" >"$out" 2>>"$work/chromium.log" || code=$?
+    --user-data-dir="$work/chrome" --virtual-time-budget="${budget:-8000}" "$@" "$url" >"$out" 2>>"$work/chromium.log" || code=$?
   ((code != 124)) || fail "chromium on $url did not finish within 60 s (a dialog, such as an alert() run by markup that should have been text, blocks it)"
   ((code == 0)) || fail "chromium on $url: exit $code"
 }
@@ -278,5 +280,15 @@ if ((mock)); then
       'os.environ["job"] in cells("jobs")' 2>>"$work/dom.log" || fail "the page once the API broke ($how): $(tail -n 8 "$work/dom.log")"
   done
   echo "dashboard: a master gone says 'master unreachable, retrying', a refused token 'not logged in', the last data stays"
+
+  # 7. (--mock) Clicks: mock_api.py's /_harness frames the page and clicks through it (pagers, Cancel,
+  # Retry refused and accepted, a job row), confirm() answered yes; the POSTs pass the mock's CSRF check.
+  start_bg mock-harness d python3 "$here/mock_api.py" --host 127.0.0.1 --port 8083 --workers 1000 --jobs 10000 --token "$token" --harness
+  wait_until 20 "the harness mock's login URL" test -s "$work/mock-harness.out"
+  budget=30000 browse "$work/dom-harness.html" "$(head -n 1 "$work/mock-harness.out")&harness=1" --dump-dom
+  stop_bg mock-harness
+  dom_check "$work/dom-harness.html" 'text("harness").endswith("DONE") and "FAIL" not in text("harness")' 2>>"$work/dom.log" ||
+    fail "clicking through the page: $(python3 -c 'import html,re,sys; print(html.unescape(re.search(r"<pre id=.harness.>(.*?)</pre>", open(sys.argv[1]).read(), re.S).group(1)))' "$work/dom-harness.html" 2>&1)"
+  echo "dashboard: clicks work: jobs and workers pagers, Cancel, Retry (409 shown as an error, then accepted), a job row opens its panel"
 fi
 echo "dashboard: ok ($( ((mock)) && echo mock || echo master); screenshot $shot, $shot_size bytes)"

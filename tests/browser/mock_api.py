@@ -32,6 +32,50 @@ LOGGED_OUT = b"""<!doctype html><meta charset="utf-8"><title>taskmaster: log in<
 # What the master sends with the page: nothing but itself, inline script and style, same-origin fetch.
 CSP = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
 
+# With --harness, /_harness frames the page and clicks through it as a user would (confirm()
+# answered yes), writing what it saw into #harness: pagers, Cancel, Retry, a click on a job.
+HARNESS = br"""<!doctype html><meta charset="utf-8"><title>dashboard harness</title>
+<pre id="harness">starting</pre><iframe id="f" src="/" style="width:1400px;height:900px"></iframe>
+<script>
+var f = document.getElementById("f"), out = document.getElementById("harness"), log = [];
+function say(s) { log.push(s); out.textContent = log.join("\n"); }
+function until(cond, what, next) {
+  var t0 = Date.now();
+  (function again() {
+    var ok = false;
+    try { ok = cond(); } catch (e) {}
+    if (ok) return next();
+    if (Date.now() - t0 > 10000) return say("FAIL: timed out waiting for " + what);
+    setTimeout(again, 100);
+  })();
+}
+f.onload = function () {
+  var w = f.contentWindow, d = f.contentDocument;
+  w.confirm = function (q) { say("confirm: " + q); return true; };
+  function t(id) { return d.getElementById(id).textContent; }
+  function click(sel) { d.querySelector(sel).click(); }
+  var cancelled, retried;
+  var steps = [
+    [function () {}, function () { return t("jobs-range").indexOf("1\u201320 of") === 0; }, "the first page of jobs"],
+    [function () { click("#jobs-next"); }, function () { return t("jobs-range").indexOf("21\u201340 of") === 0; }, "older jobs"],
+    [function () { click("#jobs-newest"); }, function () { return t("jobs-range").indexOf("1\u201320 of") === 0; }, "the newest jobs again"],
+    [function () { click("#workers-next"); }, function () { return t("workers-range").indexOf("51\u2013100 of") === 0; }, "the second page of workers"],
+    [function () { click("#workers-prev"); }, function () { return t("workers-range").indexOf("1\u201350 of") === 0; }, "the first page of workers"],
+    [function () { cancelled = d.querySelector("#jobs button[data-action=cancel]").closest("tr").getAttribute("data-job"); click("#jobs tr[data-job='" + cancelled + "'] button[data-action=cancel]"); }, function () { return /cancel job \d+: \{"job":\d+,"cancelled":\d+\}/.test(t("action-msg")); }, "cancel's answer"],
+    // The cancelled job has cancelled tasks but no dead one: its Retry is refused (409), shown as an error.
+    [function () { click("#jobs tr[data-job='" + cancelled + "'] button[data-action=retry]"); }, function () { return /retry job \d+ failed: 409 /.test(t("action-msg")) && d.getElementById("action-msg").className === "bad"; }, "retry's refusal of a job with no dead task"],
+    [function () { retried = d.querySelector("#jobs .pill.failed").closest("tr").getAttribute("data-job"); click("#jobs tr[data-job='" + retried + "'] button[data-action=retry]"); }, function () { return /retry job \d+: \{"job":\d+,"retry_job":\d+,"tasks":\d+\}/.test(t("action-msg")); }, "retry's answer"],
+    [function () { click("#jobs tbody tr:nth-child(3)"); }, function () { return !d.getElementById("job-panel").hidden && /^Job \d+/.test(t("job-panel")) && /[?]job=\d+$/.test(w.location.search); }, "the job panel of a clicked job"]
+  ];
+  (function step(i) {
+    if (i === steps.length) return say("DONE");
+    steps[i][0]();
+    until(steps[i][1], steps[i][2], function () { say("ok: " + steps[i][2] + " | " + t("action-msg")); step(i + 1); });
+  })(0);
+};
+</script>
+"""
+
 FUNCTIONS = ["exec", "sleep", "square", "echo", "resize", "transcode"]
 QUEUES = ["default", "dashq", "gpu", "batch", "emails"]
 # Errors with markup in them: the page must show them as text.
@@ -231,7 +275,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("X-Frame-Options", "DENY")
+        if not self.server.harness:
+            self.send_header("X-Frame-Options", "DENY")
         for k, v in headers:
             self.send_header(k, v)
         self.end_headers()
@@ -271,7 +316,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if self.server.token is None or q.get("token", [""])[0] != self.server.token:
                 return self.error(401, "wrong or missing token")
             csrf = secrets.token_hex(16)
-            loc = "/"
+            loc = "/_harness" if self.server.harness and "harness" in q else "/"
             if "job" in q and q["job"][0].isdigit():
                 loc = "/?job=" + q["job"][0]
             return self.send(303, b"", "text/plain", [
@@ -279,11 +324,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 ("Set-Cookie", "tm_token=%s; HttpOnly; SameSite=Strict; Path=/" % self.server.token),
                 ("Set-Cookie", "tm_csrf=%s; SameSite=Strict; Path=/" % csrf)])
         authed = self.auth()
+        if path == "/_harness" and self.server.harness:
+            return self.send(200, HARNESS, "text/html; charset=utf-8")
         if path == "/":
             if not authed:
                 return self.send(401, LOGGED_OUT, "text/html; charset=utf-8")
             with open(PAGE, "rb") as f:
-                return self.send(200, f.read(), "text/html; charset=utf-8", [("Content-Security-Policy", CSP)])
+                csp = CSP.replace("'none'", "'self'") if self.server.harness else CSP
+                return self.send(200, f.read(), "text/html; charset=utf-8", [("Content-Security-Policy", csp)])
         if path.startswith("/api/") and self.server.break_after is not None:
             self.server.api_gets += 1
             if self.server.api_gets > self.server.break_after:
@@ -404,6 +452,8 @@ def main():
     ap.add_argument("--journal-read-only", action="store_true", help="report the journal as not writable")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering each GET")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    ap.add_argument("--harness", action="store_true",
+                    help="serve /_harness (/login?token=T&harness=1 leads there), which clicks through the page in a frame")
     ap.add_argument("--break-after", type=int, metavar="N", help="after N GETs of /api/..., answer every other one as --break-with says")
     ap.add_argument("--break-with", choices=["close", "401"], default="close",
                     help="close: close the connection without an answer (a network error); 401: refuse the token")
@@ -413,6 +463,7 @@ def main():
     srv.fixture = Fixture(a.workers, a.jobs, a.seed, not a.journal_read_only)
     srv.token, srv.verbose, srv.delay = a.token, a.verbose, a.delay
     srv.break_after, srv.break_with, srv.api_gets = a.break_after, a.break_with, 0
+    srv.harness = a.harness
     host, port = srv.server_address[:2]
     base = "http://%s:%d" % (host, port)
     print(base + ("/login?token=" + a.token if a.token else "/"), flush=True)
