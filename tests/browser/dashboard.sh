@@ -241,7 +241,9 @@ shot_size=$(stat -c %s "$work/dashboard.png" 2>/dev/null || echo 0)
 ((shot_size > 10240)) || fail "the screenshot is $shot_size bytes"
 shots=${TASKMASTER_SCREENSHOT_DIR:-$root/build}
 mkdir -p "$shots"
-shot=$shots/dashboard$( ((mock)) && echo -mock).png
+suffix=
+((mock)) && suffix=-mock
+shot=$shots/dashboard$suffix.png
 cp "$work/dashboard.png" "$shot"
 
 # 5. The actions, as the page sends them.
