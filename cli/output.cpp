@@ -113,7 +113,10 @@ std::string table(const std::vector<std::vector<std::string>>& rows) {
 std::string format_status(const nlohmann::json& st) {
   std::ostringstream s;
   s << "master " << cell(st.value("master", "")) << ", up " << cell(st.value("uptime_s", 0.0)) << " s; " << count_cell(st, "jobs")
-    << " jobs, " << count_cell(st, "tasks") << " tasks kept\n\n";
+    << " jobs, " << count_cell(st, "tasks") << " tasks kept\n";
+  if (const auto http = st.find("http"); http != st.end() && http->is_string())
+    s << "dashboard and metrics at " << http->get<std::string>() << " (`taskmaster dashboard` prints the login link)\n";
+  s << '\n';
   std::vector<std::vector<std::string>> q{{"queue", "waiting", "delayed", "queued", "running", "done", "dead", "cancelled"}};
   const auto queues = st.value("queues", nlohmann::json::object());
   for (const auto& [name, counts] : queues.items()) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "master/metrics.h"
 #include "master/state.h"
 
 namespace tm_ = taskmaster;
@@ -40,7 +41,9 @@ class Input {
 
 const char* const kFunctions[] = {"square", "echo", "fail", "sleep"};
 const char* const kQueues[] = {"default", "fast"};
-const char* const kCommands[] = {"HELLO", "CREDIT", "RESULTS", "HEARTBEAT", "BYE", "SUBMIT", "WAIT", "CANCEL", "STATUS", "TASKS"};
+const char* const kCommands[] = {"HELLO", "CREDIT", "RESULTS", "HEARTBEAT", "BYE", "SUBMIT", "WAIT", "CANCEL", "STATUS", "TASKS", "RETRY"};
+const char* const kPaths[] = {"/metrics",   "/api/status", "/api/workers",       "/api/jobs",
+                              "/api/jobs/", "/api/jobs/J", "/api/jobs/J/cancel", "/api/jobs/J/retry"};
 
 }  // namespace
 
@@ -55,6 +58,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   config.result_ttl = std::chrono::milliseconds(5000);
   tm_::TimePoint now{std::chrono::hours(1)};
   tm_::MasterState state(config, "fuzz", now);
+  tm_::Metrics metrics;
+  state.set_metrics(&metrics);
   std::map<std::string, std::vector<proto::Assignment>> given;  // what each peer was sent
   std::map<std::string, std::vector<proto::Lease>> revoked;     // the last REVOKE each peer was sent
   std::vector<proto::JobId> jobs;
@@ -81,7 +86,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   };
   for (int steps = 0; !in.empty() && steps < 400; ++steps) {
     const std::string id = peer();
-    switch (in.byte() % 13) {
+    switch (in.byte() % 15) {
       case 0: {  // HELLO
         proto::Hello h;
         h.worker = "w" + id + std::to_string(in.byte() % 2);
@@ -154,12 +159,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         break;
       case 8: state.receive(id, proto::Message(proto::Status{in.byte()}), now); break;
       case 9: {  // raw bytes, as any peer could send them
-        const std::string command = kCommands[in.byte() % 10];
+        const std::string command = kCommands[in.byte() % 11];
         const std::string body = in.bytes(4096);
         state.receive(id, proto::decode(proto::kSignature, command, body), now);
         break;
       }
       case 10: now += std::chrono::milliseconds(in.u16()); break;
+      case 13:
+        if (!jobs.empty()) state.receive(id, proto::Message(proto::Retry{in.byte(), jobs[in.byte() % jobs.size()]}), now);
+        break;
+      case 14: {  // an HTTP request as the loop gets it (access already checked): a known path or raw bytes
+        tm_::HttpQuery q;
+        q.method = in.byte() % 2 ? "GET" : "POST";
+        q.path = kPaths[in.byte() % 8];
+        if (auto j = q.path.find('J'); j != std::string::npos)
+          q.path.replace(j, 1, jobs.empty() || in.byte() % 4 == 0 ? in.bytes(24) : std::to_string(jobs[in.byte() % jobs.size()]));
+        if (q.path == "/api/jobs/") q.path += in.bytes(64);
+        for (int i = 0, n = in.byte() % 3; i < n; ++i) q.params[i % 2 ? "limit" : (in.byte() % 2 ? "offset" : "before")] = in.bytes(24);
+        (void)state.http(q, now);
+        break;
+      }
       case 11:    // STARTED, or RELEASED (asked for or not), for attempts this peer (or another) was given
       case 12: {  // (the fuzzer answers no REVOKE on its own: it sends these at random)
         auto& asked = revoked[id];

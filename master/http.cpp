@@ -20,6 +20,7 @@ namespace {
 
 constexpr auto kLoopAnswerTimeout = std::chrono::seconds(10);
 constexpr std::size_t kMaxBody = 4096;  // POSTs carry nothing; a body is never read
+constexpr std::size_t kThreads = 16;
 
 const char* kLoginPage = R"(<!doctype html><html><head><meta charset="utf-8"><title>taskmaster: log in</title></head>
 <body style="font-family:sans-serif;max-width:40em;margin:4em auto">
@@ -101,14 +102,23 @@ HttpServer::HttpServer(Options options)
   event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) throw std::runtime_error(std::string("--http: eventfd: ") + std::strerror(errno));
   auto& s = *server_;
-  s.new_task_queue = [] { return new httplib::ThreadPool(4); };
+  // A connection holds a thread while it is open: enough threads for a few dashboards and scrapers
+  // with keep-alive, and a short read timeout, so that silent or slow clients free them soon.
+  s.new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
   s.set_payload_max_length(kMaxBody);
-  s.set_read_timeout(5, 0);
+  s.set_read_timeout(2, 0);
   s.set_write_timeout(5, 0);
+  s.set_keep_alive_timeout(2);
   s.set_keep_alive_max_count(100);
   const auto handler = [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); };
   s.Get(".*", handler);
-  s.Post(".*", handler);
+  // POSTs carry no body. A route with a content reader is called before httplib reads one, so that a
+  // POST without Content-Length (`curl -X POST`) is served rather than refused 400; the body, if any,
+  // is never read, and the connection closes after the answer.
+  s.Post(".*", [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader&) {
+    res.set_header("Connection", "close");
+    handle(req, res);
+  });
   s.Put(".*", handler);
   s.Delete(".*", handler);
   s.Patch(".*", handler);

@@ -191,6 +191,12 @@ void MasterState::receive(const std::string& id, Expected<proto::Message> decode
           [&](proto::Submit& m) { on_submit(id, m, now); },
           [&](proto::Wait& m) { on_wait(id, m, now); },
           [&](proto::Cancel& m) { on_cancel(id, m, now); },
+          [&](proto::Retry& m) {
+            auto accepted = retry_job(m.job, now);
+            if (!accepted) return reply_error(id, m.req, accepted.error().code, "RETRY: " + accepted.error().message);
+            accepted.value().req = m.req;
+            reply(id, std::move(accepted.value()));
+          },
           [&](proto::Status& m) { on_status(id, m, now); },
           [&](auto& m) {  // a command only the master sends
             ++counters_.bad_messages;

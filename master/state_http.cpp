@@ -154,6 +154,9 @@ Expected<proto::Accepted> MasterState::retry_job(JobId id, TimePoint now) {
       m.tasks.push_back(std::move(spec));
     }
   if (m.tasks.empty()) return Error{ErrorCode::NotAllowed, "job " + std::to_string(id) + " has no dead task to retry"};
+  // Each job is retried once: asking again (a resend, a second click) answers the same retry job,
+  // found by this key, which the journal keeps with the job. Retry the retry job to go again.
+  m.idempotency_key = "retry-of-" + std::to_string(id);
   return submit(m, now);
 }
 
@@ -436,7 +439,9 @@ HttpAnswer MasterState::http(const HttpQuery& q, TimePoint now) {
     }
     auto accepted = retry_job(*id, now);
     if (!accepted) return error(http_status(accepted.error().code), accepted.error().message);
-    HttpAnswer a = answer(200, {{"job", *id}, {"retry_job", accepted.value().job}, {"tasks", accepted.value().count}});
+    HttpAnswer a = answer(
+        200,
+        {{"job", *id}, {"retry_job", accepted.value().job}, {"tasks", accepted.value().count}, {"duplicate", accepted.value().duplicate}});
     a.changed = true;
     return a;
   }

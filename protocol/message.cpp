@@ -48,6 +48,7 @@ template <> struct Command<ErrorReply> { static constexpr std::string_view name 
 template <> struct Command<Started> { static constexpr std::string_view name = "STARTED"; };
 template <> struct Command<Revoke> { static constexpr std::string_view name = "REVOKE"; };
 template <> struct Command<Released> { static constexpr std::string_view name = "RELEASED"; };
+template <> struct Command<Retry> { static constexpr std::string_view name = "RETRY"; };
 
 constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {"delayed", "queued",    "running", "done",
                                                                        "dead",    "cancelled", "waiting"};
@@ -276,6 +277,10 @@ template <> Cancel decode_as<Cancel>(const Fields& f) {
   return Cancel{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max())};
 }
 
+template <> Retry decode_as<Retry>(const Fields& f) {
+  return Retry{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max())};
+}
+
 template <> Cancelled decode_as<Cancelled>(const Fields& f) {
   return Cancelled{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max()),
                    f.integer<std::uint64_t>("cancelled", 0, std::numeric_limits<std::int64_t>::max())};
@@ -481,6 +486,7 @@ struct BodyWriter {
     w.end_array().end_object();
   }
   void operator()(const Cancel& m) { Writer(out).begin_object().field("req", m.req).field("job", m.job).end_object(); }
+  void operator()(const Retry& m) { Writer(out).begin_object().field("req", m.req).field("job", m.job).end_object(); }
   void operator()(const Cancelled& m) {
     Writer(out).begin_object().field("req", m.req).field("job", m.job).field("cancelled", m.cancelled).end_object();
   }

@@ -251,6 +251,12 @@ struct Cancelled {
   std::uint64_t cancelled = 0;  // tasks moved to cancelled by this request
 };
 
+// Queue a job's dead tasks again, as a new job (§6.15). Answered by ACCEPTED.
+struct Retry {
+  std::uint64_t req = 0;
+  JobId job = 0;
+};
+
 // Ask for the master's state (§6.12).
 struct Status {
   std::uint64_t req = 0;
@@ -273,7 +279,8 @@ using Message = std::variant<Hello, Credit, Results, Heartbeat, Bye,            
                              Welcome, Tasks, Ack,                                  // to worker
                              Submit, Accepted, Wait, Outcomes, Cancel, Cancelled,  // client
                              Status, Report, ErrorReply,                           //
-                             Started, Revoke, Released>;                           // feature "reserve"
+                             Started, Revoke, Released,                            // feature "reserve"
+                             Retry>;                                               // client
 
 // Frames of one message, without the ROUTER identity frame: {signature, command, body}.
 using Frames = std::vector<std::string>;

@@ -931,4 +931,23 @@ TEST_CASE("HandshakeJudge: a failure without detail is final only when a probe f
 
 }  // TEST_SUITE
 
+TEST_SUITE("http token") {
+
+TEST_CASE("the HTTP token and CSRF value derive from the key: fixed for a key, different for another, never the key") {
+  const std::string zeros(64, '0');
+  const auto a = derive_http_secrets(zeros);
+  // docs/HTTP.md's vector (kdf ids 3 and 4, context tmhttp01, from derive_keys' root).
+  CHECK(a.token == "802c743d26e69785638b5bdf88e6fdb4");
+  CHECK(a.csrf == "abdee6bd21072a6054f0fa9dbc45b4ce");
+  CHECK(a.token.size() == 32);
+  CHECK(a.token != a.csrf);
+  const auto b = derive_http_secrets(zeros.substr(1) + "1");
+  CHECK(b.token != a.token);
+  CHECK(b.csrf != a.csrf);
+  CHECK(derive_http_secrets(zeros).token == a.token);
+  CHECK(a.token.find(zeros.substr(0, 8)) == std::string::npos);
+}
+
+}  // TEST_SUITE
+
 }  // namespace taskmaster::protocol

@@ -1,6 +1,8 @@
 // protocol::parse_endpoint: what people type for --bind, --connect and TASKMASTER_ADDRESS.
 #include "protocol/endpoint.h"
 
+#include "master/http.h"
+
 #include <doctest/doctest.h>
 
 #include <string>
@@ -169,6 +171,35 @@ TEST_CASE("is_ipv6_endpoint: an IPv6 address in brackets") {
   CHECK_FALSE(proto::is_ipv6_endpoint("tcp://127.0.0.1:5555"));
   CHECK_FALSE(proto::is_ipv6_endpoint("tcp://*:5555"));
   CHECK_FALSE(proto::is_ipv6_endpoint("ipc:///tmp/[x]"));
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("http endpoint") {
+
+TEST_CASE("--http takes HOST:PORT, an IPv6 address in brackets, :PORT or PORT, and says what is wrong with anything else") {
+  const auto ok = [](const char* text, const char* host, int port) {
+    auto e = parse_http_endpoint(text);
+    REQUIRE_MESSAGE(e.has_value(), text);
+    CHECK(e->host == host);
+    CHECK(e->port == port);
+  };
+  ok("127.0.0.1:8080", "127.0.0.1", 8080);
+  ok("8080", "127.0.0.1", 8080);
+  ok(":0", "127.0.0.1", 0);
+  ok("0.0.0.0:9", "0.0.0.0", 9);
+  ok("*:9", "0.0.0.0", 9);
+  ok("[::1]:8080", "::1", 8080);
+  ok("localhost:80", "localhost", 80);
+  for (const char* bad : {"", "host:", "host:65536", "host:-1", "host:80x", "::1:80", "[::1]80", "[::1", "a b:80", "http://x:80"}) {
+    auto e = parse_http_endpoint(bad);
+    CHECK_MESSAGE(!e.has_value(), bad);
+    if (!e) CHECK(e.error().message.find("--http") == 0);
+  }
+  CHECK(is_loopback_host("127.0.0.1"));
+  CHECK(is_loopback_host("::1"));
+  CHECK_FALSE(is_loopback_host("0.0.0.0"));
+  CHECK_FALSE(is_loopback_host("10.200.0.1"));
 }
 
 }  // TEST_SUITE

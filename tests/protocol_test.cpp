@@ -128,6 +128,7 @@ json full_body(const std::string& command) {
       {"STARTED", json::parse(R"({"tasks":[{"task":5,"attempt":2}]})")},
       {"REVOKE", json::parse(R"({"tasks":[{"task":5,"attempt":2}]})")},
       {"RELEASED", json::parse(R"({"tasks":[{"task":5,"attempt":2}]})")},
+      {"RETRY", json::parse(R"({"req":3,"job":4})")},
   };
   auto it = bodies.find(command);
   REQUIRE(it != bodies.end());
@@ -315,10 +316,10 @@ TEST_CASE("JsonDoc stops at its depth limit and refuses a NUL byte, which nlohma
   CHECK(sum == 6);
 }
 
-TEST_CASE("the command table has the 20 commands of the spec, in the order of the Message variant") {
-  const std::vector<std::string> expected = {"HELLO",  "CREDIT", "RESULTS",  "HEARTBEAT", "BYE",      "WELCOME", "TASKS",
-                                             "ACK",    "SUBMIT", "ACCEPTED", "WAIT",      "OUTCOMES", "CANCEL",  "CANCELLED",
-                                             "STATUS", "REPORT", "ERROR",    "STARTED",   "REVOKE",   "RELEASED"};
+TEST_CASE("the command table has the 21 commands of the spec, in the order of the Message variant") {
+  const std::vector<std::string> expected = {"HELLO",  "CREDIT", "RESULTS",  "HEARTBEAT", "BYE",      "WELCOME",  "TASKS",
+                                             "ACK",    "SUBMIT", "ACCEPTED", "WAIT",      "OUTCOMES", "CANCEL",   "CANCELLED",
+                                             "STATUS", "REPORT", "ERROR",    "STARTED",   "REVOKE",   "RELEASED", "RETRY"};
   CHECK(all_commands() == expected);
   for (const auto& name : all_commands()) {
     CAPTURE(name);
@@ -1057,6 +1058,8 @@ TEST_CASE("each required field, when missing, is a bad_field - each optional one
       {"OUTCOMES", "/outcomes/0/worker", false},
       {"CANCEL", "/job", true},
       {"CANCEL", "/req", false},
+      {"RETRY", "/job", true},
+      {"RETRY", "/req", false},
       {"CANCELLED", "/job", true},
       {"CANCELLED", "/cancelled", true},
       {"CANCELLED", "/req", false},
@@ -1152,6 +1155,8 @@ const std::vector<Ranged>& ranged_fields() {
       {"OUTCOMES", "/outcomes/0/attempts", 0, kMaxAttempts},
       {"CANCEL", "/req", 0, kMaxId},
       {"CANCEL", "/job", 1, kMaxId},
+      {"RETRY", "/req", 0, kMaxId},
+      {"RETRY", "/job", 1, kMaxId},
       {"CANCELLED", "/req", 0, kMaxId},
       {"CANCELLED", "/job", 1, kMaxId},
       {"CANCELLED", "/cancelled", 0, kMaxId},

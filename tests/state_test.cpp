@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "master/metrics.h"
 #include "master/state.h"
 #include "support/sent_messages.h"
 
@@ -926,6 +927,231 @@ TEST_CASE("an idle worker steals half of what waits behind a busy one's threads,
   const auto st = worker_status(h, "w-BUSY");
   CHECK(st["running"] == 1);
   CHECK(st["reserved"] == 89);
+}
+
+}  // TEST_SUITE
+
+// ---- the HTTP API (docs/HTTP.md) -----------------------------------------------------------------
+
+namespace {
+
+nlohmann::json get(Harness& h, const std::string& path, std::unordered_map<std::string, std::string> params = {}, int status = 200) {
+  const HttpAnswer a = h.state.http(HttpQuery{"GET", path, std::move(params)}, h.now);
+  CHECK_MESSAGE(a.status == status, path, ": ", a.body);
+  auto j = nlohmann::json::parse(a.body);
+  if (status != 200) CHECK(j.at("error").is_string());
+  return j;
+}
+
+nlohmann::json post(Harness& h, const std::string& path, int status = 200) {
+  const HttpAnswer a = h.state.http(HttpQuery{"POST", path, {}}, h.now);
+  CHECK_MESSAGE(a.status == status, path, ": ", a.body);
+  if (status == 200) CHECK(a.changed);
+  h.step();
+  return nlohmann::json::parse(a.body);
+}
+
+// A job of `n` tasks of one attempt each on queue "default".
+proto::Accepted submit_once(Harness& h, int n) {
+  proto::Submit s;
+  s.req = 3;
+  for (int i = 0; i < n; ++i) s.tasks.push_back(proto::TaskSpec{.function = "square", .args = std::to_string(i), .max_attempts = 1});
+  h.deliver("C", s);
+  auto a = h.take<proto::Accepted>("C");
+  REQUIRE(a.size() == 1);
+  return a[0];
+}
+
+}  // namespace
+
+TEST_SUITE("http api") {
+
+TEST_CASE("the API follows a job that fails, and retry runs its dead task again once") {
+  Harness h;
+  h.hello("W", 4);
+  const auto job = submit_once(h, 3);
+  auto leased = h.tasks_for("W");
+  REQUIRE(leased.size() == 3);
+  {
+    auto w = get(h, "/api/workers");
+    CHECK(w["total"] == 1);
+    CHECK(w["workers"][0]["id"] == "w-W");
+    CHECK(w["workers"][0]["tasks"].size() == 3);
+    CHECK(w["workers"][0]["tasks"][0]["state"] == "running");  // a worker without feature reserve: all running
+  }
+  h.result("W", leased[0], true, "0");
+  h.result("W", leased[1], true, "1");
+  h.result("W", leased[2], false, "boom: \"quoted\" <b>");
+  auto st = get(h, "/api/status");
+  REQUIRE(st["queues"].size() == 1);
+  CHECK(st["queues"][0]["name"] == "default");
+  CHECK(st["queues"][0]["done"] == 2);
+  CHECK(st["queues"][0]["dead"] == 1);
+  CHECK(st["queues"][0]["served_by"] == 1);
+  CHECK(st["totals"]["workers"] == 1);
+  REQUIRE(st["failures"].size() == 1);
+  CHECK(st["failures"][0]["dead"] == true);
+  CHECK(st["failures"][0]["error"] == "boom: \"quoted\" <b>");
+  CHECK(st["failures"][0]["worker"] == "w-W");
+  CHECK(st["failures"][0]["job"] == job.job);
+  CHECK(st["throughput"]["finished"].size() == 300);
+  CHECK(st["throughput"]["finished"].back() == 3);
+  CHECK(st["throughput"]["failed"].back() == 1);
+  auto w = get(h, "/api/workers");
+  CHECK(w["workers"][0]["done"] == 3);
+  CHECK(w["workers"][0]["failed"] == 1);
+  CHECK(w["workers"][0]["tasks"].empty());
+  auto jobs = get(h, "/api/jobs");
+  REQUIRE(jobs["jobs"].size() == 1);
+  CHECK(jobs["jobs"][0]["state"] == "failed");
+  CHECK(jobs["jobs"][0]["done"] == 2);
+  CHECK(jobs["jobs"][0]["failed"] == 1);
+  CHECK(jobs["jobs"][0]["function"] == "square");
+  auto one = get(h, "/api/jobs/" + std::to_string(job.job));
+  CHECK(one["counts"]["dead"] == 1);
+  CHECK(one["counts"]["done"] == 2);
+  REQUIRE(one["failures"].size() == 1);
+  CHECK(one["failures"][0]["task"] == leased[2].task);
+
+  auto r = post(h, "/api/jobs/" + std::to_string(job.job) + "/retry");
+  CHECK(r["tasks"] == 1);
+  CHECK(r["duplicate"] == false);
+  const proto::JobId retry = r["retry_job"].get<proto::JobId>();
+  CHECK(retry != job.job);
+  auto again = h.tasks_for("W");
+  REQUIRE(again.size() == 1);
+  CHECK(h.task(again[0].task).args == h.task(leased[2].task).args);
+  CHECK(h.task(again[0].task).job == retry);
+  CHECK(h.task(again[0].task).max_attempts == 1);
+  // Asked again, by HTTP or by the protocol (a resend): the same retry job, nothing new.
+  auto r2 = post(h, "/api/jobs/" + std::to_string(job.job) + "/retry");
+  CHECK(r2["retry_job"] == retry);
+  CHECK(r2["duplicate"] == true);
+  h.deliver("C", proto::Retry{12, job.job});
+  auto acc = h.take<proto::Accepted>("C");
+  REQUIRE(acc.size() == 1);
+  CHECK(acc[0].req == 12);
+  CHECK(acc[0].job == retry);
+  CHECK(acc[0].duplicate);
+  CHECK(h.tasks_for("W").empty());
+  // The retry job has no dead task (yet): nothing to retry.
+  post(h, "/api/jobs/" + std::to_string(retry) + "/retry", 409);
+  h.deliver("C", proto::Retry{13, retry});
+  auto err = h.take<proto::ErrorReply>("C");
+  REQUIRE(err.size() == 1);
+  CHECK(err[0].code == ErrorCode::NotAllowed);
+}
+
+TEST_CASE("cancel through the API cancels what has not started, as CANCEL does") {
+  Harness h;
+  const auto job = submit_once(h, 5);
+  auto c = post(h, "/api/jobs/" + std::to_string(job.job) + "/cancel");
+  CHECK(c["cancelled"] == 5);
+  CHECK(get(h, "/api/jobs/" + std::to_string(job.job))["state"] == "cancelled");
+  CHECK(get(h, "/api/status")["queues"][0]["cancelled"] == 5);
+}
+
+TEST_CASE("bad API requests get a status and a one-line error, and change nothing") {
+  Harness h;
+  const auto job = submit_once(h, 2);
+  const std::string j = "/api/jobs/" + std::to_string(job.job);
+  get(h, "/api/jobs/abc", {}, 400);
+  get(h, "/api/jobs/0", {}, 400);
+  get(h, "/api/jobs/99999999999999999999999", {}, 400);
+  get(h, "/api/jobs/424242", {}, 404);
+  get(h, j + "/cancel", {}, 405);
+  get(h, j + "/explode", {}, 404);
+  get(h, "/api/nope", {}, 404);
+  get(h, "/api/workers", {{"limit", "0"}}, 400);
+  get(h, "/api/workers", {{"limit", "501"}}, 400);
+  get(h, "/api/workers", {{"offset", "-1"}}, 400);
+  get(h, "/api/jobs", {{"before", "x"}}, 400);
+  get(h, "/api/jobs", {{"limit", "1e3"}}, 400);
+  CHECK(h.state.http(HttpQuery{"POST", "/api/status", {}}, h.now).status == 405);
+  CHECK(h.state.http(HttpQuery{"POST", "/api/jobs/424242/cancel", {}}, h.now).status == 404);
+  CHECK(h.state.http(HttpQuery{"GET", "/metrics", {}}, h.now).status == 404);  // no metrics kept
+  CHECK(h.state.tasks().queued() == 2);
+}
+
+TEST_CASE("jobs and workers come one page at a time, newest job first") {
+  Harness h;
+  for (int i = 0; i < 7; ++i) h.hello("W" + std::to_string(i), 1, {"other"});
+  std::vector<proto::JobId> ids;
+  for (int i = 0; i < 25; ++i) ids.push_back(submit_once(h, 1).job);
+  auto page = get(h, "/api/jobs", {{"limit", "10"}});
+  CHECK(page["total"] == 25);
+  REQUIRE(page["jobs"].size() == 10);
+  CHECK(page["jobs"][0]["id"] == ids[24]);
+  CHECK(page["jobs"][9]["id"] == ids[15]);
+  CHECK(page["next_before"] == ids[15]);
+  auto last = get(h, "/api/jobs", {{"limit", "10"}, {"before", std::to_string(ids[5])}});
+  REQUIRE(last["jobs"].size() == 5);
+  CHECK(last["jobs"][4]["id"] == ids[0]);
+  CHECK(last["next_before"].is_null());
+  auto w = get(h, "/api/workers", {{"offset", "5"}, {"limit", "5"}});
+  CHECK(w["total"] == 7);
+  REQUIRE(w["workers"].size() == 2);
+  CHECK(w["workers"][0]["id"] == "w-W5");
+  CHECK(get(h, "/api/status")["queues"][0]["served_by"] == 7);  // by queue, whatever the functions
+}
+
+// The value of one sample line `NAME{LABELS} VALUE` of the metrics' text, or -1 if absent.
+double sample(const std::string& text, const std::string& series) {
+  const auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+TEST_CASE("metrics count what happens to tasks by queue and function, and render as Prometheus text") {
+  Harness h;
+  Metrics metrics;
+  h.state.set_metrics(&metrics);
+  h.hello("W", 4);
+  submit_once(h, 3);
+  auto leased = h.tasks_for("W");
+  REQUIRE(leased.size() == 3);
+  h.result("W", leased[0], true, "0");
+  h.result("W", leased[1], false, "no");
+  proto::Submit s;  // one that retries
+  s.tasks.push_back(proto::TaskSpec{.function = "echo", .args = "1", .queue = "other", .max_attempts = 2, .backoff_ms = 0});
+  h.deliver("C", s);
+  h.hello("V", 1, {"echo"}, {"other"});
+  auto e = h.tasks_for("V");
+  REQUIRE(e.size() == 1);
+  h.result("V", e[0], false, "again");
+  const auto text = h.state.http(HttpQuery{"GET", "/metrics", {}}, h.now).body;
+  const std::string sq = "{function=\"square\",queue=\"default\"}";
+  CHECK(sample(text, "taskmaster_tasks_submitted_total" + sq) == 3);
+  CHECK(sample(text, "taskmaster_attempts_started_total" + sq) == 3);
+  CHECK(sample(text, "taskmaster_tasks_succeeded_total" + sq) == 1);
+  CHECK(sample(text, "taskmaster_attempts_failed_total" + sq) == 1);
+  CHECK(sample(text, "taskmaster_tasks_dead_total" + sq) == 1);
+  CHECK(sample(text, "taskmaster_tasks_retried_total{function=\"echo\",queue=\"other\"}") == 1);
+  CHECK(sample(text, "taskmaster_task_duration_seconds_count{function=\"square\",outcome=\"ok\",queue=\"default\"}") == 1);
+  CHECK(sample(text, "taskmaster_queue_tasks{queue=\"default\",state=\"leased\"}") == 1);
+  CHECK(sample(text, "taskmaster_worker_in_flight{state=\"running\",worker=\"w-W\"}") == 1);
+  CHECK(sample(text, "taskmaster_workers_connected") == 2);
+  CHECK(text.find("# TYPE taskmaster_task_duration_seconds histogram") != std::string::npos);
+  // A worker that left has no series any more.
+  h.deliver("V", proto::Bye{});
+  const auto after = h.state.http(HttpQuery{"GET", "/metrics", {}}, h.now).body;
+  CHECK(after.find("worker=\"w-V\"") == std::string::npos);
+  CHECK(sample(after, "taskmaster_workers_connected") == 1);
+}
+
+TEST_CASE("metrics keep at most kMaxSeries label pairs: names chosen by clients cannot grow the scrape") {
+  Harness h;
+  Metrics metrics;
+  h.state.set_metrics(&metrics);
+  proto::Submit s;
+  for (std::size_t i = 0; i < Metrics::kMaxSeries + 50; ++i)
+    s.tasks.push_back(proto::TaskSpec{.function = "f" + std::to_string(i), .args = "1"});
+  h.deliver("C", s);
+  const auto text = h.state.http(HttpQuery{"GET", "/metrics", {}}, h.now).body;
+  std::size_t series = 0;
+  for (std::size_t at = 0; (at = text.find("\ntaskmaster_tasks_submitted_total{", at + 1)) != std::string::npos;) ++series;
+  CHECK(series == Metrics::kMaxSeries + 1);  // the first kMaxSeries, and _other
+  CHECK(sample(text, "taskmaster_tasks_submitted_total{function=\"_other\",queue=\"_other\"}") == 50);
 }
 
 }  // TEST_SUITE
