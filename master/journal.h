@@ -105,6 +105,8 @@ class Journal {
   void checkpoint();
 
  private:
+  // sqlite3_wal_hook: after each commit; checkpoints (and logs it) once the WAL holds enough pages.
+  static int wal_hook(void* self, sqlite3* db, const char* name, int pages);
   struct Finalize {
     void operator()(sqlite3_stmt* s) const;
   };

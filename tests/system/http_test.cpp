@@ -273,5 +273,17 @@ TEST_CASE("logs: --log-format json gives one JSON object per line, and --log-lev
   CHECK(finish(*q, 10s).code == 2);
 }
 
+TEST_CASE("logs: each journal checkpoint is one info line saying what it moved") {
+  Cluster c;
+  c.start_master();  // durable
+  c.start_worker({"-j", "2"});
+  std::string input;
+  for (int i = 0; i < 100000; ++i) input += std::to_string(i % 1000) + "\n";
+  auto r = c.run({"submit", "square", "--each", "--wait"}, input, 120s);
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  // 100,000 durable tasks write more than the 4000 WAL pages (16 MB) that make a checkpoint.
+  CHECK(c.master().wait_for_err([](const std::string& e) { return e.find("checkpoint moved") != std::string::npos; }, 10s));
+}
+
 }  // TEST_SUITE
 }  // namespace taskmaster::test
