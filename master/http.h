@@ -1,26 +1,25 @@
 // The master's HTTP endpoint (docs/HTTP.md): Prometheus metrics, the dashboard and its JSON API.
-// cpp-httplib serves connections on its own threads; they check access (token, cookies, CSRF) and
-// hand each request to the master's loop, which answers it from MasterState (MasterState::http)
-// on its own thread. This file moves bytes and checks access; the state decides the answers.
+// GNU libmicrohttpd serves connections on its own threads (a few epoll loops, with bounds on
+// connections, per-connection memory and idle time); they check access (token, cookies, CSRF, Host)
+// and hand each request to the master's loop, which answers it from MasterState
+// (MasterState::http) on its own thread. This file moves bytes and checks access; the state
+// decides the answers.
 // Thread-safe where it says so.
 #pragma once
 
+#include <atomic>
 #include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "master/state.h"
 #include "protocol/auth.h"
 
-namespace httplib {
-class Server;
-struct Request;
-struct Response;
-}  // namespace httplib
+struct MHD_Daemon;
 
 namespace taskmaster {
 
@@ -58,22 +57,46 @@ class HttpServer {
   struct Pending {
     HttpQuery query;
     std::promise<HttpAnswer> answer;
+    // kWaiting until the loop takes it (kTaken) or the HTTP side gives up waiting (kAbandoned, and
+    // answers 503): whichever comes first; the loop acts only on what it took.
+    static constexpr int kWaiting = 0, kTaken = 1, kAbandoned = 2;
+    std::shared_ptr<std::atomic<int>> state = std::make_shared<std::atomic<int>>(kWaiting);
+    // For the loop: true if it may act on it (and then must answer it).
+    bool take_it() {
+      int expected = kWaiting;
+      return state->compare_exchange_strong(expected, kTaken);
+    }
   };
   std::vector<std::unique_ptr<Pending>> take();
 
+  // One request as read off the connection, and the answer to write: what handle() needs, without
+  // the HTTP library's types.
+  struct Request {
+    std::string method, path;
+    std::unordered_map<std::string, std::string> params;
+    std::string host, origin, authorization, csrf_header, cookie_token, cookie_csrf;
+  };
+  struct Response {
+    int status = 200;
+    std::string body, content_type = "application/json";
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  Response handle(const Request& req);
+
  private:
-  void handle(const httplib::Request& req, httplib::Response& res);
   // Who may do what: nullopt if allowed, else the answer to send.
-  std::optional<HttpAnswer> refuse(const httplib::Request& req, bool writes) const;
-  bool has_token(const httplib::Request& req, bool* by_cookie) const;
+  std::optional<HttpAnswer> refuse(const Request& req, bool writes) const;
+  bool has_token(const Request& req, bool* by_cookie) const;
+  // Without the token (--insecure, --http-public), a Host that is a name other than localhost
+  // (DNS rebinding: a page of another site that resolves to this address).
+  bool host_allowed(const std::string& host) const;
   HttpAnswer ask_loop(HttpQuery q);
 
   Options options_;
   std::string csrf_;  // the secrets', or random for a master without a key
-  std::unique_ptr<httplib::Server> server_;
+  MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
   int event_fd_ = -1;
-  std::thread thread_;
   std::mutex mutex_;
   std::vector<std::unique_ptr<Pending>> pending_;  // guarded by mutex_
   bool stopping_ = false;                          // guarded by mutex_

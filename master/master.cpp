@@ -108,6 +108,7 @@ void Master::run(int stop_fd) {
              " can submit tasks, run them and read every result");
   if (http_) {
     log_info("HTTP: metrics at ", http_->url(), "/metrics; dashboard: ", http_->login_url());
+    if (!zap_) log_warn("HTTP has no token either (--insecure): anyone who reaches ", http_->url(), " can read and cancel");
     if (!is_loopback_host(http_->url().substr(7, http_->url().rfind(':') - 7)))
       log_warn(
           "HTTP is plain text and listens beyond this host: its token can be read on the way; prefer a loopback "
@@ -167,6 +168,7 @@ void Master::run(int stop_fd) {
 
 void Master::serve_http(TimePoint now) {
   for (auto& p : http_->take()) {
+    if (!p->take_it()) continue;  // the HTTP side gave up on it: nothing is done
     HttpAnswer a = state_->http(p->query, now);
     if (a.changed) http_held_.emplace_back(std::move(p), std::move(a));
     else p->answer.set_value(std::move(a));

@@ -128,6 +128,7 @@ void Metrics::set_gauges(const std::vector<QueueGauges>& queues, const std::vect
     for (auto* g : gauges) (g == gauges.back() ? oldest_ : queue_tasks_)->Remove(g);
   queue_gauges_.clear();
   for (const auto& q : queues) {
+    if (queue_gauges_.size() >= kMaxSeries) break;  // the first kMaxSeries queues, by name
     auto& gs = queue_gauges_[q.queue];
     const auto add = [&](const char* state, std::uint64_t v) {
       auto& g = queue_tasks_->Add({{"queue", q.queue}, {"state", state}});
@@ -147,6 +148,7 @@ void Metrics::set_gauges(const std::vector<QueueGauges>& queues, const std::vect
     for (auto* g : gauges) (g == gauges.back() ? worker_threads_ : worker_attempts_)->Remove(g);
   worker_gauges_.clear();
   for (const auto& w : workers) {
+    if (worker_gauges_.size() >= kMaxWorkerSeries) break;
     auto& gs = worker_gauges_[w.worker];
     if (!gs.empty()) continue;  // a name twice (two sessions): the first
     auto& running = worker_attempts_->Add({{"worker", w.worker}, {"state", "running"}});

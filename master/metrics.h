@@ -26,7 +26,9 @@ class Metrics {
  public:
   // Distinct (queue, function) pairs given their own series; the rest share queue="_other",
   // function="_other" so that names chosen by clients cannot grow the scrape without bound.
+  // The same bound holds for per-queue gauges; per-worker gauges stop at kMaxWorkerSeries workers.
   static constexpr std::size_t kMaxSeries = 500;
+  static constexpr std::size_t kMaxWorkerSeries = 1000;
 
   Metrics();
   ~Metrics();

@@ -383,6 +383,9 @@ void MasterState::on_bye(const std::string& id, TimePoint now) {
 }
 
 void MasterState::on_submit(const std::string& id, proto::Submit& m, TimePoint now) {
+  if (m.idempotency_key.rfind(kRetryKeyPrefix, 0) == 0)
+    return reply_error(id, m.req, ErrorCode::BadField,
+                       "SUBMIT: idempotency_key: keys that begin with \"" + std::string(kRetryKeyPrefix) + "\" are the master's (RETRY)");
   auto accepted = submit(m, now);
   if (!accepted) return reply_error(id, m.req, accepted.error().code, accepted.error().message);
   reply(id, std::move(accepted.value()));

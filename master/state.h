@@ -41,6 +41,9 @@ struct MasterConfig {
 
 class Metrics;
 
+// The idempotency key of a job's retry job (MasterState::retry_job); clients may not use such keys.
+inline constexpr std::string_view kRetryKeyPrefix = "retry-of-";
+
 // A request of the HTTP endpoint (docs/HTTP.md), already authenticated, and its answer. The HTTP
 // threads hand these to the loop (Master), which asks the state: the state is only ever touched
 // by the loop's thread.

@@ -105,6 +105,7 @@ void MasterState::refresh_metrics(TimePoint now) {
       if (!w.started.count(task))
         if (const Task* t = tasks_.find(task)) ++reserved[t->queue];
   }
+  std::sort(workers.begin(), workers.end(), [](const auto& a, const auto& b) { return a.worker < b.worker; });
   const auto oldest = tasks_.oldest_queued_ms();
   const auto now_ms = duration_cast<milliseconds>(now.time_since_epoch()).count();
   std::vector<Metrics::QueueGauges> queues;
@@ -138,7 +139,16 @@ void MasterState::refresh_metrics(TimePoint now) {
 Expected<proto::Accepted> MasterState::retry_job(JobId id, TimePoint now) {
   const Job* job = jobs_.find(id);
   if (!job) return Error{ErrorCode::UnknownJob, unknown_job(id)};
+  // Each job is retried once: asking again (a resend, a second click) answers the same retry job,
+  // found by its key, which the journal keeps with the job. Retry the retry job to go again.
   proto::Submit m;
+  m.idempotency_key = std::string(kRetryKeyPrefix) + std::to_string(id);
+  if (const Job* done = jobs_.find_by_key(m.idempotency_key)) {
+    const auto& b = done->batches.front();
+    return proto::Accepted{0, done->id, b.first, b.count, true};
+  }
+  // Its dead tasks, all of them: only once it has ended, so that none dies after the copy.
+  if (!job->ended()) return Error{ErrorCode::NotAllowed, "job " + std::to_string(id) + " has not ended: retry it once it has"};
   for (const auto& b : job->batches)
     for (TaskId tid = b.first; tid < b.first + b.count; ++tid) {
       const Task* t = tasks_.find(tid);
@@ -154,9 +164,6 @@ Expected<proto::Accepted> MasterState::retry_job(JobId id, TimePoint now) {
       m.tasks.push_back(std::move(spec));
     }
   if (m.tasks.empty()) return Error{ErrorCode::NotAllowed, "job " + std::to_string(id) + " has no dead task to retry"};
-  // Each job is retried once: asking again (a resend, a second click) answers the same retry job,
-  // found by this key, which the journal keeps with the job. Retry the retry job to go again.
-  m.idempotency_key = "retry-of-" + std::to_string(id);
   return submit(m, now);
 }
 
@@ -302,11 +309,14 @@ json MasterState::api_workers(std::size_t offset, std::size_t limit, TimePoint n
 
 json MasterState::api_job_summary(const Job& job, TimePoint now) {
   const std::uint64_t finished = job.finished.size();
-  std::string state = job.cancelled ? "cancelled"
-                      : job.waiting ? "waiting"
-                      : job.ended() ? (job.failed ? "failed" : "done")
-                      : !job.sealed ? "open"
-                                    : "running";
+  // An ended job keeps how it ended, even if cancel was asked afterwards.
+  std::string state = job.ended()     ? (!job.failed     ? "done"
+                                         : job.cancelled ? "cancelled"
+                                                         : "failed")
+                      : job.cancelled ? "cancelled"
+                      : job.waiting   ? "waiting"
+                      : !job.sealed   ? "open"
+                                      : "running";
   json function = nullptr, queue = nullptr;
   if (!job.batches.empty() && job.batches.front().count)
     if (const Task* t = tasks_.find(job.batches.front().first)) {

@@ -10,7 +10,7 @@ build=(
   cmake ninja-build g++ pkg-config
   # libraries
   libzmq3-dev cppzmq-dev nlohmann-json3-dev libcli11-dev libsodium-dev libsqlite3-dev
-  libcpp-httplib-dev prometheus-cpp-dev  # the master's --http: its server, and the metrics' registry and text format
+  libmicrohttpd-dev prometheus-cpp-dev  # the master's --http: its server, and the metrics' registry and text format
 )
 tests=(
   doctest-dev
@@ -18,7 +18,7 @@ tests=(
   # fuzzing and sanitizers (clang), wire capture, syscall traces, network namespaces, deploy checks
   clang libclang-rt-14-dev tcpdump strace iproute2 nftables procps sqlite3 util-linux python3 python3-yaml
   # the metrics' format check (Prometheus' own parser), and the dashboard in a real browser
-  python3-prometheus-client curl chromium
+  python3-prometheus-client curl chromium libcpp-httplib-dev  # (cpp-httplib: the system tests' HTTP client)
 )
 case "${1:-}" in
   "") packages=("${build[@]}" "${tests[@]}") ;;

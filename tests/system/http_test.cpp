@@ -243,6 +243,86 @@ TEST_CASE("http: junk, floods and slow clients on the HTTP port never stall the 
   CHECK(c.master().running());
 }
 
+// A connected TCP socket to the HTTP port.
+int http_socket(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  return fd;
+}
+
+std::int64_t rss_kb(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  return -1;
+}
+
+TEST_CASE("http: endless headers are cut at 32 KiB, and idle connections hold no thread") {
+  Cluster c;
+  const Http h = start_with_http(c);
+  const auto before = rss_kb(c.master().pid());
+  // 8 connections each sending header lines without end: each is closed once past the bound.
+  std::vector<std::thread> senders;
+  std::atomic<int> cut{0};
+  for (int i = 0; i < 8; ++i)
+    senders.emplace_back([&] {
+      const int fd = http_socket(h.port);
+      const std::string line = "X-Pad: " + std::string(8000, 'a') + "\r\n";
+      std::string head = "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+      (void)!::send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+      std::size_t sent = 0;
+      while (sent < (64u << 20)) {  // at most 64 MiB: the server cuts far sooner
+        const auto n = ::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
+        if (n <= 0) break;
+        sent += static_cast<std::size_t>(n);
+      }
+      if (sent < (64u << 20)) ++cut;
+      ::close(fd);
+    });
+  for (auto& t : senders) t.join();
+  CHECK(cut.load() == 8);
+  CHECK(rss_kb(c.master().pid()) - before < 64 * 1024);  // not the 8 x 64 MiB sent at it
+  // 60 idle connections (under the 64 per address): a real request is still answered at once.
+  std::vector<int> idle;
+  for (int i = 0; i < 60; ++i) idle.push_back(http_socket(h.port));
+  auto cli = h.client();
+  auto r = cli.Get("/api/status", h.auth());
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  for (int fd : idle) ::close(fd);
+  CHECK(c.master().running());
+}
+
+TEST_CASE("http: without the token, a Host that is not this master's is refused (DNS rebinding)") {
+  Cluster c(/*insecure=*/true);
+  c.start_master({"--http", "127.0.0.1:0", "--in-memory"});
+  static const std::regex link(R"(http://127\.0\.0\.1:([0-9]+)/)");
+  std::smatch m;
+  std::string err;
+  REQUIRE(c.master().wait_for_err(
+      [&](const std::string& e) {
+        err = e;
+        return std::regex_search(err, m, link);
+      },
+      10s));
+  CHECK(err.find("HTTP has no token either") != std::string::npos);
+  httplib::Client cli("127.0.0.1", std::stoi(m[1]));
+  CHECK(cli.Get("/api/status")->status == 200);  // public: no key, no token
+  CHECK(cli.Get("/api/status", {{"Host", "localhost:1"}})->status == 200);
+  auto rebound = cli.Get("/api/status", {{"Host", "attacker.example:80"}});
+  REQUIRE(rebound);
+  CHECK(rebound->status == 421);
+  CHECK(cli.Get("/login", {{"Host", "attacker.example"}})->status == 421);
+  // A client may not take the keys the master gives retry jobs.
+  auto sub = c.run({"submit", "echo", "1", "--idempotency-key", "retry-of-5"});
+  CHECK(sub.code == 5);  // the master's refusal, as every error it answers
+  CHECK(sub.err.find("retry-of-") != std::string::npos);
+}
+
 TEST_CASE("logs: --log-format json gives one JSON object per line, and --log-level debug on a worker gives a line per task") {
   Cluster c;
   c.start_master({"--in-memory", "--log-format", "json"});
