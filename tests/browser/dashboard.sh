@@ -284,13 +284,13 @@ if ((mock)); then
   echo "dashboard: a master gone says 'master unreachable, retrying', a refused token 'not logged in', the last data stays"
 
   # 7. (--mock) Clicks: mock_api.py's /_harness frames the page and clicks through it (pagers, Cancel,
-  # Retry refused and accepted, a job row), confirm() answered yes; the POSTs pass the mock's CSRF check.
+  # no Retry on a cancelled job, Retry accepted, a job row), confirm() answered yes; the POSTs pass the mock's CSRF check.
   start_bg mock-harness d python3 "$here/mock_api.py" --host 127.0.0.1 --port 8083 --workers 1000 --jobs 10000 --token "$token" --harness
   wait_until 20 "the harness mock's login URL" test -s "$work/mock-harness.out"
   budget=30000 browse "$work/dom-harness.html" "$(head -n 1 "$work/mock-harness.out")&harness=1" --dump-dom
   stop_bg mock-harness
   dom_check "$work/dom-harness.html" 'text("harness").endswith("DONE") and "FAIL" not in text("harness")' 2>>"$work/dom.log" ||
     fail "clicking through the page: $(python3 -c 'import html,re,sys; print(html.unescape(re.search(r"<pre id=.harness.>(.*?)</pre>", open(sys.argv[1]).read(), re.S).group(1)))' "$work/dom-harness.html" 2>&1)"
-  echo "dashboard: clicks work: jobs and workers pagers, Cancel, Retry (409 shown as an error, then accepted), a job row opens its panel"
+  echo "dashboard: clicks work: jobs and workers pagers, Cancel, no Retry on a cancelled job, Retry accepted, a job row opens its panel"
 fi
 echo "dashboard: ok ($( ((mock)) && echo mock || echo master); screenshot $shot, $shot_size bytes)"
