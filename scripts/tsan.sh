@@ -18,7 +18,7 @@ rm -rf "$logs" && mkdir -p "$logs"
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp log_path=$logs/tsan"
 status=0
 build-tsan/tests/unit_tests --source-file='*/tests/pool_test.cpp,*/tests/handlers_test.cpp,*/tests/workers_test.cpp' || status=1
-build-tsan/tests/system_tests --source-file='*/tests/system/workers_test.cpp' || status=1
+build-tsan/tests/system_tests --source-file='*/tests/system/workers_test.cpp,*/tests/system/http_test.cpp' || status=1
 if compgen -G "$logs/tsan*" >/dev/null; then
   status=1
   for f in "$logs"/tsan*; do echo "test: ThreadSanitizer report $f:" >&2; cat "$f" >&2; done
