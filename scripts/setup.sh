@@ -19,6 +19,8 @@ tests=(
   clang libclang-rt-14-dev tcpdump strace iproute2 nftables procps sqlite3 util-linux python3 python3-yaml
   # the metrics' format check (Prometheus' own parser), and the dashboard in a real browser
   python3-prometheus-client curl chromium libcpp-httplib-dev  # (cpp-httplib: the system tests' HTTP client)
+  tmux         # a real terminal for the progress line's tests
+  python3-zmq  # the Python module (python/taskmaster) and its tests
 )
 case "${1:-}" in
   "") packages=("${build[@]}" "${tests[@]}") ;;
