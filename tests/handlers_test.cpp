@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "support/temp_dir.h"
+#include "worker/subprocess.h"
 
 namespace taskmaster {
 namespace {
@@ -273,6 +275,39 @@ TEST_CASE("exec replaces invalid UTF-8 in the output") {
         "\xEF\xBF\xBD"
         "x");
   CHECK_NOTHROW((void)r.dump());  // a result that can be sent
+}
+
+TEST_CASE("exec adds the raw bytes in base64 only when the output is not valid UTF-8") {
+  const auto reg = exec_only();
+  const json bin = call(reg, "exec", json::array({"sh", "-c", "printf 'a\\377b\\000c'; printf '\\300' >&2"}));
+  CHECK(bin["stdout_base64"] == "Yf9iAGM=");  // a 0xFF b NUL c
+  CHECK(bin["stderr_base64"] == "wA==");
+  const json text = call(reg, "exec", json::array({"sh", "-c", "printf 'caf\\303\\251 ok'"}));
+  CHECK(text["stdout"] == "caf\xC3\xA9 ok");
+  CHECK_FALSE(text.contains("stdout_base64"));
+  CHECK_FALSE(text.contains("stderr_base64"));
+}
+
+TEST_CASE("base64 encodes every length with padding") {
+  CHECK(subprocess::base64("") == "");
+  CHECK(subprocess::base64("f") == "Zg==");
+  CHECK(subprocess::base64("fo") == "Zm8=");
+  CHECK(subprocess::base64("foo") == "Zm9v");
+  CHECK(subprocess::base64("foob") == "Zm9vYg==");
+  CHECK(subprocess::base64(std::string("\xFF\xFE\x00", 3)) == "//4A");
+}
+
+TEST_CASE("exec returns as soon as the command exits, without a polling delay") {
+  const auto reg = exec_only();
+  std::vector<double> took;
+  for (int i = 0; i < 21; ++i) {
+    const auto start = SteadyClock::now();
+    CHECK(call(reg, "exec", json::array({"true"}))["exit_code"] == 0);
+    took.push_back(seconds_since(start));
+  }
+  std::sort(took.begin(), took.end());
+  // Polling every 50 ms for the exit made a median of about 20 ms; a process start is ~1 ms.
+  CHECK(took[took.size() / 2] < 0.010);
 }
 
 TEST_CASE("exec fails with a message when the program cannot be run") {

@@ -58,7 +58,9 @@ struct ExecLimits {
 
 // exec: args is an argv array of strings; runs it without a shell in its own process group, stdin
 // from /dev/null. Result: {"exit_code", "signal", "stdout", "stderr", "stdout_truncated",
-// "stderr_truncated"}. At the task's deadline the whole process group is killed and the attempt
+// "stderr_truncated"}, plus "stdout_base64" / "stderr_base64" (standard base64 of the raw bytes) only
+// when those bytes are not valid UTF-8: the text fields then have U+FFFD in place of the invalid
+// bytes. Returns as soon as the command exits. At the task's deadline the whole process group is killed and the attempt
 // fails. Served only by workers started with --allow-exec.
 void add_exec_handler(HandlerRegistry& registry, ExecLimits limits = {});
 
