@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/line_reader.h"
 #include "cli/options.h"
 #include "cli/output.h"
 
@@ -75,59 +76,59 @@ int run_submit(const SubmitOptions& o) {
   base.backoff_ms = static_cast<std::uint32_t>(o.backoff_s * 1000);
   if (base.timeout_ms == 0) base.timeout_ms = 1;
 
-  // The tasks: one from ARGS, or one per line of stdin with --each.
+  // The tasks: one from ARGS, or one per line of stdin with --each (read as the lines arrive).
   std::optional<Error> input_error;
-  std::size_t line_no = 0;
   bool given = false;
-  TaskSource source = [&]() -> std::optional<proto::TaskSpec> {
-    if (input_error) return std::nullopt;
+  std::unique_ptr<LineReader> lines;
+  if (o.each) lines = std::make_unique<LineReader>();
+  StreamingTaskSource source = [&](Client::Clock::time_point deadline) -> TaskPull {
+    if (input_error) return {};
     if (!o.each) {
-      if (given) return std::nullopt;
+      if (given) return {};
       given = true;
       proto::TaskSpec t = base;
       if (o.has_args) {
         auto a = parse_args(o.args);
         if (!a) {
           input_error = a.error();
-          return std::nullopt;
+          return {};
         }
         t.args = std::move(*a);
       }
-      return t;
+      return {TaskPull::Kind::Task, std::move(t)};
     }
-    std::string line;
-    while (std::getline(std::cin, line)) {
-      ++line_no;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.empty()) continue;
-      auto a = parse_args(line);
-      if (!a) {
-        input_error = Error{a.error().code, "standard input line " + std::to_string(line_no) + ": " + a.error().message};
-        return std::nullopt;
-      }
-      proto::TaskSpec t = base;
-      t.args = std::move(*a);
-      return t;
+    LineReader::Line line;
+    switch (lines->next(line, deadline)) {
+      case LineReader::Got::End: return {};
+      case LineReader::Got::NotYet: return {TaskPull::Kind::NotYet, {}};
+      case LineReader::Got::Line: break;
     }
-    return std::nullopt;
+    auto a = parse_args(line.text);
+    if (!a) {
+      input_error = Error{a.error().code, "standard input line " + std::to_string(line.number) + ": " + a.error().message};
+      return {};
+    }
+    proto::TaskSpec t = base;
+    t.args = std::move(*a);
+    return {TaskPull::Kind::Task, std::move(t)};
   };
   // Read the first task before connecting, so that bad input fails fast and no empty job is made.
-  auto first = source();
+  auto first = source(Client::Clock::time_point::max());
   if (input_error) {
     std::fprintf(stderr, "taskmaster: %s\n", input_error->message.c_str());
     return kExitUsage;
   }
-  if (!first) {
+  if (first.kind != TaskPull::Kind::Task) {
     std::fprintf(stderr, "taskmaster: no tasks: standard input had no non-empty line\n");
     return kExitUsage;
   }
   bool first_taken = false;
-  TaskSource with_first = [&]() -> std::optional<proto::TaskSpec> {
+  StreamingTaskSource with_first = [&](Client::Clock::time_point deadline) -> TaskPull {
     if (!first_taken) {
       first_taken = true;
-      return first;
+      return std::move(first);
     }
-    return source();
+    return source(deadline);
   };
 
   auto options = o.connection.client();
@@ -181,7 +182,8 @@ void add_job_commands(CLI::App& app, Runners& runners) {
   auto* submit = app.add_subcommand("submit", "Submit a job: one task, or one task per line of stdin with --each");
   submit->add_option("FUNCTION", o->function, "The function to run, e.g. square")->required();
   auto* args = submit->add_option("ARGS", o->args, "The task's args: JSON, or else taken as a string");
-  auto* each = submit->add_flag("--each", o->each, "One task per line of standard input (each line JSON, or a bare string)");
+  auto* each = submit->add_flag("--each", o->each,
+                                "One task per line of standard input (each line JSON, or a bare string), submitted as the lines arrive");
   each->excludes(args);
   submit->add_option("-q,--queue", o->queue, "Queue to put the tasks on")
       ->check([](const std::string& s) { return proto::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'"; })

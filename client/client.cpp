@@ -203,17 +203,22 @@ struct Batch {
   bool last = false;
 };
 
-Batch read_batch(const TaskSource& source, const JobOptions& o) {
+// Takes tasks until the batch is full, the source ends, or it has nothing more: the first task
+// waits until `first_deadline`, each next one at most `quiet` after the one before.
+Batch read_batch(const StreamingTaskSource& source, const JobOptions& o, Client::Clock::time_point first_deadline) {
   Batch b;
   std::size_t bytes = 0;
+  auto deadline = first_deadline;
   while (b.tasks.size() < o.batch_tasks && bytes < o.batch_bytes) {
-    auto t = source();
-    if (!t) {
+    auto t = source(deadline);
+    if (t.kind == TaskPull::Kind::End) {
       b.last = true;
       break;
     }
-    bytes += t->args.size() + 16;
-    b.tasks.push_back(std::move(*t));
+    if (t.kind == TaskPull::Kind::NotYet) break;
+    bytes += t.task.args.size() + 16;
+    b.tasks.push_back(std::move(t.task));
+    deadline = Client::Clock::now() + o.quiet;
   }
   return b;
 }
@@ -236,8 +241,18 @@ std::uint64_t take_outcomes(proto::Outcomes& o, JobSummary& s, const OutcomeSink
 
 Expected<JobSummary> run_job(Client& client, const TaskSource& source, const JobOptions& options,
                              const std::function<void(proto::JobId)>& on_accepted, const OutcomeSink* on_outcome) {
+  // A blocking source never says "nothing yet": batches close only when full.
+  StreamingTaskSource streaming = [&source](Client::Clock::time_point) {
+    auto t = source();
+    return t ? TaskPull{TaskPull::Kind::Task, std::move(*t)} : TaskPull{};
+  };
+  return run_job(client, streaming, options, on_accepted, on_outcome);
+}
+
+Expected<JobSummary> run_job(Client& client, const StreamingTaskSource& source, const JobOptions& options,
+                             const std::function<void(proto::JobId)>& on_accepted, const OutcomeSink* on_outcome) {
   JobSummary s;
-  Batch first = read_batch(source, options);
+  Batch first = read_batch(source, options, Client::Clock::time_point::max());
   if (first.tasks.empty()) return make_error(ErrorCode::BadField, "a job needs at least one task");
   proto::Submit m;
   m.more = !first.last;
@@ -282,7 +297,10 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
   std::map<std::uint64_t, std::uint32_t> in_flight;  // req -> seq
   for (;;) {
     while (!all_read && in_flight.size() < options.window) {
-      Batch b = read_batch(source, options);
+      // With nothing else to wait for, wait for input; else only take what is there.
+      const auto now = Client::Clock::now();
+      Batch b = read_batch(source, options, client.pending() == 0 && !on_outcome ? now + milliseconds(200) : now);
+      if (b.tasks.empty() && !b.last) break;  // nothing yet
       proto::Submit more;
       more.job = s.job;
       more.seq = seq++;
@@ -297,7 +315,9 @@ Expected<JobSummary> run_job(Client& client, const TaskSource& source, const Job
     if (on_outcome && !wait_req && !s.ended)
       wait_req = client.start(proto::Wait{0, s.job, after, proto::kDefaultWaitMax, static_cast<std::uint32_t>(kWaitPoll.count()), {}},
                               kWaitPoll);
-    auto got = client.next(Client::Clock::time_point::max());
+    // While input may still come, come back to it soon.
+    auto got = client.next(all_read || in_flight.size() >= options.window ? Client::Clock::time_point::max()
+                                                                          : Client::Clock::now() + options.quiet);
     if (!got) return got.error();
     if (!*got) continue;
     auto& reply = **got;

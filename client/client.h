@@ -106,14 +106,22 @@ struct JobSummary {
 };
 
 using TaskSource = std::function<std::optional<protocol::TaskSpec>()>;  // nullopt: no more tasks
+// A source whose tasks may arrive slowly (lines of a pipe): each call returns a task, "nothing yet"
+// after waiting at most until `deadline`, or the end.
+struct TaskPull {
+  enum class Kind { Task, NotYet, End } kind = Kind::End;
+  protocol::TaskSpec task{};
+};
+using StreamingTaskSource = std::function<TaskPull(std::chrono::steady_clock::time_point deadline)>;
 // Receives the outcomes of one reply at a time (a batch), in the order the tasks finished.
 using OutcomeSink = std::function<void(protocol::JobId, const std::vector<protocol::Outcome>&)>;
 
 struct JobOptions {
-  std::string idempotency_key;        // "" = a random one, so resends never duplicate the job
-  std::size_t batch_tasks = 10000;    // tasks per SUBMIT at most
-  std::size_t batch_bytes = 4 << 20;  // args bytes per SUBMIT at most
-  std::size_t window = 4;             // SUBMIT batches in flight at once
+  std::string idempotency_key;          // "" = a random one, so resends never duplicate the job
+  std::size_t batch_tasks = 10000;      // tasks per SUBMIT at most
+  std::size_t batch_bytes = 4 << 20;    // args bytes per SUBMIT at most
+  std::size_t window = 4;               // SUBMIT batches in flight at once
+  std::chrono::milliseconds quiet{10};  // a streaming source silent this long closes the batch
   // The jobs this one waits for (SUBMIT after), and whether it runs only if they ended with every
   // task done (after_success).
   std::vector<protocol::JobId> after{};
@@ -124,6 +132,11 @@ struct JobOptions {
 // the first batch is accepted. With `on_outcome`, also streams each finished task's outcome as it
 // arrives, until the job ends. Without, returns once every batch is accepted.
 Expected<JobSummary> run_job(Client& client, const TaskSource& source, const JobOptions& options,
+                             const std::function<void(protocol::JobId)>& on_accepted, const OutcomeSink* on_outcome);
+// The same from a streaming source: a batch is sent when it is full or its source has been quiet
+// for `JobOptions::quiet` (the first batch waits for at least one task), so tasks are submitted as
+// they arrive and outcomes flow while the source is still being read.
+Expected<JobSummary> run_job(Client& client, const StreamingTaskSource& source, const JobOptions& options,
                              const std::function<void(protocol::JobId)>& on_accepted, const OutcomeSink* on_outcome);
 
 // Streams the outcomes of an existing job. until_end: wait until the job ends; otherwise stop once
