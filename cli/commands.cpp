@@ -3,10 +3,63 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "cli/output.h"
 
 namespace taskmaster::cli {
+
+namespace {
+
+// `taskmaster help [COMMAND]`: the usage of taskmaster, or of one command, on stdout, exit 0.
+void add_help_command(CLI::App& app, Runners& runners) {
+  auto* cmd = app.add_subcommand("help", "Print the usage of taskmaster, or of one command");
+  auto command = std::make_shared<std::string>();
+  cmd->add_option("COMMAND", *command, "The command whose usage to print");
+  cmd->footer("Example: taskmaster help submit");
+  runners[cmd] = [&app, command]() {
+    const CLI::App* which = &app;
+    if (!command->empty()) {
+      const auto subs = app.get_subcommands([&](const CLI::App* sub) { return sub->check_name(*command) && !sub->get_group().empty(); });
+      which = subs.empty() ? nullptr : subs.front();
+      if (which == nullptr) {
+        std::fprintf(stderr, "taskmaster: help: unknown command '%s'\n", command->c_str());
+        return kExitUsage;
+      }
+    }
+    std::fputs(which->help().c_str(), stdout);
+    return kExitOk;
+  };
+}
+
+// One example line per command, at the end of its --help (commands added by others keep theirs).
+void add_examples(CLI::App& app) {
+  static const std::map<std::string, std::string> examples = {
+      {"master", "taskmaster master --bind tcp://0.0.0.0:5555 --data-dir /var/lib/taskmaster"},
+      {"worker", "taskmaster worker --connect master.example:5555 -j 4"},
+      {"submit", "seq 1 100 | taskmaster submit square --each --wait"},
+      {"wait", "taskmaster wait 12"},
+      {"results", "taskmaster results 12"},
+      {"status", "taskmaster status --json"},
+      {"cancel", "taskmaster cancel 12"},
+      {"retry", "taskmaster retry 12"},
+      {"dashboard", "taskmaster dashboard --connect master.example:5555"},
+      {"keygen", "taskmaster keygen -o /etc/taskmaster/key"},
+      {"bench", "taskmaster bench --quick"},
+      {"health", "taskmaster health -v --connect master.example:5555"},
+  };
+  for (auto* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+    if (auto it = examples.find(sub->get_name()); it != examples.end() && sub->get_footer().find("Example:") == std::string::npos) {
+      const std::string footer = sub->get_footer();
+      sub->footer(footer.empty() ? "Example: " + it->second : footer + "\nExample: " + it->second);
+    }
+}
+
+}  // namespace
 
 void add_commands(CLI::App& app, Runners& runners) {
   // Every usage error is one line, "taskmaster: MESSAGE" (subcommands copy this when added).
@@ -25,6 +78,8 @@ void add_commands(CLI::App& app, Runners& runners) {
   // --bind ...`). For checking command lines written in files (compose, units) without starting
   // anything (tests/deploy_check.py); --help would not do: it stops parsing where it stands.
   app.add_flag("--check-args")->description("Parse the command line, then exit 0 without running it")->group("");
+  add_help_command(app, runners);
+  add_examples(app);
   app.footer(kExitCodesHelp);
 }
 
@@ -44,15 +99,60 @@ std::string one_line(std::string what) {
   return what;
 }
 
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The command line's command when it is not one of app's (the first word not starting with '-':
+// taskmaster's own options take no values), with a one-line error naming the closest command.
+std::optional<std::string> unknown_command(CLI::App& app, const std::vector<std::string>& args) {
+  const auto word = std::find_if(args.begin(), args.end(), [](const std::string& a) { return a.empty() || a[0] != '-'; });
+  if (word == args.end()) return std::nullopt;
+  std::string closest;
+  std::size_t best = std::string::npos;
+  for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (sub->check_name(*word)) return std::nullopt;
+    if (sub->get_group().empty()) continue;  // hidden
+    if (const std::size_t d = edit_distance(*word, sub->get_name()); d < best) {
+      best = d;
+      closest = sub->get_name();
+    }
+  }
+  std::string message = "taskmaster: unknown command '" + *word + "'";
+  if (best <= std::max<std::size_t>(2, word->size() / 3)) message += "; did you mean '" + closest + "'?";
+  else message += "; see 'taskmaster help'";
+  return message;
+}
+
 // Builds the application, parses with `parse` and runs the subcommand. Whatever escapes a
 // subcommand ends here as one line and exit 5, never in std::terminate.
-int parse_and_run(const std::function<void(CLI::App&)>& parse) {
+int parse_and_run(std::vector<std::string> args) {
   try {
     CLI::App app{"taskmaster: a distributed task queue (master, workers, and jobs from the command line)", "taskmaster"};
     Runners runners;
     add_commands(app, runners);
+    if (args.empty()) {  // bare `taskmaster`: the usage, on stderr (it is not what was asked for)
+      std::fputs(app.help().c_str(), stderr);
+      return kExitUsage;
+    }
+    if (auto message = unknown_command(app, args)) {
+      std::fprintf(stderr, "%s\n", message->c_str());
+      return kExitUsage;
+    }
     try {
-      parse(app);
+      std::reverse(args.begin(), args.end());  // CLI11 takes the vector in reverse order
+      app.parse(args);
     } catch (const CLI::ParseError& e) {
       const int code = app.exit(e);  // prints help, the version, or the error
       return code == 0 ? kExitOk : kExitUsage;
@@ -68,15 +168,8 @@ int parse_and_run(const std::function<void(CLI::App&)>& parse) {
 
 }  // namespace
 
-int run(int argc, char** argv) {
-  return parse_and_run([argc, argv](CLI::App& app) { app.parse(argc, argv); });
-}
+int run(int argc, char** argv) { return parse_and_run(std::vector<std::string>(argv + std::min(argc, 1), argv + argc)); }
 
-int run(std::vector<std::string> args) {
-  return parse_and_run([&args](CLI::App& app) {
-    std::reverse(args.begin(), args.end());  // CLI11 takes the vector in reverse order
-    app.parse(args);
-  });
-}
+int run(std::vector<std::string> args) { return parse_and_run(std::move(args)); }
 
 }  // namespace taskmaster::cli

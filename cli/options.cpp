@@ -51,20 +51,41 @@ std::string seconds_text(double seconds) {
   return ec == std::errc() ? std::string(buf, end) : std::to_string(seconds);
 }
 
+std::optional<double> parse_duration(std::string_view text) {
+  // A number, then an optional unit: ms, s, m or h (90, 1.5, 30s, 5m, 2h, 500ms).
+  double scale = 1;
+  if (text.ends_with("ms")) {
+    scale = 0.001;
+    text.remove_suffix(2);
+  } else if (text.ends_with('s')) {
+    text.remove_suffix(1);
+  } else if (text.ends_with('m')) {
+    scale = 60;
+    text.remove_suffix(1);
+  } else if (text.ends_with('h')) {
+    scale = 3600;
+    text.remove_suffix(1);
+  }
+  double v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || !std::isfinite(v)) return std::nullopt;
+  return v * scale;
+}
+
 CLI::Option* add_seconds_option(CLI::App* cmd, const std::string& names, double& seconds, double min, double max, const std::string& help) {
   auto self = std::make_shared<CLI::Option*>(nullptr);
   auto* opt = cmd->add_option(names, seconds, help);
   *self = opt;
-  opt->check(CLI::Validator(
+  opt->transform(CLI::Validator(
       [self, min, max](std::string& value) -> std::string {
-        double v = 0;
-        const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-        if (ec != std::errc() || end != value.data() + value.size() || !std::isfinite(v) || v < min || v > max)
-          throw UsageError((*self)->get_name() + " '" + value + "': expected a number of seconds from " + seconds_text(min) + " to " +
-                           seconds_text(max));
+        const auto v = parse_duration(value);
+        if (!v || *v < min || *v > max)
+          throw UsageError((*self)->get_name() + " '" + value + "': expected a duration from " + seconds_text(min) + " to " +
+                           seconds_text(max) + " seconds (90, 1.5, 30s, 5m, 2h or 500ms)");
+        value = seconds_text(*v);
         return {};
       },
-      "SECONDS in [" + seconds_text(min) + " - " + seconds_text(max) + "]"));
+      "SECONDS in [" + seconds_text(min) + " - " + seconds_text(max) + "] (or 500ms, 30s, 5m, 2h)"));
   return opt;
 }
 
@@ -74,7 +95,18 @@ CLI::Validator not_empty(const std::string& what) {
 
 CLI::Option* add_job_argument(CLI::App* cmd, protocol::JobId& job, const std::string& help) {
   constexpr protocol::JobId kMaxJob = std::numeric_limits<std::int64_t>::max();  // PROTOCOL.md §4.2: ids below 2^63
-  return cmd->add_option("JOB", job, help)->required()->check(CLI::Range(protocol::JobId{1}, kMaxJob));
+  return cmd->add_option("JOB", job, help)
+      ->required()
+      ->type_name("JOB")
+      ->check(CLI::Validator(
+          [](std::string& value) -> std::string {
+            protocol::JobId id = 0;
+            const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), id);
+            if (value.empty() || ec != std::errc() || end != value.data() + value.size() || id == 0 || id > kMaxJob)
+              throw UsageError("JOB '" + value + "': not a job id (job ids are whole numbers from 1, as submit prints them)");
+            return {};
+          },
+          ""));
 }
 
 CLI::Option* add_job_list_option(CLI::App* cmd, const std::string& names, std::vector<protocol::JobId>& jobs, const std::string& help) {

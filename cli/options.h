@@ -1,7 +1,9 @@
 // Options and helpers that several subcommands share.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 
@@ -29,11 +31,16 @@ CLI::Option* add_endpoint_option(CLI::App* cmd, const std::string& names, std::s
                                  const std::string& help, const char* env = nullptr);
 
 // An option that takes a number of seconds from `min` to `max`; anything else (NaN and infinities
-// included) is a usage error: --timeout 'nan': expected a number of seconds from 0.001 to 604800.
+// included) is a usage error: --timeout 'nan': expected a duration from 0.001 to 604800 seconds (...).
+// A unit may follow the number: 500ms, 30s, 5m, 2h (parse_duration).
 CLI::Option* add_seconds_option(CLI::App* cmd, const std::string& names, double& seconds, double min, double max, const std::string& help);
 
 // Seconds as a short text: 0.001, 1.5, 604800.
 std::string seconds_text(double seconds);
+
+// Seconds of a duration: a number with an optional unit, ms, s, m or h (90, 1.5, 30s, 5m, 2h,
+// 500ms); nullopt if it is not one (NaN and infinities included).
+std::optional<double> parse_duration(std::string_view text);
 
 // Milliseconds of a number of seconds that add_seconds_option has checked.
 inline std::chrono::milliseconds to_ms(double seconds) { return std::chrono::milliseconds(static_cast<long long>(seconds * 1000)); }

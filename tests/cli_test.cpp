@@ -347,15 +347,16 @@ TEST_CASE("TASKMASTER_ADDRESS is an endpoint with the same check as --connect") 
 
 TEST_CASE("seconds are finite numbers within their range") {
   const AddressVariable unset(nullptr);
-  const std::vector<std::string> not_seconds{"nan", "NaN", "inf", "-inf", "infinity", "1e400", "-1", "", "abc", "1s", "0x10", " 1"};
+  const std::vector<std::string> not_seconds{"nan",  "NaN", "inf", "-inf", "infinity", "1e400", "-1",  "",  "abc",
+                                             "0x10", " 1",  "s",   "ms",   "1x",       "5mm",   "1 s", "1S"};
   // A closed port, and no --connect-timeout of its own: these options are the ones tested.
   auto closed = [](std::vector<std::string> args) {
     args.insert(args.end(), {"--connect", "tcp://127.0.0.1:1", "--insecure"});
     return args;
   };
   CHECK(usage_error(closed({"status", "--connect-timeout", "nan"})) ==
-        "taskmaster: --connect-timeout 'nan': expected a number of seconds from 0.001 to " + cli::seconds_text(cli::kMaxWaitSeconds) +
-            "\n");
+        "taskmaster: --connect-timeout 'nan': expected a duration from 0.001 to " + cli::seconds_text(cli::kMaxWaitSeconds) +
+            " seconds (90, 1.5, 30s, 5m, 2h or 500ms)\n");
   for (const auto& v : not_seconds) {
     for (const char* option : {"--connect-timeout", "--retry-timeout"})
       for (auto args : kClientCommands) {
@@ -383,7 +384,7 @@ TEST_CASE("submit's limits are the protocol's: the largest values pass and one m
     CAPTURE(l.option);
     CHECK(cli::run(offline_insecure({"submit", "square", "1", l.option, cli::seconds_text(l.max_s)})) == cli::kExitUnreachable);
     CHECK(usage_error(offline_insecure({"submit", "square", "1", l.option, cli::seconds_text(l.max_s + 0.001)}))
-              .find("expected a number of seconds from") != std::string::npos);
+              .find("expected a duration from") != std::string::npos);
   }
   CHECK(cli::run(offline_insecure({"submit", "square", "1", "--timeout", "0.001"})) == cli::kExitUnreachable);
   CHECK(cli::run(offline_insecure({"submit", "square", "1", "--max-attempts", std::to_string(proto::kMaxAttempts)})) ==
@@ -592,6 +593,65 @@ TEST_CASE("format_status copes with an empty report") {
   CHECK(text.find("queue  waiting  delayed  queued  running  done  dead  cancelled\n") != std::string::npos);
   CHECK(text.find("waits_for") == std::string::npos);  // no waiting jobs, no table of them
   CHECK(text.find("rates: 0.0 tasks/s submitted, 0.0 tasks/s finished\n") != std::string::npos);
+}
+
+TEST_CASE("durations take a unit: 90, 1.5, 30s, 5m, 2h, 500ms") {
+  CHECK(cli::parse_duration("90") == 90.0);
+  CHECK(cli::parse_duration("1.5") == 1.5);
+  CHECK(cli::parse_duration("30s") == 30.0);
+  CHECK(cli::parse_duration("5m") == 300.0);
+  CHECK(cli::parse_duration("2h") == 7200.0);
+  CHECK(cli::parse_duration("500ms") == doctest::Approx(0.5));
+  CHECK(cli::parse_duration("1.5h") == 5400.0);
+  for (const char* bad : {"", "s", "m", "h", "ms", "nan", "infs", "5mm", "5 m", "m5", "5d", "-"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(cli::parse_duration(bad).has_value());
+  }
+  // Through the command line, with the same range checks: 2h is within submit's --delay, 0ms is not a --connect-timeout.
+  CHECK(cli::run({"--check-args", "submit", "square", "1", "--delay", "2h", "--timeout", "30s", "--backoff", "500ms"}) == cli::kExitOk);
+  CHECK(cli::run({"--check-args", "status", "--connect-timeout", "5m", "--retry-timeout", "1.5"}) == cli::kExitOk);
+  CHECK(usage_error({"status", "--connect-timeout", "0ms"}).starts_with("taskmaster: --connect-timeout '0ms': expected a duration"));
+  CHECK(usage_error({"status", "--connect-timeout", "100000h"}).starts_with("taskmaster: --connect-timeout '100000h': expected"));
+}
+
+TEST_CASE("a JOB argument that is not a job id says so, without a range of 19 digits") {
+  for (const char* bad : {"abc", "0", "-1", "1.5", "99999999999999999999", "9223372036854775808", "12x"}) {
+    const std::string err = usage_error({"cancel", bad, "--insecure"});
+    CHECK(err == std::string("taskmaster: JOB '") + bad + "': not a job id (job ids are whole numbers from 1, as submit prints them)\n");
+  }
+  CHECK(cli::run({"--check-args", "cancel", "9223372036854775807"}) == cli::kExitOk);
+}
+
+TEST_CASE("a misspelled command exits 2 and names the closest one") {
+  CHECK(usage_error({"sumbit", "square", "1"}) == "taskmaster: unknown command 'sumbit'; did you mean 'submit'?\n");
+  CHECK(usage_error({"wrker"}) == "taskmaster: unknown command 'wrker'; did you mean 'worker'?\n");
+  CHECK(usage_error({"--check-args", "stauts"}) == "taskmaster: unknown command 'stauts'; did you mean 'status'?\n");
+  CHECK(usage_error({"frobnicate"}) == "taskmaster: unknown command 'frobnicate'; see 'taskmaster help'\n");
+}
+
+TEST_CASE("bare taskmaster prints the usage on stderr and exits 2, taskmaster help exits 0") {
+  const Ran bare = run_capturing({});
+  CHECK(bare.code == cli::kExitUsage);
+  CHECK(bare.err.find("Usage: taskmaster") != std::string::npos);
+  CHECK(bare.err.find("submit") != std::string::npos);
+  CHECK(cli::run({"help"}) == cli::kExitOk);
+  CHECK(cli::run({"help", "submit"}) == cli::kExitOk);
+  CHECK(usage_error({"help", "sumbit"}) == "taskmaster: help: unknown command 'sumbit'\n");
+}
+
+TEST_CASE("every command's --help has a description and an example") {
+  CLI::App app;
+  cli::Runners runners;
+  cli::add_commands(app, runners);
+  for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (sub->get_group().empty()) continue;
+    CAPTURE(sub->get_name());
+    CHECK_FALSE(sub->get_description().empty());
+    const std::string help = sub->help();
+    const auto example = help.find("Example: ");
+    REQUIRE(example != std::string::npos);
+    CHECK(help.find("taskmaster " + sub->get_name(), example) != std::string::npos);
+  }
 }
 
 }  // TEST_SUITE
