@@ -2,7 +2,9 @@
 framing and JSON (§3, §4), and telling a wrong key from an absent master (§9.5)."""
 
 import json
+import os
 import re
+import sys
 import time
 
 import zmq
@@ -11,6 +13,7 @@ from zmq.utils.monitor import parse_monitor_message
 from . import keys
 from .errors import AuthFailed, UsageError
 
+_DEBUG = bool(os.environ.get("TASKMASTER_PY_DEBUG"))
 SIGNATURE = b"TASKMASTER/1"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_VALUE_BYTES = 1024 * 1024
@@ -163,6 +166,8 @@ class Connection:
             except zmq.Again:
                 break
             ev, value = msg["event"], msg["value"]
+            if _DEBUG:
+                print(f"taskmaster: monitor event {ev:#x} value {value:#x}", file=sys.stderr)
             if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.connected = self.ever_connected = True
                 self._no_detail_since, self._probe_hits = None, 0
@@ -178,12 +183,19 @@ class Connection:
                         "it runs without a key (started with --insecure), and this side uses one"))
                 if value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
                     raise AuthFailed(self._auth_message(_DIFFERENT_KEY))
+                if self.curve is not None and self._no_detail_since is None:
+                    self._no_detail_since = time.monotonic()  # another failure: as without detail
             elif ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.curve is not None:
                 if self._no_detail_since is None:
                     self._no_detail_since = time.monotonic()
         if self._no_detail_since is not None and time.monotonic() >= self._next_probe:
             self._probe()
         return what
+
+    @property
+    def probing(self):
+        """A probe found a master that did not take our handshake: the verdict is near (§9.5)."""
+        return self._probe_hits > 0
 
     def _auth_message(self, reason):
         return f"authentication failed with the master at {self.endpoint}: {reason}"

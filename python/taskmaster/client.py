@@ -104,7 +104,7 @@ class Client:
             now = time.monotonic()
             if c.events() == "connected" and sent_at is not None:
                 sent_at = None  # the connection came back: resend at once
-            if not c.ever_connected and now - self._started > self.connect_timeout:
+            if not c.ever_connected and now - self._started > self.connect_timeout and not c.probing:
                 raise Unreachable(f"cannot reach the master at {c.endpoint} (no connection in "
                                   f"{self.connect_timeout:g} s)")
             if now - last_heard > self.retry_timeout + hold_ms / 1000:
