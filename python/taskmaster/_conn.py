@@ -4,6 +4,7 @@ framing and JSON (§3, §4), and telling a wrong key from an absent master (§9.
 import json
 import os
 import re
+import socket
 import sys
 import time
 
@@ -201,23 +202,16 @@ class Connection:
         return f"authentication failed with the master at {self.endpoint}: {reason}"
 
     def _probe(self):
-        """Our CURVE handshakes fail without detail: is a master there at all? A plain (NULL) connection
-        tells: a CURVE master answers its greeting with a mechanism mismatch, an --insecure one accepts it.
-        Either, twice 500 ms apart while our handshakes keep failing, means the master does not take our
-        key. No answer means no master (restarting, or a proxy whose master is down): keep trying."""
+        """Our CURVE handshakes fail without detail: is a master there at all (§9.5)? A plain TCP
+        connection reads its ZMTP greeting: one announcing CURVE, twice 500 ms apart while our handshakes
+        keep failing, means the master does not take our key; one announcing NULL means it runs with
+        --insecure. No greeting means no master (restarting, or a proxy whose master is down): keep trying."""
         self._next_probe = time.monotonic() + 0.5
-        s = self._dealer(None)
-        mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
-        answered = False
-        try:
-            s.connect(self.endpoint)
-            if mon.poll(1000):
-                answered = True
-        finally:
-            s.disable_monitor()
-            mon.close(0)
-            s.close(0)
-        if not answered:
+        mechanism = _greeting_mechanism(self.endpoint)
+        if mechanism == b"NULL":
+            raise AuthFailed(self._auth_message(
+                "it runs without a key (started with --insecure), and this side uses one"))
+        if mechanism != b"CURVE":
             self._probe_hits = 0
             self._no_detail_since = None
             self._next_probe = time.monotonic() + 2.0
@@ -234,6 +228,38 @@ class Connection:
             pass
         self.monitor.close(0)
         self.socket.close(0)
+
+
+def _greeting_mechanism(endpoint, timeout=1.0):
+    """The security mechanism a ZMTP 3 peer at `endpoint` announces in its greeting (RFC 23), e.g.
+    b"CURVE", or None if none answers so within `timeout` seconds."""
+    try:
+        if endpoint.startswith("ipc://"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(endpoint[6:])
+        else:
+            host, port = endpoint[6:].rsplit(":", 1)
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    except OSError:
+        return None
+    deadline = time.monotonic() + timeout
+    with sock:
+        try:
+            # Our greeting: signature, version 3.0, mechanism CURVE, as-client, filler.
+            sock.sendall(b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"CURVE".ljust(20, b"\0") + bytes(32))
+            data = b""
+            while len(data) < 32 and time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            return None
+    if len(data) < 32 or data[0] != 0xFF or data[9] != 0x7F or data[10] < 3:
+        return None
+    return data[12:32].rstrip(b"\0")
 
 
 _DIFFERENT_KEY = ("the security handshake failed: the master has a different key (wrong key?), "
