@@ -184,9 +184,9 @@ class Connection:
                         "it runs without a key (started with --insecure), and this side uses one"))
                 if value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
                     raise AuthFailed(self._auth_message(_DIFFERENT_KEY))
-                if self.curve is not None and self._no_detail_since is None:
+                if self._no_detail_since is None:
                     self._no_detail_since = time.monotonic()  # another failure: as without detail
-            elif ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.curve is not None:
+            elif ev == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
                 if self._no_detail_since is None:
                     self._no_detail_since = time.monotonic()
         if self._no_detail_since is not None and time.monotonic() >= self._next_probe:
@@ -208,6 +208,11 @@ class Connection:
         --insecure. No greeting means no master (restarting, or a proxy whose master is down): keep trying."""
         self._next_probe = time.monotonic() + 0.5
         mechanism = _greeting_mechanism(self.endpoint)
+        if self.curve is None:  # we run insecure: a master announcing CURVE will never take us
+            if mechanism == b"CURVE":
+                raise AuthFailed(self._auth_message("it requires a key, and this side has none (--insecure)"))
+            self._no_detail_since = None
+            return
         if mechanism == b"NULL":
             raise AuthFailed(self._auth_message(
                 "it runs without a key (started with --insecure), and this side uses one"))
