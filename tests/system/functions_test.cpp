@@ -123,6 +123,23 @@ TEST_CASE("worker --function-file serves several commands, and bad function opti
   }
 }
 
+TEST_CASE("bad args to a built-in fail at once as permanent, without using the remaining attempts") {
+  Cluster c;
+  c.start_master();
+  c.start_worker({"-j", "1"});
+  c.wait_for_workers(1);
+  auto r = c.run({"submit", "square", "\"seven\"", "--max-attempts", "5", "--backoff", "0.5", "--wait", "--json"});
+  CHECK(r.code == 1);
+  const auto out = r.json_lines().at(0);
+  CHECK(out["status"] == "dead");
+  CHECK(out["attempts"] == 1);
+  CHECK(out["error"].get<std::string>().find("expected an integer") != std::string::npos);
+  // An ordinary failure still uses its attempts.
+  auto f = c.run({"submit", "fail", "\"flaky\"", "--max-attempts", "3", "--backoff", "0", "--wait", "--json"});
+  CHECK(f.code == 1);
+  CHECK(f.json_lines().at(0)["attempts"] == 3);
+}
+
 }  // TEST_SUITE
 
 }  // namespace taskmaster::test
