@@ -1,5 +1,7 @@
 // taskmaster worker: runs tasks for a master until SIGTERM, then drains.
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "cli/commands.h"
@@ -19,6 +21,11 @@ struct WorkerOptions {
   int prefetch = -1;  // -1: automatic
   bool no_reserve = false;
   std::string name;
+  std::string function;              // --function NAME, run as `command`
+  std::vector<std::string> command;  // after --
+  bool lines = false;
+  std::string function_file;
+  std::map<std::string, CommandFunction> functions;  // both, once parsed
   KeyOptions key;
   LogOptions log;
 };
@@ -41,9 +48,35 @@ void check_worker(const WorkerOptions& o) {
   if (o.prefetch >= 0 && std::uint64_t{o.threads} + static_cast<std::uint64_t>(o.prefetch) > protocol::kMaxSlots)
     throw UsageError("--threads (" + std::to_string(o.threads) + ") plus --prefetch (" + std::to_string(o.prefetch) +
                      ") is more than the " + std::to_string(protocol::kMaxSlots) + " tasks a worker may hold");
+  if (!o.function.empty() && o.command.empty())
+    throw UsageError("--function " + o.function + " needs its command after --: taskmaster worker --function " + o.function +
+                     " -- CMD ARGS...");
+  if (o.function.empty() && !o.command.empty())
+    throw UsageError("a command (" + o.command.front() + ") is given without --function NAME to serve it as");
+  if (o.lines && o.function.empty()) throw UsageError("--lines applies to --function NAME -- CMD...; none is given");
   if (o.queues.size() > protocol::kMaxListItems)
     throw UsageError("--queue is given " + std::to_string(o.queues.size()) + " times; a worker serves at most " +
                      std::to_string(protocol::kMaxListItems) + " queues");
+}
+
+// --function and --function-file as one map; a name given twice is a usage error.
+void load_functions(WorkerOptions& o) {
+  o.functions.clear();
+  if (!o.function_file.empty()) {
+    std::ifstream in(o.function_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) throw UsageError("--function-file " + o.function_file + ": cannot be read");
+    try {
+      o.functions = parse_function_file(text.str());
+    } catch (const std::exception& e) {
+      throw UsageError("--function-file " + o.function_file + ": " + e.what());
+    }
+  }
+  if (!o.function.empty()) {
+    if (o.functions.count(o.function)) throw UsageError("function '" + o.function + "' is given by --function and --function-file");
+    o.functions[o.function] = CommandFunction{o.command, o.lines};
+  }
 }
 
 int run_worker(const WorkerOptions& o) {
@@ -55,6 +88,7 @@ int run_worker(const WorkerOptions& o) {
   HandlerRegistry handlers;
   add_builtin_handlers(handlers);
   if (o.allow_exec) add_exec_handler(handlers);
+  for (const auto& [name, f] : o.functions) add_command_handler(handlers, name, f);
   WorkerConfig config;
   config.socket.endpoint = o.endpoint;
   config.socket.curve = *keys;
@@ -127,9 +161,28 @@ void add_worker_command(CLI::App& app, Runners& runners) {
   add_key_options(cmd, o->key);
   add_log_options(cmd, o->log);
   cmd->footer(std::string("Built-in functions: square, echo, sleep, fail (and exec with --allow-exec).\n"
+                          "Your own: taskmaster worker --function wc -- wc -w, or --function f --lines -- python3 -u f.py;\n"
+                          "clients can run only these named commands (exec only with --allow-exec).\n"
                           "SIGTERM or SIGINT drains: no new tasks, running ones finish, then exit 0; a second one stops at once.\n") +
               kExitCodesHelp);
-  cmd->callback([o] { check_worker(*o); });
+  cmd->add_option("--function", o->function,
+                  "Serve NAME by running the command given after --, once per task: the task's args as JSON on its "
+                  "standard input and in place of {} in its arguments (a string bare), its standard output the result "
+                  "(JSON if it parses, else text); a non-zero exit or a signal fails the attempt")
+      ->type_name("NAME")
+      ->check([](const std::string& s) { return protocol::is_valid_name(s) ? std::string() : "invalid function name '" + s + "'"; });
+  cmd->add_flag("--lines", o->lines,
+                "With --function: keep one process per thread running, write it one line of JSON args per task and read "
+                "one line back as the result (fast functions: no process start per task)");
+  cmd->add_option("--function-file", o->function_file,
+                  "A JSON file of more functions to serve: {\"NAME\": [\"CMD\", \"ARG\"], \"NAME2\": {\"command\": [...], "
+                  "\"lines\": true}}")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("command", o->command, "The command of --function NAME, after --")->type_name("CMD");
+  cmd->callback([o] {
+    check_worker(*o);
+    load_functions(*o);
+  });
   runners[cmd] = [o] { return run_worker(*o); };
 }
 

@@ -305,7 +305,7 @@ void MasterState::on_results(const std::string& id, proto::Results& m, TimePoint
     w->forget(r.task);
     ++w->done;
     if (!r.ok) ++w->failed;
-    auto done = tasks_.complete(r.task, r.attempt, r.ok, std::move(r.value), now);
+    auto done = tasks_.complete(r.task, r.attempt, r.ok, std::move(r.value), now, r.permanent);
     if (!done) ++counters_.stale_results;  // timed out, or the worker was presumed dead meanwhile
     acks.push_back(r.task);
   }

@@ -526,11 +526,11 @@ void TaskTable::set_outcome(Task& t, std::string outcome) {
   bytes_ += t.outcome.size();
 }
 
-void TaskTable::fail_attempt(Task& t, std::string error, TimePoint now) {
+void TaskTable::fail_attempt(Task& t, std::string error, TimePoint now, bool permanent) {
   set_outcome(t, std::move(error));
   if (job_cancelled(t.job)) {
     move_to(t, TaskState::Cancelled);  // its job takes no more attempts
-  } else if (t.attempts < t.max_attempts) {
+  } else if (t.attempts < t.max_attempts && !permanent) {
     t.ready_at = now + backoff(t.backoff_ms, t.attempts);
     move_to(t, TaskState::Delayed);
     if (t.ready_at <= now) move_to(t, TaskState::Queued);
@@ -539,7 +539,7 @@ void TaskTable::fail_attempt(Task& t, std::string error, TimePoint now) {
   }
 }
 
-Status TaskTable::complete(TaskId id, std::uint32_t attempt, bool ok, std::string value, TimePoint now) {
+Status TaskTable::complete(TaskId id, std::uint32_t attempt, bool ok, std::string value, TimePoint now, bool permanent) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return make_error(ErrorCode::UnknownTask, "task " + std::to_string(id) + " does not exist");
   Task& t = it->second;
@@ -553,7 +553,7 @@ Status TaskTable::complete(TaskId id, std::uint32_t attempt, bool ok, std::strin
     set_outcome(t, std::move(value));
     move_to(t, TaskState::Done);
   } else {
-    fail_attempt(t, std::move(value), now);
+    fail_attempt(t, std::move(value), now, permanent);
   }
   return Ok{};
 }

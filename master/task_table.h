@@ -201,7 +201,8 @@ class TaskTable {
   // The outcome of attempt `attempt`. Ok: running → done. Error: running → delayed (backoff) while
   // attempts remain, else dead. An outcome for an attempt that is not the current one, or for a
   // task that is not running, changes nothing and is an UnknownTask error (a stale result).
-  Status complete(TaskId id, std::uint32_t attempt, bool ok, std::string value, TimePoint now);
+  // A permanent error (the handler says retrying cannot fix it) makes the task dead at once.
+  Status complete(TaskId id, std::uint32_t attempt, bool ok, std::string value, TimePoint now, bool permanent = false);
 
   // waiting|delayed|queued → cancelled, with `reason` as its outcome if not empty. False if the task
   // is in any other state.
@@ -328,7 +329,7 @@ class TaskTable {
   Task& get(TaskId id);
   void move_to(Task& t, TaskState to);
   void enter(Task& t);  // schedules a task that just entered its state (queues, timers)
-  void fail_attempt(Task& t, std::string error, TimePoint now);
+  void fail_attempt(Task& t, std::string error, TimePoint now, bool permanent = false);
   void set_outcome(Task& t, std::string outcome);
   Bucket& bucket(std::uint32_t queue, std::uint32_t function);
   // A task left the queue: its lane's and bucket's counts drop, and a lane or bucket with none left

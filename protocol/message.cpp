@@ -124,6 +124,7 @@ template <> Results decode_as<Results>(const Fields& f) {
       fail(ErrorCode::BadField, at.str() + " must have exactly one of 'result' and 'error'");
     x.ok = static_cast<bool>(result);
     x.value = result ? compact(result, r.path("result"), kMaxResultBytes) : Fields::to_text(error, r.path("error"), kMaxErrorBytes);
+    x.permanent = !x.ok && r.boolean_or("permanent", false);
     m.results.push_back(std::move(x));
   }
   if (f.has("started")) m.started = leases(f, "started", kMaxSlots);
@@ -369,6 +370,7 @@ struct BodyWriter {
       w.begin_object().field("task", r.task).field("attempt", r.attempt);
       if (r.ok) w.raw("result", r.value);
       else w.field("error", r.value);
+      if (!r.ok && r.permanent) w.field("permanent", true);
       w.end_object();
     }
     w.end_array();

@@ -109,7 +109,8 @@ struct Result {
   TaskId task = 0;
   std::uint32_t attempt = 0;
   bool ok = false;
-  std::string value;  // ok: the result as compact JSON; !ok: the error message
+  std::string value;       // ok: the result as compact JSON; !ok: the error message
+  bool permanent = false;  // !ok: retrying cannot fix it; the task is dead at once (§6.5.1)
 };
 
 // Outcomes of attempts (§6.5); each frees a slot. Answered by ACK once recorded.

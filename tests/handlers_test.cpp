@@ -118,17 +118,17 @@ TEST_CASE("square reports overflow and rejects what is not an integer") {
   SUBCASE("the first square past 2^63 - 1 overflows") {
     const auto e = error_of([&] { call(reg, "square", 3037000500LL); });
     CHECK(contains(e, "overflow"));
-    CHECK_THROWS_AS(call(reg, "square", -3037000500LL), std::overflow_error);
-    CHECK_THROWS_AS(call(reg, "square", INT64_MIN), std::overflow_error);
+    CHECK_THROWS_AS(call(reg, "square", -3037000500LL), PermanentError);
+    CHECK_THROWS_AS(call(reg, "square", INT64_MIN), PermanentError);
   }
   SUBCASE("an unsigned integer beyond int64") {
-    CHECK_THROWS_AS(call(reg, "square", json::parse("9223372036854775808")), std::overflow_error);
-    CHECK_THROWS_AS(call(reg, "square", json::parse("18446744073709551615")), std::overflow_error);
+    CHECK_THROWS_AS(call(reg, "square", json::parse("9223372036854775808")), PermanentError);
+    CHECK_THROWS_AS(call(reg, "square", json::parse("18446744073709551615")), PermanentError);
   }
   SUBCASE("non-integers") {
     for (const char* text : {"2.0", "2.5", "\"3\"", "true", "null", "[3]", "{\"n\":3}", "1e3"}) {
       CAPTURE(text);
-      CHECK_THROWS_AS(call(reg, "square", json::parse(text)), std::invalid_argument);
+      CHECK_THROWS_AS(call(reg, "square", json::parse(text)), PermanentError);
     }
   }
 }
@@ -369,6 +369,74 @@ TEST_CASE("exec stops the command when the worker stops") {
   const auto e = error_of([&] { call(reg, "exec", json::array({"sleep", "30"}), ctx); });
   CHECK(contains(e, "stopping"));
   CHECK(seconds_since(start) < 10);
+}
+
+HandlerRegistry command(const std::vector<std::string>& argv, bool lines = false) {
+  HandlerRegistry reg;
+  add_command_handler(reg, "f", CommandFunction{argv, lines});
+  return reg;
+}
+
+TEST_CASE("a command function gets the args on stdin and in place of {}, and its stdout is the result") {
+  // {} inside a word too; a string bare, other values as JSON.
+  CHECK(call(command({"echo", "x{}y", "{}"}), "f", "ab") == "xaby ab");
+  CHECK(call(command({"echo", "[{}]"}), "f", json{{"k", 1}}) == json::parse(R"([{"k":1}])"));
+  CHECK(call(command({"echo", "<{}>"}), "f", json{{"k", 1}}) == R"(<{"k":1}>)");
+  CHECK(call(command({"echo", "{}"}), "f", 41) == 41);  // the output parses as JSON
+  CHECK(call(command({"cat"}), "f", json{{"n", 2}}) == json{{"n", 2}});
+  CHECK(call(command({"sh", "-c", "printf 'not json\n\n'"}), "f", nullptr) == "not json");
+}
+
+TEST_CASE("a command function fails on a non-zero exit or a signal, with the status and the tail of stderr") {
+  auto e = error_of([&] { call(command({"sh", "-c", "echo first >&2; echo 'the reason' >&2; exit 3"}), "f", 1); });
+  CHECK(contains(e, "exit code 3"));
+  CHECK(contains(e, "the reason"));
+  e = error_of([&] { call(command({"sh", "-c", "kill -KILL $$"}), "f", 1); });
+  CHECK(contains(e, "signal 9"));
+  CHECK_THROWS_AS(call(command({"echo"}), "f", std::string("a\0b", 3)), PermanentError);
+}
+
+TEST_CASE("a lines function keeps one process, one line in and one line out per task") {
+  const auto reg = command({"sh", "-c", "while read -r line; do echo \"[$line,$$]\"; done"}, true);
+  const json a = call(reg, "f", 5), b = call(reg, "f", json{{"x", "y"}});
+  REQUIRE(a.is_array());
+  REQUIRE(b.is_array());
+  CHECK(a[0] == 5);
+  CHECK(b[0] == json{{"x", "y"}});
+  CHECK(a[1] == b[1]);  // the same process
+}
+
+TEST_CASE("a lines function whose process exits fails the attempt, and the next task starts a new one") {
+  TempDir dir;
+  const auto count = dir.path("count");
+  // Answers once, then exits 4 on the second line.
+  const auto reg = command({"sh", "-c", "echo x >> '" + count + "'; read -r l; echo \"$$\"; read -r l; exit 4"}, true);
+  const json first = call(reg, "f", 1);
+  const auto e = error_of([&] { call(reg, "f", 2); });
+  CHECK(contains(e, "exit code 4"));
+  const json again = call(reg, "f", 3);
+  CHECK(again != first);  // another process
+}
+
+TEST_CASE("a lines function that does not answer fails at the deadline") {
+  const auto reg = command({"sh", "-c", "read -r l; sleep 30"}, true);
+  const auto start = SteadyClock::now();
+  const auto e = error_of([&] { call(reg, "f", 1, context(300ms)); });
+  CHECK(contains(e, "timed out"));
+  CHECK(seconds_since(start) < 10);
+}
+
+TEST_CASE("a function file maps names to commands") {
+  const auto fs = parse_function_file(R"({"a": ["wc", "-l"], "b": {"command": ["python3", "f.py"], "lines": true}})");
+  REQUIRE(fs.size() == 2);
+  CHECK(fs.at("a").argv == std::vector<std::string>{"wc", "-l"});
+  CHECK_FALSE(fs.at("a").lines);
+  CHECK(fs.at("b").lines);
+  for (const char* bad : {"[]", "{\"a\": []}", "{\"a\": \"wc -l\"}", "{\"a b\": [\"x\"]}", "{\"a\": {\"cmd\": [\"x\"]}}",
+                          "{\"a\": {\"command\": [\"x\"], \"lines\": 1}}", "{"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(parse_function_file(bad), std::invalid_argument);
+  }
 }
 
 }  // TEST_SUITE

@@ -1636,6 +1636,24 @@ TEST_CASE("task state names are the spec's, and only done, dead and cancelled ar
   CHECK_FALSE(task_state_from_string("").has_value());
 }
 
+TEST_CASE("permanent goes in RESULTS with an error only, and is false when absent") {
+  Result r{5, 1, false, "bad args"};
+  r.permanent = true;
+  const auto body = encode_body(Results{{r}});
+  CHECK(body.find("\"permanent\":true") != std::string::npos);
+  auto back = dec("RESULTS", body);
+  REQUIRE(back.has_value());
+  CHECK(std::get<Results>(*back).results.at(0).permanent);
+  auto plain = dec("RESULTS", R"({"results":[{"task":5,"attempt":1,"error":"x"}]})");
+  REQUIRE(plain.has_value());
+  CHECK_FALSE(std::get<Results>(*plain).results.at(0).permanent);
+  CHECK(encode_body(*plain).find("permanent") == std::string::npos);
+  // Ignored beside a result.
+  auto ok = dec("RESULTS", R"({"results":[{"task":5,"attempt":1,"result":1,"permanent":true}]})");
+  REQUIRE(ok.has_value());
+  CHECK_FALSE(std::get<Results>(*ok).results.at(0).permanent);
+}
+
 }  // TEST_SUITE
 
 }  // namespace

@@ -1154,5 +1154,27 @@ TEST_CASE("metrics keep at most kMaxSeries label pairs: names chosen by clients 
   CHECK(sample(text, "taskmaster_tasks_submitted_total{function=\"_other\",queue=\"_other\"}") == 50);
 }
 
+TEST_CASE("a permanent error makes the task dead at once, an ordinary one is retried") {
+  Harness h;
+  h.hello("W", 4);
+  proto::Submit s;
+  s.req = 7;
+  for (int i = 0; i < 2; ++i) s.tasks.push_back(proto::TaskSpec{.function = "square", .args = "1", .max_attempts = 5, .backoff_ms = 0});
+  h.deliver("C", s);
+  REQUIRE(h.take<proto::Accepted>("C").size() == 1);
+  auto got = h.tasks_for("W");
+  REQUIRE(got.size() == 2);
+  proto::Result permanent{got[0].task, got[0].attempt, false, "square: expected an integer"};
+  permanent.permanent = true;
+  h.deliver("W", proto::Results{{permanent, proto::Result{got[1].task, got[1].attempt, false, "flaky"}}});
+  CHECK(h.task(got[0].task).state == TaskState::Dead);
+  CHECK(h.task(got[0].task).attempts == 1);
+  CHECK(h.task(got[1].task).state != TaskState::Dead);  // retried: 4 attempts remain
+  auto again = h.tasks_for("W");
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].task == got[1].task);
+  CHECK(again[0].attempt == 2);
+}
+
 }  // TEST_SUITE
 }  // namespace taskmaster

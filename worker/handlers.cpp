@@ -28,13 +28,13 @@ std::vector<std::string> HandlerRegistry::names() const {
 namespace {
 
 json square(const json& args, const TaskContext&) {
-  if (!args.is_number_integer()) throw std::invalid_argument("square: expected an integer, got " + args.dump());
+  if (!args.is_number_integer()) throw PermanentError("square: expected an integer, got " + args.dump());
   if (args.is_number_unsigned() && args.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
-    throw std::overflow_error("square: " + args.dump() + " is out of the 64-bit range");
+    throw PermanentError("square: " + args.dump() + " is out of the 64-bit range");
   const auto n = args.get<std::int64_t>();
   std::int64_t r;
   if (__builtin_mul_overflow(n, n, &r))
-    throw std::overflow_error("square: " + std::to_string(n) + " * " + std::to_string(n) + " overflows 64 bits");
+    throw PermanentError("square: " + std::to_string(n) + " * " + std::to_string(n) + " overflows 64 bits");
   return r;
 }
 
@@ -42,7 +42,7 @@ json echo(const json& args, const TaskContext&) { return args; }
 
 json sleep_for(const json& args, const TaskContext& ctx) {
   if (!args.is_number() || args.get<double>() < 0 || args.get<double>() > 7 * 24 * 3600.0)
-    throw std::invalid_argument("sleep: expected a number of seconds between 0 and 604800, got " + args.dump());
+    throw PermanentError("sleep: expected a number of seconds between 0 and 604800, got " + args.dump());
   using namespace std::chrono;
   const auto until = steady_clock::now() + duration_cast<steady_clock::duration>(duration<double>(args.get<double>()));
   // Wake in short steps: at the attempt's deadline the master has given up on it, and a worker

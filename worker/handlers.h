@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,14 @@ struct TaskContext {
   const std::atomic<bool>* stopping = nullptr;     // set when the worker must stop at once
 
   bool should_stop() const { return stopping && stopping->load(std::memory_order_relaxed); }
+};
+
+// Thrown by a handler for an error that retrying cannot fix (args it rejects as invalid): the
+// attempt fails as permanent (PROTOCOL.md §6.5.1) and the master gives the task up at once instead of
+// using its remaining attempts. Any other exception is an ordinary failure.
+class PermanentError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
 };
 
 // Runs one task: takes the args, returns the result. Throwing any std::exception fails the attempt
@@ -63,5 +72,25 @@ struct ExecLimits {
 // bytes. Returns as soon as the command exits. At the task's deadline the whole process group is killed and the attempt
 // fails. Served only by workers started with --allow-exec.
 void add_exec_handler(HandlerRegistry& registry, ExecLimits limits = {});
+
+// A function that runs a command (`taskmaster worker --function NAME -- CMD ARGS...`).
+struct CommandFunction {
+  std::vector<std::string> argv;  // without a shell; argv[0] looked up in PATH
+  // false: one process per task. Its standard input is the args as JSON (one line); every "{}" in
+  // its arguments, also inside a word, is replaced by the args (a JSON string bare, anything else as
+  // JSON). Its standard output is the result: JSON if it parses, else the text without the final
+  // newline. A non-zero exit or a signal fails the attempt with the exit status and the tail of
+  // stderr. At the deadline its process group is killed.
+  // true: one long-lived process per task running at once; for each task it reads one line (the args
+  // as compact JSON) and writes one line (the result, JSON or text), flushing it. Its stderr is the
+  // worker's. If it exits, or the deadline passes, the attempt fails and the next task starts a new
+  // process. "{}" is not replaced.
+  bool lines = false;
+};
+void add_command_handler(HandlerRegistry& registry, const std::string& name, CommandFunction function);
+
+// The functions of a --function-file: a JSON object of NAME: ["CMD", "ARG", ...] or
+// NAME: {"command": ["CMD", ...], "lines": true}. Throws std::invalid_argument saying what is wrong.
+std::map<std::string, CommandFunction> parse_function_file(std::string_view text);
 
 }  // namespace taskmaster

@@ -105,6 +105,7 @@ proto::Result Pool::run_one(const proto::Assignment& a) {
     r.ok = true;
     r.value = std::move(text);
   } catch (const std::exception& e) {
+    r.permanent = dynamic_cast<const PermanentError*>(&e) != nullptr;  // retrying cannot fix it
     r.value = proto::sanitize_text(e.what(), proto::kMaxErrorBytes);
     if (r.value.empty()) r.value = a.function + ": failed";
   } catch (...) {

@@ -79,12 +79,12 @@ int input_file(const std::string& input, std::string_view what) {
 
 std::vector<std::string> argv_of(const json& args, std::string_view what) {
   if (!args.is_array() || args.empty())
-    throw std::invalid_argument(std::string(what) + ": args must be a non-empty array of strings (an argv), got " + args.dump());
+    throw PermanentError(std::string(what) + ": args must be a non-empty array of strings (an argv), got " + args.dump());
   std::vector<std::string> argv;
   for (const auto& a : args) {
-    if (!a.is_string()) throw std::invalid_argument(std::string(what) + ": every argv element must be a string, got " + a.dump());
+    if (!a.is_string()) throw PermanentError(std::string(what) + ": every argv element must be a string, got " + a.dump());
     const auto& s = a.get_ref<const std::string&>();
-    if (s.find('\0') != std::string::npos) throw std::invalid_argument(std::string(what) + ": argv elements may not contain NUL");
+    if (s.find('\0') != std::string::npos) throw PermanentError(std::string(what) + ": argv elements may not contain NUL");
     argv.push_back(s);
   }
   return argv;
