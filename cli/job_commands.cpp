@@ -122,14 +122,7 @@ int run_submit(const SubmitOptions& o) {
     std::fprintf(stderr, "taskmaster: no tasks: standard input had no non-empty line\n");
     return kExitUsage;
   }
-  bool first_taken = false;
-  StreamingTaskSource with_first = [&](Client::Clock::time_point deadline) -> TaskPull {
-    if (!first_taken) {
-      first_taken = true;
-      return std::move(first);
-    }
-    return source(deadline);
-  };
+  StreamingTaskSource with_first = prepend(std::move(first), source);
 
   auto options = o.connection.client();
   if (!options) return report(options.error());
