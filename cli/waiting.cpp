@@ -52,10 +52,10 @@ void set_interrupt_job(proto::JobId job) {
 }
 
 void announce_job(proto::JobId job, std::uint64_t tasks, bool more_to_come) {
+  set_interrupt_job(job);  // first: Ctrl-C right after the line below must name the job
   std::fprintf(stderr, "taskmaster: job %llu: %llu task%s%s\n", static_cast<unsigned long long>(job),
                static_cast<unsigned long long>(tasks), tasks == 1 ? "" : "s", more_to_come ? " so far" : "");
   std::fflush(stderr);
-  set_interrupt_job(job);
 }
 
 bool served(const nlohmann::json& status, const std::string& function, const std::string& queue) {

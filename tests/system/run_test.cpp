@@ -218,6 +218,43 @@ TEST_CASE("Ctrl-C on run says how to follow or cancel the job, and exits 130") {
   CHECK(cancel.code == 0);
 }
 
+TEST_CASE("submit --wait names its job on stderr, its --json outcomes carry function and queue, and it warns of no worker") {
+  Cluster c;
+  c.start_master();
+  auto p = c.spawn({"submit", "square", "4", "--queue", "q1", "--wait", "--json"});
+  CHECK(p->wait_for_err(
+      [](const std::string& e) { return e.find("taskmaster: job ") != std::string::npos && e.find(": 1 task") != std::string::npos; },
+      20s));
+  CHECK(p->wait_for_err([](const std::string& e) { return e.find("no connected worker serves square on queue q1") != std::string::npos; },
+                        20s));
+  c.start_worker({"-j", "1", "--queue", "q1"});
+  CHECK(p->wait(20s) == 0);
+  const auto j = nlohmann::json::parse(p->out());
+  CHECK(j["function"] == "square");
+  CHECK(j["queue"] == "q1");
+  CHECK(j["result"] == 16);
+}
+
+TEST_CASE("Ctrl-C on submit --wait and on wait says how to resume or cancel, and exits 130") {
+  Cluster c;
+  c.start_master();  // no worker: the task waits
+  auto p = c.spawn({"submit", "square", "4", "--wait"});
+  REQUIRE(p->wait_for_err([](const std::string& e) { return e.find("taskmaster: job ") != std::string::npos; }, 20s));
+  p->signal(SIGINT);
+  CHECK(p->wait(20s) == 130);
+  const auto err = p->err();
+  const auto at = err.find("taskmaster: job ") + 16;
+  const std::string job = err.substr(at, err.find(':', at) - at);
+  CHECK(err.find("`taskmaster wait " + job + "`") != std::string::npos);
+  CHECK(err.find("`taskmaster cancel " + job + "`") != std::string::npos);
+  auto w = c.spawn({"wait", job});
+  REQUIRE(w->wait_for_err(
+      [&](const std::string& e) { return e.find("taskmaster: job " + job + ": 0 of 1 tasks finished") != std::string::npos; }, 20s));
+  w->signal(SIGINT);
+  CHECK(w->wait(20s) == 130);
+  CHECK(w->err().find("`taskmaster cancel " + job + "`") != std::string::npos);
+}
+
 }  // TEST_SUITE
 
 }  // namespace taskmaster::test
