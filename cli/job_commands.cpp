@@ -6,6 +6,7 @@
 #include "cli/line_reader.h"
 #include "cli/options.h"
 #include "cli/output.h"
+#include "cli/waiting.h"
 
 namespace taskmaster::cli {
 
@@ -79,6 +80,7 @@ int run_submit(const SubmitOptions& o) {
   // The tasks: one from ARGS, or one per line of stdin with --each (read as the lines arrive).
   std::optional<Error> input_error;
   bool given = false;
+  std::uint64_t pulled = 1;  // tasks read so far (the one without --each, or the lines)
   std::unique_ptr<LineReader> lines;
   if (o.each) lines = std::make_unique<LineReader>();
   StreamingTaskSource source = [&](Client::Clock::time_point deadline) -> TaskPull {
@@ -110,6 +112,7 @@ int run_submit(const SubmitOptions& o) {
     }
     proto::TaskSpec t = base;
     t.args = std::move(*a);
+    ++pulled;
     return {TaskPull::Kind::Task, std::move(t)};
   };
   // Read the first task before connecting, so that bad input fails fast and no empty job is made.
@@ -122,26 +125,29 @@ int run_submit(const SubmitOptions& o) {
     std::fprintf(stderr, "taskmaster: no tasks: standard input had no non-empty line\n");
     return kExitUsage;
   }
-  bool first_taken = false;
-  StreamingTaskSource with_first = [&](Client::Clock::time_point deadline) -> TaskPull {
-    if (!first_taken) {
-      first_taken = true;
-      return std::move(first);
-    }
-    return source(deadline);
-  };
+  StreamingTaskSource with_first = prepend(std::move(first), source);
 
   auto options = o.connection.client();
   if (!options) return report(options.error());
+  if (o.wait) arm_interrupt_hint();
   zmq::context_t ctx;
   Client client(ctx, *options);
   if (auto s = client.connect(); !s) return report(s.error());
+  // While it waits: the job id on stderr, and a word when no worker serves the function.
+  std::optional<WorkerWatch> watch;
+  if (o.wait) watch.emplace(*options, o.function, o.queue);
+  const auto accepted = [&](proto::JobId job) {
+    if (o.wait) announce_job(job, o.each ? pulled - 1 : 1, o.each);
+  };
   JobOptions jo;
   jo.idempotency_key = o.idempotency_key;
   jo.after = o.after_success.empty() ? o.after : o.after_success;
   jo.after_success = !o.after_success.empty();
-  OutcomeSink sink = [&](proto::JobId job, const std::vector<proto::Outcome>& batch) { print_outcomes(job, batch, o.json); };
-  auto summary = run_job(client, with_first, jo, nullptr, o.wait ? &sink : nullptr);
+  OutcomeSink sink = [&](proto::JobId job, const std::vector<proto::Outcome>& batch) {
+    watch->outcome_seen();
+    print_outcomes(job, batch, o.json, OutcomeOrigin{o.function, o.queue});
+  };
+  auto summary = run_job(client, with_first, jo, accepted, o.wait ? &sink : nullptr);
   if (input_error) {
     // The tasks before the bad line were submitted; say which job they are in.
     std::fprintf(stderr, "taskmaster: %s (tasks before it are in job %llu)\n", input_error->message.c_str(),
@@ -162,8 +168,18 @@ int run_follow(const FollowOptions& o, bool until_end) {
   zmq::context_t ctx;
   Client client(ctx, *options);
   if (auto s = client.connect(); !s) return report(s.error());
+  if (until_end) {
+    arm_interrupt_hint();
+    set_interrupt_job(o.job);
+  }
   OutcomeSink sink = [&](proto::JobId job, const std::vector<proto::Outcome>& batch) { print_outcomes(job, batch, o.json); };
-  auto summary = follow_job(client, o.job, until_end, sink);
+  // Once the master has answered: "taskmaster: job 12: 3 of 10 tasks finished" (the job exists).
+  const auto first_reply = [&](const JobSummary& s) {
+    if (until_end && !s.ended)
+      std::fprintf(stderr, "taskmaster: job %llu: %llu of %llu tasks finished\n", static_cast<unsigned long long>(o.job),
+                   static_cast<unsigned long long>(s.done + s.dead + s.cancelled), static_cast<unsigned long long>(s.total));
+  };
+  auto summary = follow_job(client, o.job, until_end, sink, first_reply);
   if (!summary) return report(summary.error());
   if (!until_end) return summary->dead + summary->cancelled == 0 ? kExitOk : kExitTaskFailed;
   return exit_for(*summary);
@@ -202,7 +218,9 @@ void add_job_commands(CLI::App& app, Runners& runners) {
                      "Seconds before the first retry; doubled after each further failure")
       ->capture_default_str();
   auto* wait = submit->add_flag("-w,--wait", o->wait, "Wait, printing each task's outcome as it finishes: ARGS -> RESULT");
-  submit->add_flag("--json", o->json, "With --wait: one JSON object per line (job, task, args, status, result|error, attempts, worker)")
+  submit
+      ->add_flag("--json", o->json,
+                 "With --wait: one JSON object per line (job, task, function, queue, args, status, result|error, attempts, worker)")
       ->needs(wait);
   submit->add_option("--idempotency-key", o->idempotency_key, "Submitting the same key again returns the same job instead of a new one")
       ->check([](const std::string& s) {

@@ -56,4 +56,16 @@ LineReader::Got LineReader::next(Line& line, std::chrono::steady_clock::time_poi
   return Got::Line;
 }
 
+StreamingTaskSource prepend(TaskPull first, const StreamingTaskSource& rest) {
+  auto held = std::make_shared<std::optional<TaskPull>>(std::move(first));
+  return [held, &rest](std::chrono::steady_clock::time_point deadline) -> TaskPull {
+    if (*held) {
+      TaskPull t = std::move(**held);
+      held->reset();
+      return t;
+    }
+    return rest(deadline);
+  };
+}
+
 }  // namespace taskmaster::cli

@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "client/client.h"
+
 namespace taskmaster::cli {
 
 class LineReader {
@@ -33,5 +35,9 @@ class LineReader {
   struct Shared;
   std::shared_ptr<Shared> shared_;
 };
+
+// A source that returns `first` (a task read ahead, e.g. to check the input before connecting), then
+// what `rest` returns.
+StreamingTaskSource prepend(TaskPull first, const StreamingTaskSource& rest);
 
 }  // namespace taskmaster::cli

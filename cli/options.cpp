@@ -183,8 +183,8 @@ void add_log_options(CLI::App* cmd, LogOptions& o) {
       ->capture_default_str();
 }
 
-void add_key_options(CLI::App* cmd, KeyOptions& o) {
-  auto* file = cmd->add_option("-k,--key-file", o.key_file,
+void add_key_options(CLI::App* cmd, KeyOptions& o, bool key_short) {
+  auto* file = cmd->add_option(key_short ? "-k,--key-file" : "--key-file", o.key_file,
                                "File holding the shared key (else TASKMASTER_KEY_FILE, the key in TASKMASTER_KEY, or " +
                                    protocol::default_key_path() + ")")
                    ->check(not_empty("the key file's name"));
@@ -202,7 +202,7 @@ Expected<ClientOptions> ConnectionOptions::client() const {
   return c;
 }
 
-void add_connection_options(CLI::App* cmd, ConnectionOptions& o) {
+void add_connection_options(CLI::App* cmd, ConnectionOptions& o, bool key_short) {
   add_endpoint_option(cmd, "-c,--connect", o.endpoint, protocol::EndpointUse::Connect,
                       "The master's endpoint: HOST:PORT (the same as tcp://HOST:PORT), tcp://[IPV6]:PORT or ipc://PATH", kAddressEnv)
       ->capture_default_str();
@@ -212,7 +212,7 @@ void add_connection_options(CLI::App* cmd, ConnectionOptions& o) {
   add_seconds_option(cmd, "--retry-timeout", o.retry_timeout_s, 0.001, kMaxWaitSeconds,
                      "Seconds to keep retrying when the master stops answering (e.g. while it restarts); then exit 3")
       ->capture_default_str();
-  add_key_options(cmd, o.key);
+  add_key_options(cmd, o.key, key_short);
 }
 
 void add_check_connection_options(CLI::App* cmd, ConnectionOptions& o) {

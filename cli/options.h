@@ -65,7 +65,8 @@ struct KeyOptions {
   // The HTTP endpoint's token and CSRF value, from the same key (nullopt with --insecure).
   Expected<std::optional<protocol::HttpSecrets>> http_secrets() const;
 };
-void add_key_options(CLI::App* cmd, KeyOptions& o);
+// key_short: also -k for --key-file (not for run, whose -k is --keep-order as in GNU parallel).
+void add_key_options(CLI::App* cmd, KeyOptions& o, bool key_short = true);
 
 // --log-level (else TASKMASTER_LOG) and --log-format (else TASKMASTER_LOG_FORMAT), for the long-running
 // commands. apply() sets them for the process (common/log.h).
@@ -85,7 +86,7 @@ struct ConnectionOptions {
   KeyOptions key;
   Expected<ClientOptions> client() const;
 };
-void add_connection_options(CLI::App* cmd, ConnectionOptions& o);
+void add_connection_options(CLI::App* cmd, ConnectionOptions& o, bool key_short = true);
 // The same for a one-shot check (health): no retries, so no --retry-timeout, and one timeout named
 // --timeout (also --connect-timeout) that bounds the whole exchange. Its default is o's value.
 void add_check_connection_options(CLI::App* cmd, ConnectionOptions& o);

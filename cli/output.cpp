@@ -22,7 +22,7 @@ int unexpected_reply(const char* request, const proto::Message& reply) {
   return kExitError;
 }
 
-void append_outcome(std::string& out, proto::JobId job, const proto::Outcome& o, bool json) {
+void append_outcome(std::string& out, proto::JobId job, const proto::Outcome& o, bool json, const OutcomeOrigin* origin) {
   if (!json) {
     out += o.args;
     out += " -> ";
@@ -46,6 +46,12 @@ void append_outcome(std::string& out, proto::JobId job, const proto::Outcome& o,
   out += std::to_string(job);
   out += ",\"task\":";
   out += std::to_string(o.task);
+  if (origin) {
+    out += ",\"function\":";
+    proto::append_json_string(out, origin->function);
+    out += ",\"queue\":";
+    proto::append_json_string(out, origin->queue);
+  }
   out += ",\"args\":";
   out += o.args;
   out += ",\"status\":\"";
@@ -65,10 +71,10 @@ void append_outcome(std::string& out, proto::JobId job, const proto::Outcome& o,
   out += "}\n";
 }
 
-void print_outcomes(proto::JobId job, const std::vector<proto::Outcome>& outcomes, bool json) {
+void print_outcomes(proto::JobId job, const std::vector<proto::Outcome>& outcomes, bool json, const std::optional<OutcomeOrigin>& origin) {
   std::string out;
   out.reserve(outcomes.size() * 64);
-  for (const auto& o : outcomes) append_outcome(out, job, o, json);
+  for (const auto& o : outcomes) append_outcome(out, job, o, json, origin ? &*origin : nullptr);
   std::fwrite(out.data(), 1, out.size(), stdout);
   std::fflush(stdout);
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,9 +37,15 @@ int unexpected_reply(const char* request, const protocol::Message& reply);
 // One finished task, as `submit --wait` prints it: "ARGS -> RESULT", "ARGS -> error: MESSAGE",
 // "ARGS -> cancelled"; with json, one object with job, task, args, status, result|error, attempts,
 // worker. Appends a newline.
-void append_outcome(std::string& out, protocol::JobId job, const protocol::Outcome& o, bool json);
+// `origin`, when known (submit --wait): the JSON object also carries "function" and "queue", so that
+// the output can be submitted again.
+struct OutcomeOrigin {
+  std::string function, queue;
+};
+void append_outcome(std::string& out, protocol::JobId job, const protocol::Outcome& o, bool json, const OutcomeOrigin* origin = nullptr);
 // Writes a batch of outcomes to stdout and flushes it.
-void print_outcomes(protocol::JobId job, const std::vector<protocol::Outcome>& outcomes, bool json);
+void print_outcomes(protocol::JobId job, const std::vector<protocol::Outcome>& outcomes, bool json,
+                    const std::optional<OutcomeOrigin>& origin = std::nullopt);
 
 // The master's status report as an aligned text table.
 std::string format_status(const nlohmann::json& status);

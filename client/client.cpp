@@ -338,7 +338,9 @@ Expected<JobSummary> run_job(Client& client, const StreamingTaskSource& source, 
   return s;
 }
 
-Expected<JobSummary> follow_job(Client& client, proto::JobId job, bool until_end, const OutcomeSink& on_outcome) {
+Expected<JobSummary> follow_job(Client& client, proto::JobId job, bool until_end, const OutcomeSink& on_outcome,
+                                const std::function<void(const JobSummary&)>& on_first_reply) {
+  bool first = true;
   JobSummary s;
   s.job = job;
   std::uint64_t after = 0;
@@ -349,6 +351,8 @@ Expected<JobSummary> follow_job(Client& client, proto::JobId job, bool until_end
     auto* o = std::get_if<proto::Outcomes>(&*r);
     if (!o) return unexpected_reply("WAIT", *r);
     after = take_outcomes(*o, s, on_outcome);
+    if (first && on_first_reply) on_first_reply(s);
+    first = false;
     if (s.ended) return s;
     if (!until_end && after >= o->finished) return s;
   }

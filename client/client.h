@@ -141,6 +141,8 @@ Expected<JobSummary> run_job(Client& client, const StreamingTaskSource& source, 
 
 // Streams the outcomes of an existing job. until_end: wait until the job ends; otherwise stop once
 // every outcome finished so far has been read.
-Expected<JobSummary> follow_job(Client& client, protocol::JobId job, bool until_end, const OutcomeSink& on_outcome);
+// `on_first_reply`, if given, is called once, after the master's first answer (the job's total known).
+Expected<JobSummary> follow_job(Client& client, protocol::JobId job, bool until_end, const OutcomeSink& on_outcome,
+                                const std::function<void(const JobSummary&)>& on_first_reply = nullptr);
 
 }  // namespace taskmaster
