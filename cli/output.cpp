@@ -111,7 +111,13 @@ std::string table(const std::vector<std::vector<std::string>>& rows) {
     }
     s << '\n';
   }
-  return s.str();
+  // No trailing blanks (an empty last column).
+  std::string text = s.str();
+  for (auto p = text.find(" \n"); p != std::string::npos; p = text.find(" \n")) {
+    auto b = text.find_last_not_of(' ', p);
+    text.erase(b + 1, p - b);
+  }
+  return text;
 }
 
 }  // namespace
@@ -123,14 +129,30 @@ std::string format_status(const nlohmann::json& st) {
   if (const auto http = st.find("http"); http != st.end() && http->is_string())
     s << "dashboard and metrics at " << http->get<std::string>() << " (`taskmaster dashboard` prints the login link)\n";
   s << '\n';
-  std::vector<std::vector<std::string>> q{{"queue", "waiting", "delayed", "queued", "running", "done", "dead", "cancelled"}};
+  // Per queue: depth, leased tasks split into begun (running) and held by a worker, not begun
+  // (reserved), finished, rates, and a mark when queued tasks wait for a function no connected
+  // worker serves there. A master older than these fields shows 0 reserved and no rates.
+  std::vector<std::vector<std::string>> q{
+      {"queue", "queued", "running", "reserved", "delayed", "waiting", "done", "dead", "cancelled", "in/s", "out/s", ""}};
+  std::vector<std::string> unserved;
   const auto queues = st.value("queues", nlohmann::json::object());
   for (const auto& [name, counts] : queues.items()) {
-    std::vector<std::string> row{name};
-    for (const char* k : {"waiting", "delayed", "queued", "running", "done", "dead", "cancelled"}) row.push_back(count_cell(counts, k));
+    const auto leased = counts.value("running", std::uint64_t{0}), reserved = counts.value("reserved", std::uint64_t{0});
+    std::vector<std::string> row{name, count_cell(counts, "queued"), cell(leased - std::min(leased, reserved)), cell(reserved)};
+    for (const char* k : {"delayed", "waiting", "done", "dead", "cancelled"}) row.push_back(count_cell(counts, k));
+    row.push_back(cell(counts.value("submitted_per_s", 0.0)));
+    row.push_back(cell(counts.value("finished_per_s", 0.0)));
+    std::string functions;
+    const auto none = counts.find("unserved");
+    if (none != counts.end() && none->is_object())
+      for (const auto& [function, n] : none->items()) functions += (functions.empty() ? "" : ", ") + function + " (" + cell(n) + " queued)";
+    row.push_back(functions.empty() ? "" : "NO WORKER");
+    if (!functions.empty()) unserved.push_back("queue " + name + ": no connected worker serves " + functions);
     q.push_back(row);
   }
-  s << table(q) << '\n';
+  s << table(q);
+  for (const auto& line : unserved) s << line << '\n';
+  s << '\n';
   // Jobs after jobs: each waiting job and the jobs it still waits for.
   if (const auto waiting = st.value("waiting", nlohmann::json::array()); !waiting.empty()) {
     std::vector<std::vector<std::string>> j{{"job", "state", "tasks", "waits_for", "after"}};
@@ -149,12 +171,16 @@ std::string format_status(const nlohmann::json& st) {
   }
   // A task "running" in its queue is leased: begun by a worker's thread (running), or held in its
   // prefetch, not begun (reserved). A master older than the split reports only in_flight.
-  std::vector<std::vector<std::string>> w{{"worker", "host", "slots", "running", "reserved", "done", "last_heartbeat_s"}};
-  for (const auto& x : st.value("workers", nlohmann::json::array()))
-    w.push_back({cell(x.value("id", "")), cell(x.value("host", "")), count_cell(x, "slots"),
-                 count_cell(x, x.contains("running") ? "running" : "in_flight"), count_cell(x, "reserved"), count_cell(x, "done"),
-                 cell(x.value("last_heartbeat_s", 0.0))});
-  s << table(w) << '\n';
+  std::vector<std::vector<std::string>> w{{"worker", "host", "threads", "slots", "running", "reserved", "done", "heartbeat"}};
+  const auto workers = st.value("workers", nlohmann::json::array());
+  for (const auto& x : workers) {
+    const auto threads = x.find("threads");
+    w.push_back({cell(x.value("id", "")), cell(x.value("host", "")), threads != x.end() && threads->is_number() ? cell(*threads) : "-",
+                 count_cell(x, "slots"), count_cell(x, x.contains("running") ? "running" : "in_flight"), count_cell(x, "reserved"),
+                 count_cell(x, "done"), cell(x.value("last_heartbeat_s", 0.0)) + " s ago"});
+  }
+  if (workers.empty()) s << "no worker connected\n\n";
+  else s << table(w) << '\n';
   if (st.contains("running"))
     s << "leased: " << count_cell(st, "running") << " running, " << count_cell(st, "reserved")
       << " reserved (held by workers, not begun)\n";
@@ -162,6 +188,69 @@ std::string format_status(const nlohmann::json& st) {
   s << "rates: " << cell(rates.value("submitted_per_s", 0.0)) << " tasks/s submitted, " << cell(rates.value("finished_per_s", 0.0))
     << " tasks/s finished\n";
   return s.str();
+}
+
+namespace {
+
+// "3.2 s", "4.5 min", "2.0 h", "3.1 d" (an age or an ETA); "-" for null.
+std::string age_cell(const nlohmann::json& v) {
+  if (!v.is_number()) return "-";
+  const double s = v.get<double>();
+  std::ostringstream o;
+  o << std::fixed << std::setprecision(1);
+  if (s < 120) o << s << " s";
+  else if (s < 7200) o << s / 60 << " min";
+  else if (s < 172800) o << s / 3600 << " h";
+  else o << s / 86400 << " d";
+  return o.str();
+}
+
+std::string name_cell(const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : "-"; }
+
+}  // namespace
+
+std::string format_job(const nlohmann::json& j) {
+  std::ostringstream s;
+  const auto total = j.value("total", std::uint64_t{0}), unfinished = j.value("unfinished", std::uint64_t{0});
+  s << "job " << count_cell(j, "id") << ": " << cell(j.value("state", "")) << ", " << total - std::min(total, unfinished) << "/" << total
+    << " finished (" << count_cell(j, "done") << " done, " << count_cell(j, "failed") << " failed or cancelled), " << unfinished
+    << " unfinished\n";
+  s << "function " << name_cell(j.value("function", nlohmann::json())) << " on queue " << name_cell(j.value("queue", nlohmann::json()))
+    << ", submitted " << age_cell(j.value("age_s", nlohmann::json())) << " ago";
+  if (const auto e = j.value("ended_s", nlohmann::json()); e.is_number()) s << ", ended " << age_cell(e) << " ago";
+  s << '\n';
+  std::vector<std::vector<std::string>> rows{{"state"}, {"tasks"}};
+  for (const char* k : {"waiting", "delayed", "queued", "running", "done", "dead", "cancelled"}) {
+    rows[0].push_back(k);
+    rows[1].push_back(count_cell(j.value("counts", nlohmann::json::object()), k));
+  }
+  s << table(rows);
+  const auto rate = j.value("finished_per_s", nlohmann::json());
+  s << "rate: " << (rate.is_number() ? cell(rate) + " tasks/s" : std::string("-"));
+  if (const auto eta = j.value("eta_s", nlohmann::json()); eta.is_number()) s << ", about " << age_cell(eta) << " left";
+  s << '\n';
+  const auto failures = j.value("failures", nlohmann::json::array());
+  if (!failures.empty()) s << "last failures:\n";
+  for (const auto& f : failures) {
+    std::string error = f.value("error", "");
+    std::replace(error.begin(), error.end(), '\n', ' ');
+    s << "  task " << count_cell(f, "task") << " attempt " << count_cell(f, "attempt") << " on " << cell(f.value("worker", "")) << ": "
+      << error << '\n';
+  }
+  return s.str();
+}
+
+std::string format_jobs(const nlohmann::json& list) {
+  std::vector<std::vector<std::string>> rows{{"job", "state", "total", "done", "failed", "unfinished", "age", "function", "queue"}};
+  for (const auto& j : list.value("jobs", nlohmann::json::array()))
+    rows.push_back({count_cell(j, "id"), cell(j.value("state", "")), count_cell(j, "total"), count_cell(j, "done"), count_cell(j, "failed"),
+                    count_cell(j, "unfinished"), age_cell(j.value("age_s", nlohmann::json())),
+                    name_cell(j.value("function", nlohmann::json())), name_cell(j.value("queue", nlohmann::json()))});
+  if (rows.size() == 1) return "no jobs\n";
+  std::string out = table(rows);
+  const auto total = list.value("total", std::uint64_t{0});
+  if (total > rows.size() - 1) out += "(" + std::to_string(rows.size() - 1) + " most recent of " + std::to_string(total) + " jobs)\n";
+  return out;
 }
 
 std::string format_health(const nlohmann::json& st) {

@@ -49,6 +49,12 @@ void print_outcomes(protocol::JobId job, const std::vector<protocol::Outcome>& o
 
 // The master's status report as an aligned text table.
 std::string format_status(const nlohmann::json& status);
+// One job's progress (REPORT `status.job`, PROTOCOL.md §6.12.1): `taskmaster job JOB`.
+std::string format_job(const nlohmann::json& job);
+// The recent jobs (REPORT of STATUS `jobs`) as a table: `taskmaster jobs`.
+std::string format_jobs(const nlohmann::json& jobs);
+// What CANCELLED says, in words, for stderr: "taskmaster: job 12: 40 tasks cancelled (...); 3 running: they finish\n".
+std::string cancel_words(const protocol::Cancelled& c);
 // The one line of `health --verbose`: "master=ID uptime_s=S workers=N tasks=N\n".
 std::string format_health(const nlohmann::json& status);
 

@@ -167,6 +167,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 10: now += std::chrono::milliseconds(in.u16()); break;
       case 13:
         if (!jobs.empty()) state.receive(id, proto::Message(proto::Retry{in.byte(), jobs[in.byte() % jobs.size()]}), now);
+        else state.receive(id, proto::Message(proto::Purge{in.byte(), in.byte() % 2 ? "default" : "other"}), now);
         break;
       case 14: {  // an HTTP request as the loop gets it (access already checked): a known path or raw bytes
         tm_::HttpQuery q;

@@ -198,6 +198,9 @@ void MasterState::receive(const std::string& id, Expected<proto::Message> decode
             reply(id, std::move(accepted.value()));
           },
           [&](proto::Status& m) { on_status(id, m, now); },
+          [&](proto::Purge& m) {
+            reply(id, proto::Purged{m.req, m.queue, purge_queue(m.queue)});
+          },
           [&](auto& m) {  // a command only the master sends
             ++counters_.bad_messages;
             const Error e{ErrorCode::NotAllowed, std::string(proto::command_name(proto::Message(m))) + " is sent by the master, not to it"};
@@ -476,34 +479,59 @@ void MasterState::on_wait(const std::string& id, const proto::Wait& m, TimePoint
 }
 
 void MasterState::on_cancel(const std::string& id, const proto::Cancel& m, TimePoint now) {
-  const auto n = cancel_job(m.job, now);
+  auto n = cancel_job(m.job, now);
   if (!n) return reply_error(id, m.req, ErrorCode::UnknownJob, "CANCEL: " + unknown_job(m.job));
-  reply(id, proto::Cancelled{m.req, m.job, *n});
+  n->req = m.req;
+  reply(id, *n);
 }
 
-std::optional<std::uint64_t> MasterState::cancel_job(JobId id, TimePoint now) {
+std::optional<proto::Cancelled> MasterState::cancel_job(JobId id, TimePoint now) {
   const Job* job = jobs_.find(id);
   if (!job) return std::nullopt;
-  const std::uint64_t n = tasks_.cancel_job(job->id, job->batches);  // waiting tasks too
+  proto::Cancelled n{0, id, tasks_.cancel_job(job->id, job->batches)};  // waiting tasks too
   jobs_.cancel(job->id, now);
   // Attempts of the job that workers hold but have not begun: asked back; released, they end
   // cancelled (TaskTable::unlease) and never run.
+  // The others (begun, or held by a worker without the feature) finish.
   for (auto& [wid, w] : workers_.sessions()) {
-    if (!w.reserve) continue;
     std::vector<proto::Lease> back;
     for (const auto& [task, attempt] : w.held) {
       const Task* t = tasks_.find(task);
-      if (t && t->job == job->id && t->state == TaskState::Running && t->attempts == attempt && !w.started.count(task))
-        back.push_back({task, attempt});
+      if (!t || t->job != job->id || t->state != TaskState::Running) continue;
+      if (w.reserve && t->attempts == attempt && !w.started.count(task)) back.push_back({task, attempt});
+      else ++n.running;
     }
-    revoke(w, std::move(back));
+    n.reserved += back.size();
+    if (!back.empty()) revoke(w, std::move(back));
   }
   jobs_.stop_waiting(job->id);
   waits_dirty_ = true;
   return n;
 }
 
+std::uint64_t MasterState::purge_queue(const std::string& queue) {
+  const std::uint32_t q = tasks_.names().find(queue);
+  if (!q) return 0;
+  std::vector<TaskId> ids;
+  tasks_.for_each([&](const Task& t) {
+    if (t.queue == q && (t.state == TaskState::Queued || t.state == TaskState::Delayed)) ids.push_back(t.id);
+  });
+  std::sort(ids.begin(), ids.end());
+  // Each becomes cancelled as CANCEL cancels one (journalled the same way, on_task_change).
+  const std::string why = "purged from queue " + queue;
+  std::uint64_t n = 0;
+  for (TaskId id : ids) n += tasks_.cancel(id, why) ? 1 : 0;
+  if (n) waits_dirty_ = true;
+  return n;
+}
+
 void MasterState::on_status(const std::string& id, const proto::Status& m, TimePoint now) {
+  if (m.job) {
+    const Job* job = jobs_.find(m.job);
+    if (!job) return reply_error(id, m.req, ErrorCode::UnknownJob, "STATUS: " + unknown_job(m.job));
+    return reply(id, proto::Report{m.req, {{"job", api_job(*job, now)}}});
+  }
+  if (m.jobs) return reply(id, proto::Report{m.req, api_jobs(std::nullopt, m.jobs, now)});
   reply(id, proto::Report{m.req, status_json(now)});
 }
 
@@ -515,12 +543,14 @@ void MasterState::on_task_change(const Task& task, std::optional<TaskState> from
   if (!from) {
     ++counters_.submitted;
     ++rates_.submitted[now_s % Rates::kSeconds];
+    queue_rates_[task.queue].add(now_s, false);
   }
   if (task.state == TaskState::Queued) dispatch_needed_ = true;
   std::int64_t finished_seq = -1;
   if (proto::is_final(task.state)) {
     ++counters_.finished;
     ++rates_.finished[now_s % Rates::kSeconds];
+    queue_rates_[task.queue].add(now_s, true);
     if (task.state != TaskState::Done) ++rates_.failed[now_s % Rates::kSeconds];
     jobs_.task_finished(task.job, task.id, task.state != TaskState::Done, now_);
     if (const Job* job = jobs_.find(task.job)) finished_seq = static_cast<std::int64_t>(job->finished.size()) - 1;
@@ -1155,16 +1185,66 @@ void MasterState::log_bad(const std::string& identity, const Error& e) {
   log_warn("bad message from peer ", show_id(identity), ": ", error_code_name(e.code), ": ", e.message);
 }
 
+void MasterState::QueueRate::add(std::int64_t now_s, bool finished_now) {
+  const auto slot = static_cast<std::size_t>(now_s % 10);
+  if (second[slot] != now_s) {
+    second[slot] = now_s;
+    submitted[slot] = finished[slot] = 0;
+  }
+  ++(finished_now ? finished : submitted)[slot];
+}
+
+std::pair<double, double> MasterState::QueueRate::per_s(std::int64_t now_s, double window) const {
+  std::uint64_t sub = 0, fin = 0;
+  for (std::size_t i = 0; i < 10; ++i)
+    if (now_s - second[i] < 10) {
+      sub += submitted[i];
+      fin += finished[i];
+    }
+  return {sub / window, fin / window};
+}
+
 nlohmann::json MasterState::status_json(TimePoint now) {
   using nlohmann::json;
   const auto now_s = duration_cast<seconds>(now.time_since_epoch()).count();
   rates_.advance(now_s);
+  // Rates over the last 10 s (the current second included), or since the start if shorter.
+  const double window = std::clamp<double>(duration<double>(now - started_).count(), 1.0, 10.0);
+  // Leased attempts by queue: begun (running) or held by a worker, not begun (reserved).
+  std::unordered_map<std::uint32_t, std::uint64_t> reserved_in;
+  for (const auto& [id, w] : workers_.sessions())
+    if (w.reserve)
+      for (const auto& [task, attempt] : w.held)
+        if (!w.started.count(task))
+          if (const Task* t = tasks_.find(task)) ++reserved_in[t->queue];
+  // Queued tasks of a function that no connected worker serves on that queue: nothing will run them.
+  std::unordered_map<std::uint32_t, std::map<std::string, std::uint64_t>> unserved;
+  for (const auto& p : tasks_.queued_pairs()) {
+    bool served = false;
+    for (const auto& [id, w] : workers_.sessions()) served = served || w.filter.serves(p.queue, p.function);
+    if (!served) unserved[p.queue][tasks_.names().name(p.function)] += p.queued;
+  }
   json queues = json::object();
   for (const auto& [q, c] : tasks_.counts()) {
     json counts = json::object();
     for (std::size_t s = 0; s < c.size(); ++s) counts[std::string(to_string(static_cast<TaskState>(s)))] = c[s];
+    const auto r = reserved_in.find(q);
+    counts["reserved"] = r == reserved_in.end() ? 0 : r->second;
+    const auto rate = queue_rates_.find(q);
+    const auto [sub, fin] = rate == queue_rates_.end() ? std::pair{0.0, 0.0} : rate->second.per_s(now_s, window);
+    counts["submitted_per_s"] = sub;
+    counts["finished_per_s"] = fin;
+    json none = json::object();
+    if (const auto u = unserved.find(q); u != unserved.end())
+      for (const auto& [function, n] : u->second) none[function] = n;
+    counts["unserved"] = none;
     queues[tasks_.names().name(q)] = counts;
   }
+  // Rates of queues that have no task left and saw none for 10 s are forgotten.
+  std::erase_if(queue_rates_, [&](const auto& e) {
+    return !tasks_.counts().count(e.first) &&
+           std::all_of(e.second.second.begin(), e.second.second.end(), [&](std::int64_t s) { return now_s - s >= 10; });
+  });
   json workers = json::array();
   std::uint64_t running = 0, reserved = 0;
   for (const auto& [id, w] : workers_.sessions()) {
@@ -1188,8 +1268,6 @@ nlohmann::json MasterState::status_json(TimePoint now) {
                        {"queues", queue_names}});
   }
   std::sort(workers.begin(), workers.end(), [](const json& a, const json& b) { return a["id"] < b["id"]; });
-  // Rates over the last 10 s (the current second included), or since the start if shorter.
-  const double window = std::clamp<double>(duration<double>(now - started_).count(), 1.0, 10.0);
   std::uint64_t sub = 0, fin = 0;
   for (std::int64_t i = 0; i < 10; ++i) {
     sub += rates_.submitted[(now_s - i) % Rates::kSeconds];

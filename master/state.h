@@ -158,6 +158,14 @@ class MasterState : private TaskListener, private JobListener {
     std::int64_t second = 0;
     void advance(std::int64_t now_s);
   };
+  // Tasks submitted and finished per queue in each of the last 10 seconds (status's per-queue rates).
+  struct QueueRate {
+    std::array<std::uint64_t, 10> submitted{}, finished{};
+    std::array<std::int64_t, 10> second{};  // which second each slot counts; older: empty
+    void add(std::int64_t now_s, bool finished_now);
+    // Per second over the last 10 s (the current one included), over `window` seconds.
+    std::pair<double, double> per_s(std::int64_t now_s, double window) const;
+  };
   // A failed attempt, for the dashboard's list (the last kFailures).
   struct Failure {
     std::chrono::system_clock::time_point at;
@@ -190,12 +198,15 @@ class MasterState : private TaskListener, private JobListener {
   // SUBMIT's rules, for a peer's SUBMIT and for retry_job.
   Expected<protocol::Accepted> submit(protocol::Submit& m, TimePoint now);
   // CANCEL's rules: the tasks not finished cancelled (nullopt: no such job).
-  std::optional<std::uint64_t> cancel_job(JobId job, TimePoint now);
+  // In `running` and `reserved`, CANCELLED's counts of what is left of the job.
+  std::optional<protocol::Cancelled> cancel_job(JobId job, TimePoint now);
   // The job's dead tasks, copied into a new job (their function, args and options).
   Expected<protocol::Accepted> retry_job(JobId job, TimePoint now);
   void on_wait(const std::string& id, const protocol::Wait& m, TimePoint now);
   void on_cancel(const std::string& id, const protocol::Cancel& m, TimePoint now);
   void on_status(const std::string& id, const protocol::Status& m, TimePoint now);
+  // PURGE's rules: the queue's queued and delayed tasks cancelled; how many.
+  std::uint64_t purge_queue(const std::string& queue);
 
   void on_task_change(const Task& task, std::optional<TaskState> from) override;
   void on_job_change(const Job& job, JobChange change) override;
@@ -254,7 +265,8 @@ class MasterState : private TaskListener, private JobListener {
   MasterCounters counters_;
   Metrics* metrics_ = nullptr;  // not owned
   Rates rates_;
-  std::deque<Failure> failures_;  // newest first
+  std::unordered_map<std::uint32_t, QueueRate> queue_rates_;  // by queue (Names id)
+  std::deque<Failure> failures_;                              // newest first
   TimePoint started_;
   TimePoint now_{};  // the `now` of the message or turn being handled
 

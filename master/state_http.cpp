@@ -443,7 +443,7 @@ HttpAnswer MasterState::http(const HttpQuery& q, TimePoint now) {
     if (action.empty()) return answer(200, api_job(*job, now));
     if (action == "cancel") {
       const auto n = cancel_job(*id, now);
-      HttpAnswer a = answer(200, {{"job", *id}, {"cancelled", n.value_or(0)}});
+      HttpAnswer a = answer(200, {{"job", *id}, {"cancelled", n ? n->cancelled : 0}});
       a.changed = true;
       return a;
     }

@@ -513,6 +513,14 @@ std::map<std::uint32_t, std::int64_t> TaskTable::oldest_queued_ms() const {
   return oldest;
 }
 
+std::vector<TaskTable::QueuedPair> TaskTable::queued_pairs() const {
+  std::vector<QueuedPair> out;
+  out.reserve(buckets_.size());
+  for (const auto& [key, b] : buckets_)
+    if (b.live) out.push_back({b.queue, b.function, b.live});
+  return out;
+}
+
 bool TaskTable::has_queued(std::uint32_t queue, std::uint32_t function, JobId job, std::int32_t priority) const {
   auto b = buckets_.find(bucket_key(queue, function));
   if (b == buckets_.end()) return false;

@@ -250,6 +250,13 @@ class TaskTable {
   // steady clock. A task cancelled while queued may still count until its lane is next served.
   // O(lanes): for status and metrics.
   std::map<std::uint32_t, std::int64_t> oldest_queued_ms() const;
+  // The (queue, function) pairs with queued tasks, and how many each holds. O(buckets): for status
+  // (which queues hold tasks no connected worker serves).
+  struct QueuedPair {
+    std::uint32_t queue = 0, function = 0;
+    std::uint64_t queued = 0;
+  };
+  std::vector<QueuedPair> queued_pairs() const;
   // Does the lane of this job and priority in this bucket hold queued tasks? O(log n).
   bool has_queued(std::uint32_t queue, std::uint32_t function, JobId job, std::int32_t priority) const;
   const SchedulePolicy& policy() const { return policy_; }

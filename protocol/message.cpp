@@ -49,6 +49,8 @@ template <> struct Command<Started> { static constexpr std::string_view name = "
 template <> struct Command<Revoke> { static constexpr std::string_view name = "REVOKE"; };
 template <> struct Command<Released> { static constexpr std::string_view name = "RELEASED"; };
 template <> struct Command<Retry> { static constexpr std::string_view name = "RETRY"; };
+template <> struct Command<Purge> { static constexpr std::string_view name = "PURGE"; };
+template <> struct Command<Purged> { static constexpr std::string_view name = "PURGED"; };
 
 constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {"delayed", "queued",    "running", "done",
                                                                        "dead",    "cancelled", "waiting"};
@@ -282,12 +284,27 @@ template <> Retry decode_as<Retry>(const Fields& f) {
   return Retry{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max())};
 }
 
-template <> Cancelled decode_as<Cancelled>(const Fields& f) {
-  return Cancelled{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max()),
-                   f.integer<std::uint64_t>("cancelled", 0, std::numeric_limits<std::int64_t>::max())};
+template <> Purge decode_as<Purge>(const Fields& f) { return Purge{req_of(f), Fields::to_name(f.need("queue"), f.path("queue"))}; }
+
+template <> Purged decode_as<Purged>(const Fields& f) {
+  return Purged{req_of(f), Fields::to_name(f.need("queue"), f.path("queue")),
+                f.integer<std::uint64_t>("purged", 0, std::numeric_limits<std::int64_t>::max())};
 }
 
-template <> Status decode_as<Status>(const Fields& f) { return Status{req_of(f)}; }
+template <> Cancelled decode_as<Cancelled>(const Fields& f) {
+  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  return Cancelled{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max()),
+                   f.integer<std::uint64_t>("cancelled", 0, kMax), f.integer_or<std::uint64_t>("running", 0, 0, kMax),
+                   f.integer_or<std::uint64_t>("reserved", 0, 0, kMax)};
+}
+
+template <> Status decode_as<Status>(const Fields& f) {
+  Status s{req_of(f)};
+  if (f.has("job")) s.job = f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max());
+  s.jobs = f.integer_or<std::uint32_t>("jobs", 0, 0, kMaxStatusJobs);
+  if (s.job && s.jobs) fail(ErrorCode::BadField, "STATUS takes `job` or `jobs`, not both");
+  return s;
+}
 template <> Started decode_as<Started>(const Fields& f) { return Started{leases(f, "tasks", kMaxSlots)}; }
 template <> Revoke decode_as<Revoke>(const Fields& f) { return Revoke{leases(f, "tasks", kMaxSlots)}; }
 template <> Released decode_as<Released>(const Fields& f) { return Released{leases(f, "tasks", kMaxSlots)}; }
@@ -489,10 +506,24 @@ struct BodyWriter {
   }
   void operator()(const Cancel& m) { Writer(out).begin_object().field("req", m.req).field("job", m.job).end_object(); }
   void operator()(const Retry& m) { Writer(out).begin_object().field("req", m.req).field("job", m.job).end_object(); }
-  void operator()(const Cancelled& m) {
-    Writer(out).begin_object().field("req", m.req).field("job", m.job).field("cancelled", m.cancelled).end_object();
+  void operator()(const Purge& m) { Writer(out).begin_object().field("req", m.req).field("queue", m.queue).end_object(); }
+  void operator()(const Purged& m) {
+    Writer(out).begin_object().field("req", m.req).field("queue", m.queue).field("purged", m.purged).end_object();
   }
-  void operator()(const Status& m) { Writer(out).begin_object().field("req", m.req).end_object(); }
+  void operator()(const Cancelled& m) {
+    Writer w(out);
+    w.begin_object().field("req", m.req).field("job", m.job).field("cancelled", m.cancelled);
+    if (m.running) w.field("running", m.running);
+    if (m.reserved) w.field("reserved", m.reserved);
+    w.end_object();
+  }
+  void operator()(const Status& m) {
+    Writer w(out);
+    w.begin_object().field("req", m.req);
+    if (m.job) w.field("job", m.job);
+    if (m.jobs) w.field("jobs", m.jobs);
+    w.end_object();
+  }
   void operator()(const Report& m) {
     Writer(out)
         .begin_object()

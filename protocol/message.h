@@ -250,6 +250,9 @@ struct Cancelled {
   std::uint64_t req = 0;
   JobId job = 0;
   std::uint64_t cancelled = 0;  // tasks moved to cancelled by this request
+  // Of the job's tasks left: attempts begun, which finish (running), and attempts held by a worker
+  // not begun, asked back and cancelled once given back (reserved). 0 from an older master.
+  std::uint64_t running = 0, reserved = 0;
 };
 
 // Queue a job's dead tasks again, as a new job (§6.15). Answered by ACCEPTED.
@@ -258,9 +261,25 @@ struct Retry {
   JobId job = 0;
 };
 
-// Ask for the master's state (§6.12).
+// Removes the queued and delayed tasks of one queue (§6.16): they become cancelled. Answered by
+// PURGED with how many.
+struct Purge {
+  std::uint64_t req = 0;
+  std::string queue;
+};
+struct Purged {
+  std::uint64_t req = 0;
+  std::string queue;
+  std::uint64_t purged = 0;
+};
+
+// Ask for the master's state (§6.12); or, with `job`, one job's progress; or, with `jobs`, the
+// most recent jobs. A master that predates `job` and `jobs` ignores them (its REPORT is the state).
+inline constexpr std::uint32_t kMaxStatusJobs = 1000;
 struct Status {
   std::uint64_t req = 0;
+  JobId job = 0;           // 0: none
+  std::uint32_t jobs = 0;  // 0: none; at most kMaxStatusJobs
 };
 
 // Answer to STATUS: a JSON object whose fields PROTOCOL.md §6.12 lists.
@@ -281,7 +300,7 @@ using Message = std::variant<Hello, Credit, Results, Heartbeat, Bye,            
                              Submit, Accepted, Wait, Outcomes, Cancel, Cancelled,  // client
                              Status, Report, ErrorReply,                           //
                              Started, Revoke, Released,                            // feature "reserve"
-                             Retry>;                                               // client
+                             Retry, Purge, Purged>;                                // client
 
 // Frames of one message, without the ROUTER identity frame: {signature, command, body}.
 using Frames = std::vector<std::string>;

@@ -205,6 +205,15 @@ TEST_CASE("bad command lines are usage errors (exit 2)") {
       offline({"wait"}),
       offline({"cancel"}),
       offline({"status", "extra"}),
+      offline({"status", "0"}),
+      offline({"status", "--watch", "0"}),
+      offline({"status", "--watch", "soon"}),
+      offline({"job"}),
+      offline({"job", "0"}),
+      offline({"jobs", "-n", "0"}),
+      offline({"jobs", "-n", "1001"}),
+      offline({"purge"}),
+      offline({"purge", ""}),
       {"worker", "-j", "0"},
       {"worker", "--threads", "4097"},
       {"worker", "-q", "bad/queue"},
@@ -241,7 +250,10 @@ TEST_CASE("--check-args parses a whole command line and exits 0 without running 
   // Run, each would fail: no master at tcp://127.0.0.1:1 (exit 3), or no key here (exit 4).
   for (const auto& args : std::vector<std::vector<std::string>>{
            offline({"--check-args", "submit", "square", "7", "--wait", "--json", "--timeout", "5"}),
-           offline({"--check-args", "health", "--verbose"}), offline({"--check-args", "status", "--json"})}) {
+           offline({"--check-args", "health", "--verbose"}), offline({"--check-args", "status", "--json"}),
+           offline({"--check-args", "status", "--watch"}), offline({"--check-args", "status", "--watch", "5"}),
+           offline({"--check-args", "status", "12"}), offline({"--check-args", "job", "12", "--json"}),
+           offline({"--check-args", "jobs", "-n", "5", "--json"}), offline({"--check-args", "purge", "default", "--yes"})}) {
     CAPTURE(joined(args));
     CHECK(cli::run(args) == cli::kExitOk);
     std::vector<std::string> plain(args.begin() + 1, args.end());
@@ -552,10 +564,11 @@ TEST_CASE("format_status prints the report as aligned tables") {
     "uptime_s": 12.34,
     "queues": {
       "gpu": {"delayed": 1, "queued": 0, "running": 0, "done": 7, "dead": 0, "cancelled": 4, "waiting": 2},
-      "default": {"delayed": 0, "queued": 3, "running": 1, "done": 5000000000, "dead": 2, "cancelled": 0}
+      "default": {"delayed": 0, "queued": 3, "running": 3, "reserved": 1, "done": 5000000000, "dead": 2, "cancelled": 0,
+                  "submitted_per_s": 1.5, "finished_per_s": 0.25, "unserved": {"resize": 2, "crop": 1}}
     },
     "workers": [
-      {"id": "w1", "host": "h1", "pid": 10, "slots": 4, "in_flight": 3, "running": 1, "reserved": 2, "done": 10, "last_heartbeat_s": 0.3},
+      {"id": "w1", "host": "h1", "pid": 10, "slots": 4, "threads": 2, "in_flight": 3, "running": 1, "reserved": 2, "done": 10, "last_heartbeat_s": 0.3},
       {"id": "worker-two", "host": "host2", "pid": 11, "slots": 16, "in_flight": 5, "done": 123456, "last_heartbeat_s": 1.5}
     ],
     "running": 6,
@@ -570,16 +583,17 @@ TEST_CASE("format_status prints the report as aligned tables") {
   const std::string expected =
       "master 4f2a, up 12.3 s; 2 jobs, 9 tasks kept\n"
       "\n"
-      "queue    waiting  delayed  queued  running        done  dead  cancelled\n"
-      "default        0        0       3        1  5000000000     2          0\n"
-      "gpu            2        1       0        0           7     0          4\n"
+      "queue    queued  running  reserved  delayed  waiting        done  dead  cancelled  in/s  out/s\n"
+      "default       3        2         1        0        0  5000000000     2          0   1.5    0.2  NO WORKER\n"
+      "gpu           0        0         0        1        2           7     0          4   0.0    0.0\n"
+      "queue default: no connected worker serves crop (1 queued), resize (2 queued)\n"
       "\n"
       "job    state  tasks  waits_for          after\n"
       "5    waiting      2          4  3,4 (success)\n"
       "\n"
-      "worker       host  slots  running  reserved    done  last_heartbeat_s\n"
-      "w1             h1      4        1         2      10               0.3\n"
-      "worker-two  host2     16        5         0  123456               1.5\n"
+      "worker       host  threads  slots  running  reserved    done  heartbeat\n"
+      "w1             h1        2      4        1         2      10  0.3 s ago\n"
+      "worker-two  host2        -     16        5         0  123456  1.5 s ago\n"
       "\n"
       "leased: 6 running, 2 reserved (held by workers, not begun)\n"
       "rates: 10.0 tasks/s submitted, 2.5 tasks/s finished\n";
@@ -590,7 +604,8 @@ TEST_CASE("format_status copes with an empty report") {
   std::string text;
   CHECK_NOTHROW(text = cli::format_status(json::object()));
   CHECK(text.find("master , up 0.0 s; 0 jobs, 0 tasks kept\n") == 0);
-  CHECK(text.find("queue  waiting  delayed  queued  running  done  dead  cancelled\n") != std::string::npos);
+  CHECK(text.find("queue  queued  running  reserved  delayed  waiting  done  dead  cancelled  in/s  out/s\n") != std::string::npos);
+  CHECK(text.find("no worker connected\n") != std::string::npos);
   CHECK(text.find("waits_for") == std::string::npos);  // no waiting jobs, no table of them
   CHECK(text.find("rates: 0.0 tasks/s submitted, 0.0 tasks/s finished\n") != std::string::npos);
 }

@@ -692,6 +692,33 @@ TEST_CASE("a task running for a cancelled job is not run again after a replay") 
   CHECK(Sql(db_in(dir)).rows("SELECT ended_at_ms IS NOT NULL FROM jobs") == std::vector<std::string>{"1"});
 }
 
+TEST_CASE("PURGE cancels a queue's queued tasks, leaves the running one and other queues, and a replay keeps it") {
+  QuietLogs quiet;
+  TempDir dir;
+  {
+    Node n(dir.path());
+    n.hello("A", 1);
+    auto fast = spec("echo", "9", 0, 3);
+    fast.queue = "fast";
+    n.submit({spec("echo", "1", 0, 3), spec("echo", "2", 0, 3), spec("echo", "3", 0, 3)});
+    REQUIRE(n.tasks_for("A").size() == 1);  // task 1 runs
+    n.submit({fast});                       // task 4, in another queue
+    const auto p = n.ask<proto::Purged>("C", proto::Purge{5, "default"});
+    CHECK(p.req == 5);
+    CHECK(p.queue == "default");
+    CHECK(p.purged == 2);
+    CHECK(n.task(2)->state == TaskState::Cancelled);
+    CHECK(n.task(2)->outcome == "purged from queue default");
+    CHECK(n.task(1)->state == TaskState::Running);
+    CHECK(n.task(4)->state == TaskState::Queued);
+    CHECK(n.ask<proto::Purged>("C", proto::Purge{6, "no-such-queue"}).purged == 0);
+  }
+  Node n(dir.path());
+  CHECK(n.task(2)->state == TaskState::Cancelled);
+  CHECK(n.task(3)->state == TaskState::Cancelled);
+  CHECK(n.task(4)->state == TaskState::Queued);
+}
+
 TEST_CASE("delayed tasks keep their ready time through a replay") {
   QuietLogs quiet;
   TempDir dir;

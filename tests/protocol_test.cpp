@@ -121,14 +121,16 @@ json full_body(const std::string& command) {
       {"OUTCOMES", json::parse(R"({"req":3,"job":4,"after":5,"finished":6,"total":7,"sealed":true,
           "outcomes":[{"task":8,"args":[1],"status":"done","result":{"r":2},"attempts":3,"worker":"w"}]})")},
       {"CANCEL", json::parse(R"({"req":3,"job":4})")},
-      {"CANCELLED", json::parse(R"({"req":3,"job":4,"cancelled":5})")},
-      {"STATUS", json::parse(R"({"req":3})")},
+      {"CANCELLED", json::parse(R"({"req":3,"job":4,"cancelled":5,"running":6,"reserved":7})")},
+      {"STATUS", json::parse(R"({"req":3,"job":4})")},
       {"REPORT", json::parse(R"({"req":3,"status":{"master":"m"}})")},
       {"ERROR", json::parse(R"({"req":3,"code":"unknown_job","message":"no such job"})")},
       {"STARTED", json::parse(R"({"tasks":[{"task":5,"attempt":2}]})")},
       {"REVOKE", json::parse(R"({"tasks":[{"task":5,"attempt":2}]})")},
       {"RELEASED", json::parse(R"({"tasks":[{"task":5,"attempt":2}]})")},
       {"RETRY", json::parse(R"({"req":3,"job":4})")},
+      {"PURGE", json::parse(R"({"req":3,"queue":"q"})")},
+      {"PURGED", json::parse(R"({"req":3,"queue":"q","purged":4})")},
   };
   auto it = bodies.find(command);
   REQUIRE(it != bodies.end());
@@ -316,10 +318,10 @@ TEST_CASE("JsonDoc stops at its depth limit and refuses a NUL byte, which nlohma
   CHECK(sum == 6);
 }
 
-TEST_CASE("the command table has the 21 commands of the spec, in the order of the Message variant") {
-  const std::vector<std::string> expected = {"HELLO",  "CREDIT", "RESULTS",  "HEARTBEAT", "BYE",      "WELCOME",  "TASKS",
-                                             "ACK",    "SUBMIT", "ACCEPTED", "WAIT",      "OUTCOMES", "CANCEL",   "CANCELLED",
-                                             "STATUS", "REPORT", "ERROR",    "STARTED",   "REVOKE",   "RELEASED", "RETRY"};
+TEST_CASE("the command table has the 23 commands of the spec, in the order of the Message variant") {
+  const std::vector<std::string> expected = {"HELLO",  "CREDIT",   "RESULTS", "HEARTBEAT", "BYE",    "WELCOME",   "TASKS",  "ACK",
+                                             "SUBMIT", "ACCEPTED", "WAIT",    "OUTCOMES",  "CANCEL", "CANCELLED", "STATUS", "REPORT",
+                                             "ERROR",  "STARTED",  "REVOKE",  "RELEASED",  "RETRY",  "PURGE",     "PURGED"};
   CHECK(all_commands() == expected);
   for (const auto& name : all_commands()) {
     CAPTURE(name);

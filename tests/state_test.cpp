@@ -929,6 +929,129 @@ TEST_CASE("an idle worker steals half of what waits behind a busy one's threads,
   CHECK(st["reserved"] == 89);
 }
 
+TEST_CASE("RETRY queues a dead task again with its function, args, queue, priority, timeout, attempts and backoff") {
+  Harness h;
+  h.hello("W", 4, {"square"}, {"q2"});
+  proto::Submit s;
+  proto::TaskSpec t;
+  t.function = "square";
+  t.args = "[1,\"x\"]";
+  t.queue = "q2";
+  t.priority = 7;
+  t.timeout_ms = 4321;
+  t.max_attempts = 1;
+  t.backoff_ms = 250;
+  s.tasks = {t};
+  h.deliver("C", s);
+  auto acc = h.take<proto::Accepted>("C");
+  REQUIRE(acc.size() == 1);
+  auto got = h.tasks_for("W");
+  REQUIRE(got.size() == 1);
+  h.result("W", got[0], false, "boom");
+  REQUIRE(h.task(got[0].task).state == TaskState::Dead);
+  h.deliver("C", proto::Retry{2, acc[0].job});
+  auto r = h.take<proto::Accepted>("C");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].count == 1);
+  auto again = h.tasks_for("W");
+  REQUIRE(again.size() == 1);
+  const Task& copy = h.task(again[0].task);
+  CHECK(copy.job == r[0].job);
+  CHECK(h.state.names().name(copy.function) == "square");
+  CHECK(copy.args == "[1,\"x\"]");
+  CHECK(h.state.names().name(copy.queue) == "q2");
+  CHECK(copy.priority == 7);
+  CHECK(copy.timeout_ms == 4321);
+  CHECK(copy.max_attempts == 1);
+  CHECK(copy.backoff_ms == 250);
+}
+
+TEST_CASE("CANCELLED says how many were cancelled, how many run on and how many reserved come back") {
+  Harness h;
+  hello_reserve(h, "R", 3, 1);
+  h.hello("OLD", 1);
+  auto acc = h.submit("C", 10);
+  auto got = h.tasks_for("R");
+  REQUIRE(got.size() == 3);
+  REQUIRE(h.tasks_for("OLD").size() == 1);
+  h.deliver("R", proto::Started{{{got[0].task, got[0].attempt}}});
+  h.deliver("C", proto::Cancel{3, acc.job});
+  auto c = h.take<proto::Cancelled>("C");
+  REQUIRE(c.size() == 1);
+  CHECK(c[0].req == 3);
+  CHECK(c[0].cancelled == 6);
+  CHECK(c[0].running == 2);  // one begun, one on a worker without the feature
+  CHECK(c[0].reserved == 2);
+  // Again: nothing left to cancel, the same two still run and the two still asked back.
+  h.deliver("C", proto::Cancel{4, acc.job});
+  CHECK(h.take<proto::Cancelled>("C").at(0).cancelled == 0);
+}
+
+TEST_CASE("STATUS job: one job's counts by state, STATUS jobs: the most recent jobs, an unknown job an error") {
+  Harness h;
+  h.hello("W", 1);
+  auto a = h.submit("C", 3);
+  auto b = h.submit("C", 2, "echo");
+  h.deliver("C", proto::Status{5, a.job});
+  auto r = h.take<proto::Report>("C");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].req == 5);
+  const auto& j = r[0].status["job"];
+  CHECK(j["id"] == a.job);
+  CHECK(j["total"] == 3);
+  CHECK(j["function"] == "square");
+  CHECK(j["counts"]["running"] == 1);
+  CHECK(j["counts"]["queued"] == 2);
+  h.deliver("C", proto::Status{6, 0, 1});
+  r = h.take<proto::Report>("C");
+  REQUIRE(r.size() == 1);
+  REQUIRE(r[0].status["jobs"].size() == 1);
+  CHECK(r[0].status["jobs"][0]["id"] == b.job);  // newest first
+  CHECK(r[0].status["jobs"][0]["function"] == "echo");
+  CHECK(r[0].status["total"] == 2);
+  h.deliver("C", proto::Status{7, b.job + 100});
+  auto e = h.take<proto::ErrorReply>("C");
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].code == ErrorCode::UnknownJob);
+}
+
+TEST_CASE("status per queue: reserved split from running, rates, and the functions no connected worker serves") {
+  Harness h;
+  hello_reserve(h, "R", 4, 1);
+  h.submit("C", 4);
+  h.submit("C", 3, "nobody_serves");
+  auto got = h.tasks_for("R");
+  REQUIRE(got.size() == 4);
+  h.deliver("R", proto::Started{{{got[0].task, got[0].attempt}}});
+  h.deliver("S", proto::Status{1});
+  auto r = h.take<proto::Report>("S");
+  REQUIRE(r.size() == 1);
+  auto q = r[0].status["queues"]["default"];
+  CHECK(q["running"] == 4);
+  CHECK(q["reserved"] == 3);
+  CHECK(q["queued"] == 3);
+  CHECK(q["submitted_per_s"].get<double>() > 0);
+  CHECK(q["finished_per_s"] == 0.0);
+  CHECK(q["unserved"] == nlohmann::json{{"nobody_serves", 3}});
+
+  // A worker that serves it connects: the mark goes.
+  h.hello("N", 3, {"nobody_serves"});
+  h.result("R", got[0], true, "0");
+  h.deliver("S", proto::Status{2});
+  r = h.take<proto::Report>("S");
+  REQUIRE(r.size() == 1);
+  q = r[0].status["queues"]["default"];
+  CHECK(q["unserved"] == nlohmann::json::object());
+  CHECK(q["finished_per_s"].get<double>() > 0);
+  // 20 s later the rates are back to 0.
+  h.advance(20s);
+  h.deliver("S", proto::Status{3});
+  r = h.take<proto::Report>("S");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].status["queues"]["default"]["finished_per_s"] == 0.0);
+  CHECK(r[0].status["queues"]["default"]["submitted_per_s"] == 0.0);
+}
+
 }  // TEST_SUITE
 
 // ---- the HTTP API (docs/HTTP.md) -----------------------------------------------------------------
