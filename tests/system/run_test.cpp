@@ -19,9 +19,10 @@ std::unique_ptr<ChildProcess> shell(Cluster& c, const std::string& script, std::
 }
 
 // Standard input that stays open: a writer that prints `first`, then waits for `flag` to exist
-// before it prints `rest` and closes the pipe.
+// (at most 60 s) before it prints `rest` and closes the pipe.
 std::string slow_writer(const std::string& first, const std::string& flag, const std::string& rest) {
-  return "(printf '" + first + "'; while [ ! -e '" + flag + "' ]; do sleep 0.02; done; printf '" + rest + "')";
+  return "(printf '" + first + "'; n=0; while [ ! -e '" + flag + "' ] && [ $n -lt 3000 ]; do n=$((n+1)); sleep 0.02; done; printf '" +
+         rest + "')";
 }
 
 // `taskmaster run --connect ENDPOINT OPTIONS... -- COMMAND...`
