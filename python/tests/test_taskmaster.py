@@ -66,8 +66,10 @@ class Master:
 
 
 WORKER_SCRIPT = textwrap.dedent("""
-    import sys, time, taskmaster
-    w = taskmaster.Worker(sys.argv[1], key_file=sys.argv[2], threads=4, queues=["default"])
+    import os, sys, time, taskmaster
+    # argv: ENDPOINT KEY_FILE [PROCESSES]: 4 threads, or that many forked processes
+    processes = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    w = taskmaster.Worker(sys.argv[1], key_file=sys.argv[2], threads=4, processes=processes, queues=["default"])
     @w.function
     def shout(s): return s.upper() + "!"
     @w.function
@@ -78,6 +80,14 @@ WORKER_SCRIPT = textwrap.dedent("""
     def nap(s):
         time.sleep(s)
         return "rested"
+    @w.function
+    def whoami(x): return [x * x, os.getpid()]
+    @w.function
+    def flaky(path):
+        if not os.path.exists(path):
+            raise RuntimeError("not yet: " + path)
+        return "ok"
+    print("pid", os.getpid(), flush=True)
     print("ready", flush=True)
     w.run()
     print("stopped", w.completed, flush=True)
@@ -100,9 +110,10 @@ class Cluster(unittest.TestCase):
     def env(self):
         return dict(os.environ, PYTHONPATH=os.path.join(SOURCE, "python"))
 
-    def start_worker(self, endpoint=None):
-        p = subprocess.Popen([PYTHON, self.script, endpoint or self.master.endpoint, self.key], env=self.env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def start_worker(self, endpoint=None, processes=None):
+        args = [PYTHON, self.script, endpoint or self.master.endpoint, self.key]
+        args += [str(processes)] if processes else []
+        p = subprocess.Popen(args, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
         def stop():
             if p.poll() is None:
@@ -111,6 +122,7 @@ class Cluster(unittest.TestCase):
             p.stdout.close()
             p.stderr.close()
         self.addCleanup(stop)
+        p.worker_pid = int(p.stdout.readline().split()[1])  # "pid N"
         self.assertEqual(p.stdout.readline().strip(), "ready")
         return p
 
@@ -230,6 +242,36 @@ class ClientWorkerTest(Cluster):
         with self.assertRaises(taskmaster.Error) as e:
             c.cancel(987654321)
         self.assertEqual((e.exception.code, e.exception.exit_code), ("unknown_job", 5))
+
+    def test_processes_run_the_functions_in_forked_processes(self):
+        w = self.start_worker(processes=2)
+        c = self.client()
+        got = c.map("whoami", range(200))
+        self.assertEqual([r[0] for r in got], [i * i for i in range(200)])
+        pids = {r[1] for r in got}
+        self.assertNotIn(w.worker_pid, pids)  # not the worker's own process
+        self.assertLessEqual(len(pids), 2)
+        with self.assertRaises(taskmaster.TaskFailed) as e:  # an exception in a child is the task's error
+            c.map("boom", [5], max_attempts=1)
+        self.assertIn("boom 5", e.exception.failed[0].error)
+
+    def test_retry_runs_the_dead_tasks_again_as_a_new_job(self):
+        self.start_worker()
+        c = self.client()
+        flag = os.path.join(self.tmp.name, "flag")
+        job = c.submit_many("flaky", [flag, flag], max_attempts=1)
+        self.assertEqual([o.status for o in c.wait(job, timeout=30)], ["dead", "dead"])
+        with self.assertRaises(taskmaster.TaskFailed):
+            c.results(job)
+        open(flag, "w").close()
+        again = c.retry(job)
+        self.assertNotEqual(again.id, job.id)
+        self.assertEqual(len(again.tasks), 2)
+        self.assertEqual(c.results(again, timeout=30), ["ok", "ok"])
+        self.assertEqual(c.retry(job).id, again.id)  # a job is retried once: the same new job
+        with self.assertRaises(taskmaster.Error) as e:
+            c.retry(987654321)
+        self.assertEqual(e.exception.code, "unknown_job")
 
     def test_sigterm_drains_the_worker(self):
         w = self.start_worker()
