@@ -110,6 +110,8 @@ class Worker:
                 signal.signal(sig, handler)
 
     def _finished(self, task, attempt, future):
+        if future.cancelled():
+            return  # given back to the master (REVOKE, §6.14.2): it never ran
         try:
             kind, payload = future.result()
         except BaseException as e:  # noqa: BLE001 - e.g. a process of the pool died
@@ -122,6 +124,9 @@ class Worker:
 
     def _loop(self, conn, pool):
         held = {}       # task -> attempt: received, not yet acknowledged (running or result unacked)
+        futures = {}    # task -> (attempt, Future) of the held attempts whose result is not in yet
+        reported = set()  # tasks whose attempt this session was told began (feature reserve, §6.14.1)
+        reserve = False   # this session speaks feature "reserve" (both HELLO and WELCOME list it)
         unacked = {}    # task -> (attempt, JSON bytes of its RESULTS entry)
         fresh = []      # entries not sent since they finished
         registered = False
@@ -146,7 +151,7 @@ class Worker:
             body = {"worker": self.name, "host": self.host, "pid": os.getpid(),
                     "functions": sorted(_FUNCTIONS[self._id]), "queues": self.queues,
                     "slots": 0 if draining else self.threads + self.prefetch, "session": self.session,
-                    "threads": self.threads,
+                    "threads": self.threads, "features": ["reserve"],
                     "running": [{"task": t, "attempt": a} for t, a in held.items()]}
             if any(w != 1 for w in self.weights):
                 body["weights"] = self.weights
@@ -199,6 +204,9 @@ class Worker:
             with self._done_lock:
                 done, self._done = self._done, []
             for task, attempt, kind, payload in done:
+                if futures.get(task, (None,))[0] == attempt:
+                    del futures[task]
+                    reported.discard(task)
                 if held.get(task) != attempt:
                     continue  # acknowledged meanwhile (the master dropped it): nothing to report
                 if kind == "result":
@@ -208,6 +216,14 @@ class Worker:
                 unacked[task] = (attempt, entry)
                 fresh.append(entry)
                 self.completed += 1
+            if reserve and registered:
+                # Attempts a runner has taken since the last look (a thread began it, or the process
+                # pool moved it to its call queue): reported once; one that began and ended in between
+                # is reported by its result alone.
+                began = [t for t, (a, f) in futures.items() if t not in reported and f.running()]
+                if began:
+                    reported.update(began)
+                    send("STARTED", {"tasks": [{"task": t, "attempt": futures[t][0]} for t in began]})
             if fresh and registered:
                 send_results(fresh)
                 fresh = []
@@ -219,6 +235,8 @@ class Worker:
                     if isinstance(hb, int) and isinstance(to, int) and hb > 0 and to > 0:
                         heartbeat, timeout = hb / 1000, to / 1000
                     registered = True
+                    reserve = "reserve" in (body.get("features") or [])
+                    reported.clear()  # a new session: every attempt running is reported again
                     fresh = []
                     if draining:
                         send("CREDIT", {"slots": 0})
@@ -236,12 +254,24 @@ class Worker:
                             fut.set_result(("error", f"no function {fn!r} on this worker"))
                         else:
                             fut = pool.submit(_call, self._id, fn, t.get("args"))
+                            futures[task] = (attempt, fut)
                         fut.add_done_callback(lambda f, task=task, attempt=attempt: self._finished(task, attempt, f))
                 elif cmd == "ACK":
                     for task in body.get("tasks", []):
                         if task in unacked:
                             del unacked[task]
                             held.pop(task, None)
+                elif cmd == "REVOKE":
+                    # Reserved attempts asked back: those no runner has taken are removed and never run.
+                    released = []
+                    for t in body.get("tasks", []):
+                        task, attempt = t.get("task"), t.get("attempt")
+                        entry = futures.get(task)
+                        if entry and entry[0] == attempt and held.get(task) == attempt and entry[1].cancel():
+                            del futures[task]
+                            del held[task]
+                            released.append({"task": task, "attempt": attempt})
+                    send("RELEASED", {"tasks": released})
                 elif cmd == "ERROR":
                     if body.get("code") == "not_allowed" and registered:
                         hello()  # the master does not know us (restarted, or presumed us dead)

@@ -3,6 +3,7 @@
 Run: TASKMASTER_BINARY=build/cli/taskmaster PYTHONPATH=python /usr/bin/python3 -m unittest discover -s python/tests
 $TASKMASTER_PY_SQUARES sets the size of the squares job (default 100000)."""
 
+import json
 import os
 import re
 import signal
@@ -66,10 +67,10 @@ class Master:
 
 
 WORKER_SCRIPT = textwrap.dedent("""
-    import os, sys, time, taskmaster
-    # argv: ENDPOINT KEY_FILE [PROCESSES]: 4 threads, or that many forked processes
-    processes = int(sys.argv[3]) if len(sys.argv) > 3 else None
-    w = taskmaster.Worker(sys.argv[1], key_file=sys.argv[2], threads=4, processes=processes, queues=["default"])
+    import json, os, sys, time, taskmaster
+    # argv: ENDPOINT KEY_FILE [OPTIONS]: OPTIONS a JSON object of Worker's keyword arguments
+    options = {"threads": 4, "queues": ["default"], **(json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})}
+    w = taskmaster.Worker(sys.argv[1], key_file=sys.argv[2], **options)
     @w.function
     def shout(s): return s.upper() + "!"
     @w.function
@@ -110,9 +111,9 @@ class Cluster(unittest.TestCase):
     def env(self):
         return dict(os.environ, PYTHONPATH=os.path.join(SOURCE, "python"))
 
-    def start_worker(self, endpoint=None, processes=None):
+    def start_worker(self, endpoint=None, **options):
         args = [PYTHON, self.script, endpoint or self.master.endpoint, self.key]
-        args += [str(processes)] if processes else []
+        args += [json.dumps(options)] if options else []
         p = subprocess.Popen(args, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
         def stop():
@@ -254,6 +255,22 @@ class ClientWorkerTest(Cluster):
         with self.assertRaises(taskmaster.TaskFailed) as e:  # an exception in a child is the task's error
             c.map("boom", [5], max_attempts=1)
         self.assertIn("boom 5", e.exception.failed[0].error)
+
+    def test_reserved_tasks_are_given_back_on_cancel_and_never_run(self):
+        # One thread and a prefetch of 3 (feature reserve, PROTOCOL.md §6.14): one nap runs, three wait
+        # on the worker; cancelling the job takes those three back unrun.
+        self.start_worker(threads=1, prefetch=3)
+        c = self.client()
+        self.wait_for_workers(c, 1)
+        job = c.submit_many("nap", [1.5] * 4)
+        wait_for("1 running and 3 reserved", lambda: (lambda q: (q["running"], q["reserved"]))(
+            c.status()["queues"]["default"]) == (4, 3))
+        worker = c.status()["workers"][0]
+        self.assertEqual((worker["running"], worker["reserved"]), (1, 3))
+        self.assertEqual(c.cancel(job), 0)  # nothing queued: the 3 reserved are asked back
+        outs = c.wait(job, timeout=30)
+        self.assertEqual(sorted(o.status for o in outs), ["cancelled"] * 3 + ["done"])
+        self.assertEqual([o.result for o in outs if o.status == "done"], ["rested"])
 
     def test_retry_runs_the_dead_tasks_again_as_a_new_job(self):
         self.start_worker()
