@@ -72,6 +72,24 @@ struct Failure {
 [[noreturn]] void fail(std::string message) { throw Failure{ErrorCode::BadField, "pickle: " + std::move(message)}; }
 [[noreturn]] void too_large(std::string message) { throw Failure{ErrorCode::TooLarge, "pickle: " + std::move(message)}; }
 
+// Text from the input, for a one-line message: control bytes and backslashes escaped, at most 80 bytes.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (const char c : s.substr(0, 80)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7F || c == '\\') {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  if (s.size() > 80) out += "...";
+  return out;
+}
+std::string dotted(std::string_view module, std::string_view name) { return printable(std::string(module) + "." + std::string(name)); }
+
 // ---- UTF-8 -----------------------------------------------------------------------------------------
 bool valid_utf8(std::string_view s) {
   std::size_t i = 0;
@@ -420,7 +438,7 @@ struct Decoder {
     if (!valid_utf8(module) || !valid_utf8(name)) fail("global name is not valid UTF-8" + where());
     const Builtin b = builtin_of(module, name);
     if (b == Builtin::None && !allowed_global(module, name)) {
-      fail("global '" + std::string(module) + "." + std::string(name) + "' is not allowed");
+      fail("global '" + dotted(module, name) + "' is not allowed");
     }
     Node* n = make(Kind::Global);
     n->builtin = b;
@@ -428,7 +446,7 @@ struct Decoder {
     n->name = name;
     return n;
   }
-  static std::string global_name(const Node* g) { return g->module + "." + g->name; }
+  static std::string global_name(const Node* g) { return dotted(g->module, g->name); }
 
   Node* object(Node* cls, std::vector<Node*> args, bool newobj) {
     Node* args_node = make(Kind::Tuple);
@@ -812,7 +830,7 @@ void put_le(std::string& out, std::uint64_t v, int n) {
 void encode_into(const Value& v, std::string& out, std::size_t depth);
 
 void encode_global(std::string_view module, std::string_view name, std::string& out) {
-  if (!allowed_global(module, name)) throw ValueError("pickle: global '" + std::string(module) + "." + std::string(name) + "' is not allowed");
+  if (!allowed_global(module, name)) throw ValueError("pickle: global '" + dotted(module, name) + "' is not allowed");
   out += 'c';
   out += module;
   out += '\n';
@@ -854,7 +872,7 @@ void encode_into(const Value& v, std::string& out, std::size_t depth) {
     case Kind::BigInt: {
       bool negative;
       std::string_view digits;
-      if (!parse_decimal(v.text, negative, digits)) throw ValueError("pickle: a BigInt that is not a decimal: " + v.text);
+      if (!parse_decimal(v.text, negative, digits)) throw ValueError("pickle: a BigInt that is not a decimal: " + printable(v.text));
       const auto le = twos_complement(negative, decimal_to_limbs(digits));
       if (le.size() < 256) {
         out += '\x8a';
@@ -1107,7 +1125,7 @@ struct FromJson {
   static std::pair<std::string, std::string> global_pair(const nlohmann::json& j, const char* what) {
     if (!j.is_array() || j.size() != 2 || !j[0].is_string() || !j[1].is_string()) fail(std::string(what) + " must be [\"module\", \"name\"]");
     auto module = j[0].get<std::string>(), name = j[1].get<std::string>();
-    if (!allowed_global(module, name)) fail("global '" + module + "." + name + "' is not allowed");
+    if (!allowed_global(module, name)) fail("global '" + dotted(module, name) + "' is not allowed");
     return {module, name};
   }
 
@@ -1149,7 +1167,7 @@ struct FromJson {
     if (tag == "$object") {
       if (!j.is_object() || !j.contains("class") || !j.contains("args")) fail("$object must have \"class\" and \"args\"");
       for (const auto& [k, unused] : j.items()) {
-        if (k != "class" && k != "args" && k != "state" && k != "newobj") fail("$object has an unknown field \"" + k + "\"");
+        if (k != "class" && k != "args" && k != "state" && k != "newobj") fail("$object has an unknown field \"" + printable(k) + "\"");
       }
       auto [module, name] = global_pair(j["class"], "$object.class");
       Value state = j.contains("state") ? value(j["state"], depth + 1) : none();
@@ -1157,7 +1175,7 @@ struct FromJson {
       if (it != j.end() && !it->is_boolean()) fail("$object.newobj must be a boolean");
       return object(module, name, items(j["args"], depth, "$object.args"), std::move(state), it != j.end() && it->get<bool>());
     }
-    fail("unknown tag \"" + tag + "\" (a dict whose only key starts with '$' is written as {\"$dict\": [[key, value]]})");
+    fail("unknown tag \"" + printable(tag) + "\" (a dict whose only key starts with '$' is written as {\"$dict\": [[key, value]]})");
   }
 
   Value make_dict(Entries entries) {
@@ -1216,6 +1234,13 @@ std::string_view kind_name(Kind kind) {
   }
   return "?";
 }
+
+Value::Value() = default;
+Value::Value(const Value&) = default;
+Value::Value(Value&&) noexcept = default;
+Value& Value::operator=(const Value&) = default;
+Value& Value::operator=(Value&&) noexcept = default;
+Value::~Value() = default;
 
 const Value* Value::find(std::string_view key) const {
   for (const auto& [k, v] : entries) {
@@ -1282,7 +1307,7 @@ Value integer(std::int64_t i) {
 Value big_integer(std::string_view decimal) {
   bool negative;
   std::string_view digits;
-  if (!parse_decimal(decimal, negative, digits)) throw ValueError("pickle: not a decimal integer: " + std::string(decimal.substr(0, 40)));
+  if (!parse_decimal(decimal, negative, digits)) throw ValueError("pickle: not a decimal integer: " + printable(decimal));
   if (digits == "0") negative = false;
   if (digits.size() < 19) {
     std::int64_t i = 0;
@@ -1343,7 +1368,7 @@ Value dict(Entries entries) {
   return v;
 }
 Value global(std::string module, std::string name) {
-  if (!allowed_global(module, name)) throw ValueError("pickle: global '" + module + "." + name + "' is not allowed");
+  if (!allowed_global(module, name)) throw ValueError("pickle: global '" + dotted(module, name) + "' is not allowed");
   Value v;
   v.kind = Kind::Global;
   v.module = std::move(module);

@@ -56,6 +56,15 @@ struct Value {
   Entries entries;           // Dict
   bool newobj = false;       // Object: true: cls.__new__(cls, *args) (NEWOBJ), false: callable(*args) (REDUCE)
 
+  // Declared here, defaulted in pickle.cpp: Entries holds std::pair<Value, Value>, which must not be
+  // instantiated while Value is incomplete (clang refuses the implicit members).
+  Value();
+  Value(const Value&);
+  Value(Value&&) noexcept;
+  Value& operator=(const Value&);
+  Value& operator=(Value&&) noexcept;
+  ~Value();
+
   bool is(Kind k) const { return kind == k; }
   // REQUIRES kind == Object
   const Value& args() const { return items.at(0); }

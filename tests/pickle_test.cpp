@@ -181,6 +181,8 @@ TEST_CASE("globals off the allow-list are refused by name, whatever the opcode")
        "eval\x93."sv,
        "pickle: global 'builtins.eval' is not allowed", true},
       {"c__builtin__\neval\n."sv, "pickle: global 'builtins.eval' is not allowed", true},
+      // Names from the input are escaped: the message stays one line (found by the fuzzer).
+      {"\x80\x04\x8c\x02os\x8c\x08sys\ntem\n\x93."sv, "pickle: global 'os.sys\\x0atem\\x0a' is not allowed", true},
       {"csubprocess\nPopen\n."sv, "pickle: global 'subprocess.Popen' is not allowed", true},
       {"cbuiltins\ngetattr\n."sv, "pickle: global 'builtins.getattr' is not allowed", true},
       {"cmultiprocessing.managers\nRebuildProxy\n."sv, "pickle: global 'multiprocessing.managers.RebuildProxy' is not allowed", true},
@@ -388,6 +390,13 @@ TEST_CASE("JSON mapping: tagged values, escaping of dollar keys, and refusals") 
   auto back = from_json(json::parse(j.dump()));
   REQUIRE_MESSAGE(back.has_value(), back.error().message);
   CHECK(*back == all);
+  // What JSON loses: the order of a dict's keys (JSON objects are written sorted; docs/PYTHON.md).
+  const Value unordered = dict({{str("b"), integer(1)}, {str("a"), integer(2)}});
+  const Value sorted = *from_json(to_json(unordered));
+  CHECK(sorted == unordered);
+  CHECK(sorted.entries[0].first == str("a"));
+  const Value tagged_order = dict({{integer(2), none()}, {integer(1), none()}});
+  CHECK(from_json(to_json(tagged_order))->entries[0].first == integer(2));
   // Any JSON is a value: an unsigned beyond int64 is a big int, an object a dict.
   CHECK(*from_json(json::parse("18446744073709551615")) == big_integer("18446744073709551615"));
   CHECK(*from_json(json::parse(R"({"b":[1,2.5,"x"]})")) == dict({{str("b"), list({integer(1), real(2.5), str("x")})}}));
