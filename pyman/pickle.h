@@ -108,7 +108,10 @@ bool allowed_global(std::string_view module, std::string_view name);
 struct Limits {
   std::size_t max_input_bytes = 16u << 20;    // the whole pickle
   std::size_t max_depth = 100;                // nesting of containers/objects in the result
-  std::size_t max_values = 1u << 20;          // values in the result, each copy of a memo entry counted
+  // Values made while decoding, and values in the result with each copy of a memo entry counted. The
+  // memory a decode may take is about 350 bytes per value plus the input and twice max_payload_bytes:
+  // with the defaults, about 250 MB at most.
+  std::size_t max_values = 1u << 18;
   std::size_t max_payload_bytes = 64u << 20;  // str/bytes/BigInt bytes in the result, copies counted
   std::size_t max_int_bytes = 1024;           // one int: two's-complement bytes (LONG1/LONG4), or ~2.4 digits per byte as text
   std::size_t max_memo = 1u << 20;            // memo entries

@@ -303,6 +303,8 @@ TEST_CASE("huge lengths, deep nesting and memo bombs stop at the limits with Too
   }
   laughs += ".";
   CHECK(too_large(laughs).find("memo references count each time") != std::string::npos);
+  // A million values from a megabyte: refused at max_values (262,144), not built.
+  CHECK(too_large("\x80\x02" + std::string(1000000, ']') + ".").find("more than 262144 values") != std::string::npos);
   // Smaller limits apply.
   Limits small;
   small.max_input_bytes = 10;
