@@ -253,6 +253,13 @@ std::string twos_complement(bool negative, Limbs m) {
   return out;
 }
 
+// An int of `digits` decimal digits within Limits::max_int_bytes (a byte holds log10(256) ~ 2.408 digits).
+void check_int_digits(std::size_t digits, const Limits& limits) {
+  if (digits > limits.max_int_bytes * 2408 / 1000 + 1) {
+    too_large("int of " + std::to_string(digits) + " digits is over " + std::to_string(limits.max_int_bytes) + " bytes");
+  }
+}
+
 // Parses an optional sign then decimal digits (no leading zeros unless "0"); nullopt-like false on failure.
 bool parse_decimal(std::string_view s, bool& negative, std::string_view& digits) {
   negative = false;
@@ -429,6 +436,7 @@ struct Decoder {
     std::string_view digits;
     while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.remove_suffix(1);
     if (!parse_decimal(line, negative, digits)) fail(std::string("bad ") + what + " operand" + where());
+    check_int_digits(digits.size(), limits);
     return scalar(int_from_magnitude(negative, decimal_to_limbs(digits)));
   }
   std::size_t int_line_max() const { return limits.max_int_bytes * 3 + 2; }
@@ -1132,6 +1140,7 @@ struct FromJson {
   Value tagged(const std::string& tag, const nlohmann::json& j, std::size_t depth) {
     if (tag == "$int") {
       if (!j.is_string()) fail("$int must be a decimal string");
+      check_int_digits(j.get_ref<const std::string&>().size(), limits);
       try {
         return big_integer(j.get<std::string>());
       } catch (const ValueError&) {

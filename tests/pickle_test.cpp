@@ -303,6 +303,10 @@ TEST_CASE("huge lengths, deep nesting and memo bombs stop at the limits with Too
   }
   laughs += ".";
   CHECK(too_large(laughs).find("memo references count each time") != std::string::npos);
+  CHECK(too_large("L" + std::string(3000, '9') + "L\n.").find("int of 3000 digits is over 1024 bytes") != std::string::npos);
+  const auto huge_int = from_json(json{{"$int", std::string(100000, '7')}});
+  REQUIRE_FALSE(huge_int.has_value());
+  CHECK(huge_int.error().code == ErrorCode::TooLarge);
   // A million values from a megabyte: refused at max_values (262,144), not built.
   CHECK(too_large("\x80\x02" + std::string(1000000, ']') + ".").find("more than 262144 values") != std::string::npos);
   // Smaller limits apply.
