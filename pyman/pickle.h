@@ -137,7 +137,7 @@ std::string repr(const Value& value);
 nlohmann::json to_json(const Value& value);
 // The inverse: from_json(to_json(v)) == v. Also takes any JSON (an unsigned integer beyond int64 is a
 // BigInt). Errors (ErrorCode::BadField, "pickle: ..."): an unknown '$' tag, bad base64, a global not
-// allowed, an unhashable key, nesting beyond limits.max_depth.
+// allowed, an unhashable key; ErrorCode::TooLarge: beyond limits.max_depth, max_values or max_int_bytes.
 Expected<Value> from_json(const nlohmann::json& json, const Limits& limits = {});
 
 }  // namespace taskmaster::pickle
