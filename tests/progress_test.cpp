@@ -18,7 +18,7 @@ TEST_CASE("progress: the line shows done, failed, the total, the rate and the ti
   CHECK(format_progress(c, 5.0) == "job 7: 10 done, 0 failed of 10, 5.00/s");
 }
 
-TEST_CASE("progress: the line never wraps, so that \\r can clear it") {
+TEST_CASE("progress: the line never wraps, so that a carriage return can clear it") {
   ProgressCounts c{12, 50000, 1200, 3, 0, true};
   const auto line = format_progress(c, 340.0, 20);
   CHECK(line.size() == 19);

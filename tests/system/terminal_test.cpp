@@ -177,6 +177,11 @@ TEST_CASE("no progress line when stderr is not a terminal, with --quiet, or with
     no_progress(raw);
     CHECK(has(raw, "taskmaster: job "));
   }
+  SUBCASE("TERM unset") {
+    Tmux t(c, sleeps(8, "0.1") + "env -u TERM " + cli(c, "submit sleep --each --wait"));
+    CHECK(t.wait_exit() == 0);
+    no_progress(t.raw());
+  }
   SUBCASE("wait --quiet") {
     auto s = c.run({"submit", "sleep", "--each"}, std::string("0.1\n0.1\n0.1\n0.1\n0.1\n0.1\n0.1\n0.1\n"));
     REQUIRE_MESSAGE(s.code == 0, s.err);
