@@ -46,11 +46,16 @@ void append_outcome(std::string& out, proto::JobId job, const proto::Outcome& o,
   out += std::to_string(job);
   out += ",\"task\":";
   out += std::to_string(o.task);
-  if (origin) {
+  // The master's word (OUTCOMES function, queue) first; else what the caller knows; else nothing.
+  const std::string* function = !o.function.empty() ? &o.function : origin ? &origin->function : nullptr;
+  const std::string* queue = !o.queue.empty() ? &o.queue : origin ? &origin->queue : nullptr;
+  if (function && !function->empty()) {
     out += ",\"function\":";
-    proto::append_json_string(out, origin->function);
+    proto::append_json_string(out, *function);
+  }
+  if (queue && !queue->empty()) {
     out += ",\"queue\":";
-    proto::append_json_string(out, origin->queue);
+    proto::append_json_string(out, *queue);
   }
   out += ",\"args\":";
   out += o.args;

@@ -37,8 +37,9 @@ int unexpected_reply(const char* request, const protocol::Message& reply);
 // One finished task, as `submit --wait` prints it: "ARGS -> RESULT", "ARGS -> error: MESSAGE",
 // "ARGS -> cancelled"; with json, one object with job, task, args, status, result|error, attempts,
 // worker. Appends a newline.
-// `origin`, when known (submit --wait): the JSON object also carries "function" and "queue", so that
-// the output can be submitted again.
+// The JSON object also carries "function" and "queue", so that the output can be submitted again:
+// the outcome's own (from the master), else `origin` when the caller knows them (submit --wait
+// facing a master that predates them), else neither.
 struct OutcomeOrigin {
   std::string function, queue;
 };

@@ -18,6 +18,7 @@
 #include "cli/line_reader.h"
 #include "cli/options.h"
 #include "cli/output.h"
+#include "cli/progress.h"
 #include "cli/run_command.h"
 #include "cli/waiting.h"
 
@@ -218,6 +219,7 @@ int run_run(const RunOptions& o) {
   Client client(ctx, *options);
   if (auto s = client.connect(); !s) return report(s.error());
   WorkerWatch watch(*options, "exec", o.queue);
+  Progress progress(o.each && !o.quiet);  // on a terminal: done, failed, total, rate, ETA
 
   std::uint64_t failed = 0;
   int last_code = 0;
@@ -228,9 +230,8 @@ int run_run(const RunOptions& o) {
     write_all(STDERR_FILENO, r.err);
     if (!r.ran) std::fprintf(stderr, "taskmaster: run: %s\n", r.error.c_str());
   };
-  OutcomeSink sink = [&](proto::JobId, const std::vector<proto::Outcome>& batch) {
+  const auto take_batch = [&](const std::vector<proto::Outcome>& batch) {
     const auto now = std::chrono::system_clock::now();
-    watch.outcome_seen();
     for (const auto& x : batch) {
       Ran r = read_outcome(x);
       std::size_t index = items.size();
@@ -262,13 +263,36 @@ int run_run(const RunOptions& o) {
       }
     }
   };
+  OutcomeSink sink = [&](proto::JobId, const std::vector<proto::Outcome>& batch) {
+    watch.outcome_seen();
+    progress.around([&] { take_batch(batch); }, /*on_stderr=*/true);  // the commands' stderr comes here too
+  };
+  // For the progress line, a command that exits non-zero (or is not run) has failed.
+  const auto by_exit_code = [&](JobSummary s) {
+    const auto finished = s.done + s.dead + s.cancelled;
+    s.dead = std::min(failed, finished);
+    s.done = finished - s.dead;
+    s.cancelled = 0;
+    return s;
+  };
   JobOptions jo;
+  jo.on_progress = [&](const JobSummary& s) {
+    progress.at_least(items.size());
+    progress.update(by_exit_code(s));
+  };
   const auto accepted = [&](proto::JobId job) {
     if (!o.quiet) announce_job(job, items.size(), o.each);
     else set_interrupt_job(job);
+    progress.at_least(items.size());
+    progress.start(job);
   };
   auto summary = run_job(client, with_first, jo, accepted, &sink);
   for (auto& [index, r] : held) show(r);  // (only if the master lost track of some task)
+  if (summary && summary->ended) {
+    const auto counted = by_exit_code(*summary);
+    progress.finish(&counted);
+  }
+  progress.finish(nullptr);
   if (!summary) return report(summary.error());
   if (!o.each) return last_code;
   return static_cast<int>(std::min<std::uint64_t>(failed, kMaxFailedExit));
@@ -285,7 +309,7 @@ void add_run_command(CLI::App& app, Runners& runners) {
   cmd->add_flag("-k,--keep-order", o->keep_order, "With --each: print each command's output in input order (else as they finish)");
   cmd->add_option("--joblog", o->joblog, "Write one line per command to FILE: item, worker, start, duration_s, exit_code (tab-separated)")
       ->check(not_empty("--joblog"));
-  cmd->add_flag("--quiet", o->quiet, "Do not print the job id on stderr");
+  cmd->add_flag("--quiet", o->quiet, "Do not print the job id, nor (with --each) the progress line and summary, on stderr");
   cmd->add_option("-q,--queue", o->queue, "Queue to put the tasks on")
       ->check([](const std::string& s) { return proto::is_valid_name(s) ? std::string() : "invalid queue name '" + s + "'"; })
       ->capture_default_str();
@@ -300,7 +324,9 @@ void add_run_command(CLI::App& app, Runners& runners) {
   cmd->footer(
       "Example: taskmaster run -- uname -a; ls *.log | taskmaster run --each -k -- gzip -9 {}\n"
       "Each command's stdout and stderr (raw bytes) are written here when it ends, grouped per command. The job id goes to stderr "
-      "(`taskmaster: job 12: 3 tasks`); on Ctrl-C the job goes on and the message says how to follow or cancel it (exit 130).\n"
+      "(`taskmaster: job 12: 3 tasks`); on Ctrl-C the job goes on and the message says how to follow or cancel it (exit 130). "
+      "With --each on a terminal, stderr shows a live progress line (done, failed, total, tasks/s, ETA) that ends as one summary line; "
+      "never when stderr is not a terminal or TERM=dumb.\n"
       "Exit code: without --each, the command's own (128+N if killed by signal N); with --each, 0 when every command exits 0, "
       "else the number of commands that failed (non-zero exit, signal, or not run), at most 100, as GNU parallel does. "
       "Failures that cannot run: 2 usage error; 3 master unreachable; 4 authentication failed; 5 other error.");

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "cli/progress.h"
+
 namespace taskmaster::cli {
 
 namespace proto = protocol;
@@ -71,13 +73,13 @@ bool served(const nlohmann::json& status, const std::string& function, const std
 }
 
 WorkerWatch::WorkerWatch(ClientOptions options, std::string function, std::string queue, milliseconds grace)
-    : function_(function),
-      queue_(queue),
-      thread_(&WorkerWatch::run, this, std::move(options), std::move(function), std::move(queue), grace) {}
+    : function_(std::move(function)), queue_(std::move(queue)), thread_(&WorkerWatch::run, this, std::move(options), 0, grace) {}
+
+WorkerWatch::WorkerWatch(ClientOptions options, proto::JobId job, milliseconds grace)
+    : thread_(&WorkerWatch::run, this, std::move(options), job, grace) {}
 
 void WorkerWatch::say_served() {
-  if (warned_.exchange(false))
-    std::fprintf(stderr, "taskmaster: a worker serving %s on queue %s is connected now\n", function_.c_str(), queue_.c_str());
+  if (warned_.exchange(false)) say("taskmaster: a worker serving " + function_ + " on queue " + queue_ + " is connected now");
 }
 
 void WorkerWatch::outcome_seen() { say_served(); }
@@ -87,12 +89,32 @@ WorkerWatch::~WorkerWatch() {
   thread_.join();
 }
 
-void WorkerWatch::run(ClientOptions options, std::string function, std::string queue, milliseconds grace) {
+void WorkerWatch::run(ClientOptions options, proto::JobId job, milliseconds grace) {
   try {
     zmq::context_t ctx;
     Client client(ctx, options);
     if (!client.connect()) return;  // the command itself reports an unreachable master
     const auto start = Client::Clock::now();
+    if (job) {
+      // The job's function and queue (of its first task), unless it has ended.
+      const auto asked = client.start(proto::Status{0, job});
+      std::optional<Reply> answer;
+      while (!stop_ && !answer) {
+        auto got = client.next(Client::Clock::now() + milliseconds(100));
+        if (!got) return;
+        if (*got && (*got)->req == asked) answer = std::move(**got);
+      }
+      const auto* report = answer ? std::get_if<proto::Report>(&answer->message) : nullptr;
+      if (!report) return;  // stopped, unknown_job (the command says so), or a master that predates STATUS job
+      const auto j = report->status.find("job");
+      if (j == report->status.end() || !j->is_object() || !j->value("ended_s", nlohmann::json()).is_null()) return;
+      const auto f = j->find("function"), q = j->find("queue");
+      if (f == j->end() || q == j->end() || !f->is_string() || !q->is_string()) return;
+      function_ = f->get<std::string>();
+      queue_ = q->get<std::string>();
+    }
+    const std::string& function = function_;
+    const std::string& queue = queue_;
     std::uint64_t req = 0;
     while (!stop_) {
       if (!req) req = client.start(proto::Status{});
@@ -104,8 +126,7 @@ void WorkerWatch::run(ClientOptions options, std::string function, std::string q
       if (!report) return;
       const bool ok = served(report->status, function, queue);
       if (!ok && !warned_ && Client::Clock::now() - start >= grace) {
-        std::fprintf(stderr, "taskmaster: no connected worker serves %s on queue %s; the tasks wait until one does\n", function.c_str(),
-                     queue.c_str());
+        say("taskmaster: no connected worker serves " + function + " on queue " + queue + "; the tasks wait until one does");
         warned_ = true;
       } else if (ok) {
         say_served();

@@ -28,6 +28,9 @@ class WorkerWatch {
  public:
   WorkerWatch(ClientOptions options, std::string function, std::string queue,
               std::chrono::milliseconds grace = std::chrono::milliseconds(3000));
+  // For an existing job (wait JOB): its function and queue are those of its first task, asked of
+  // the master (STATUS job); a job that has ended, or a master too old to say, is not watched.
+  WorkerWatch(ClientOptions options, protocol::JobId job, std::chrono::milliseconds grace = std::chrono::milliseconds(3000));
   ~WorkerWatch();
   // An outcome came: some worker serves the job after all (says so if the watch had warned).
   void outcome_seen();
@@ -35,11 +38,11 @@ class WorkerWatch {
   WorkerWatch& operator=(const WorkerWatch&) = delete;
 
  private:
-  void run(ClientOptions options, std::string function, std::string queue, std::chrono::milliseconds grace);
+  void run(ClientOptions options, protocol::JobId job, std::chrono::milliseconds grace);
   void say_served();
   std::atomic<bool> stop_{false};
   std::atomic<bool> warned_{false};
-  std::string function_, queue_;
+  std::string function_, queue_;  // set by the thread before it first warns (for a job)
   std::thread thread_;
 };
 

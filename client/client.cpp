@@ -224,7 +224,8 @@ Batch read_batch(const StreamingTaskSource& source, const JobOptions& o, Client:
 }
 
 // Counts outcomes and forwards them. Returns the new cursor.
-std::uint64_t take_outcomes(proto::Outcomes& o, JobSummary& s, const OutcomeSink& sink) {
+std::uint64_t take_outcomes(proto::Outcomes& o, JobSummary& s, const OutcomeSink& sink,
+                            const std::function<void(const JobSummary&)>& progress) {
   for (auto& x : o.outcomes) {
     if (x.status == proto::TaskState::Done) ++s.done;
     else if (x.status == proto::TaskState::Dead) ++s.dead;
@@ -232,8 +233,10 @@ std::uint64_t take_outcomes(proto::Outcomes& o, JobSummary& s, const OutcomeSink
   }
   if (!o.outcomes.empty()) sink(o.job, o.outcomes);
   s.total = o.total;
+  s.sealed = o.sealed;
   const std::uint64_t after = o.after + o.outcomes.size();
   s.ended = o.sealed && o.finished == o.total && after == o.total;
+  if (progress) progress(s);
   return after;
 }
 
@@ -283,7 +286,7 @@ Expected<JobSummary> run_job(Client& client, const StreamingTaskSource& source, 
       wait_req = 0;
       if (auto* o = std::get_if<proto::Outcomes>(&reply.message)) {
         s.job = o->job;
-        after = take_outcomes(*o, s, *on_outcome);
+        after = take_outcomes(*o, s, *on_outcome, options.on_progress);
       }  // an error (the SUBMIT was lost and is being resent): ask again by id below
     }
   }
@@ -331,7 +334,7 @@ Expected<JobSummary> run_job(Client& client, const StreamingTaskSource& source, 
       wait_req = 0;
       auto* o = std::get_if<proto::Outcomes>(&reply.message);
       if (!o) return unexpected_reply("WAIT", reply.message);
-      after = take_outcomes(*o, s, *on_outcome);
+      after = take_outcomes(*o, s, *on_outcome, options.on_progress);
     }
   }
   if (!on_outcome) s.total = submitted;
@@ -339,7 +342,8 @@ Expected<JobSummary> run_job(Client& client, const StreamingTaskSource& source, 
 }
 
 Expected<JobSummary> follow_job(Client& client, proto::JobId job, bool until_end, const OutcomeSink& on_outcome,
-                                const std::function<void(const JobSummary&)>& on_first_reply) {
+                                const std::function<void(const JobSummary&)>& on_first_reply,
+                                const std::function<void(const JobSummary&)>& on_progress) {
   bool first = true;
   JobSummary s;
   s.job = job;
@@ -350,7 +354,7 @@ Expected<JobSummary> follow_job(Client& client, proto::JobId job, bool until_end
     if (!r) return r.error();
     auto* o = std::get_if<proto::Outcomes>(&*r);
     if (!o) return unexpected_reply("WAIT", *r);
-    after = take_outcomes(*o, s, on_outcome);
+    after = take_outcomes(*o, s, on_outcome, on_progress);
     if (first && on_first_reply) on_first_reply(s);
     first = false;
     if (s.ended) return s;

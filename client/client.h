@@ -101,7 +101,8 @@ struct JobSummary {
   protocol::JobId job = 0;
   std::uint64_t total = 0;
   std::uint64_t done = 0, dead = 0, cancelled = 0;
-  bool ended = false;  // sealed, and every task finished
+  bool sealed = false;  // no more tasks can join the job (as of the last reply)
+  bool ended = false;   // sealed, and every task finished
   bool all_done() const { return ended && dead == 0 && cancelled == 0; }
 };
 
@@ -126,6 +127,8 @@ struct JobOptions {
   // task done (after_success).
   std::vector<protocol::JobId> after{};
   bool after_success = false;
+  // With on_outcome: called after each answer to a WAIT, with the counts so far (a progress line).
+  std::function<void(const JobSummary&)> on_progress{};
 };
 
 // Submits a job: all tasks from `source`, in pipelined batches. `on_accepted` is called once, when
@@ -141,8 +144,10 @@ Expected<JobSummary> run_job(Client& client, const StreamingTaskSource& source, 
 
 // Streams the outcomes of an existing job. until_end: wait until the job ends; otherwise stop once
 // every outcome finished so far has been read.
-// `on_first_reply`, if given, is called once, after the master's first answer (the job's total known).
+// `on_first_reply`, if given, is called once, after the master's first answer (the job's total known);
+// `on_progress` after every answer, with the counts so far.
 Expected<JobSummary> follow_job(Client& client, protocol::JobId job, bool until_end, const OutcomeSink& on_outcome,
-                                const std::function<void(const JobSummary&)>& on_first_reply = nullptr);
+                                const std::function<void(const JobSummary&)>& on_first_reply = nullptr,
+                                const std::function<void(const JobSummary&)>& on_progress = nullptr);
 
 }  // namespace taskmaster

@@ -1014,7 +1014,7 @@ bool MasterState::try_answer(PendingWait& w, TimePoint now, bool timed_out) {
     const Task* t = tasks_.find(job->finished[i]);
     if (!t) continue;  // cannot happen: tasks outlive their job's entry
     if (!out.outcomes.empty() && bytes + t->args.size() + t->outcome.size() > kReplyBudget) break;
-    bytes += t->args.size() + t->outcome.size() + 128;
+    bytes += t->args.size() + t->outcome.size() + 256;  // + task, status, worker, function, queue
     proto::Outcome o;
     o.task = t->id;
     o.args = t->args;
@@ -1022,6 +1022,8 @@ bool MasterState::try_answer(PendingWait& w, TimePoint now, bool timed_out) {
     o.value = t->outcome;  // cancelled: why, if known
     o.attempts = t->attempts;
     o.worker = tasks_.names().name(t->worker);
+    o.function = tasks_.names().name(t->function);
+    o.queue = tasks_.names().name(t->queue);
     out.outcomes.push_back(std::move(o));
   }
   out.finished = job->finished.size();

@@ -267,6 +267,8 @@ template <> Outcomes decode_as<Outcomes>(const Fields& f) {
     if (x.status == TaskState::Cancelled) x.value = o.text_or("error", "", kMaxErrorBytes);
     x.attempts = o.integer<std::uint32_t>("attempts", 0, kMaxAttempts);
     x.worker = o.text_or("worker", "", kMaxTextBytes);
+    if (const JsonValue v = o.find("function")) x.function = Fields::to_name(v, o.path("function"));
+    if (const JsonValue v = o.find("queue")) x.queue = Fields::to_name(v, o.path("queue"));
     m.outcomes.push_back(std::move(x));
   }
   return m;
@@ -497,7 +499,10 @@ struct BodyWriter {
         .field("sealed", m.sealed);
     w.begin_array("outcomes");
     for (auto& o : m.outcomes) {
-      w.begin_object().field("task", o.task).raw("args", o.args).field("status", to_string(o.status));
+      w.begin_object().field("task", o.task);
+      if (!o.function.empty()) w.field("function", o.function);
+      if (!o.queue.empty()) w.field("queue", o.queue);
+      w.raw("args", o.args).field("status", to_string(o.status));
       if (o.status == TaskState::Done) w.raw("result", o.value);
       if (o.status == TaskState::Dead || (o.status == TaskState::Cancelled && !o.value.empty())) w.field("error", o.value);
       w.field("attempts", o.attempts).field("worker", o.worker).end_object();
@@ -561,7 +566,7 @@ struct SizeHint {
   }
   std::size_t operator()(const Outcomes& m) const {
     std::size_t n = 256;
-    for (auto& o : m.outcomes) n += 128 + o.args.size() + o.value.size() + o.worker.size();
+    for (auto& o : m.outcomes) n += 160 + o.args.size() + o.value.size() + o.worker.size() + o.function.size() + o.queue.size();
     return n;
   }
   template <class Small> std::size_t operator()(const Small&) const { return 256; }

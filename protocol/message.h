@@ -227,6 +227,8 @@ struct Outcome {
   std::string value;                   // Done: result as compact JSON; Dead: the last error; Cancelled: why, or empty
   std::uint32_t attempts = 0;
   std::string worker;  // the worker of the last attempt; empty if none ran
+  // The task's function and queue; empty from a master that predates them (§6.10.2).
+  std::string function{}, queue{};
 };
 
 // Answer to WAIT (§6.10).

@@ -119,7 +119,7 @@ json full_body(const std::string& command) {
       {"ACCEPTED", json::parse(R"({"req":3,"job":4,"first_task":5,"count":6,"duplicate":true})")},
       {"WAIT", json::parse(R"({"req":3,"job":4,"after":5,"max":6,"timeout_ms":7})")},
       {"OUTCOMES", json::parse(R"({"req":3,"job":4,"after":5,"finished":6,"total":7,"sealed":true,
-          "outcomes":[{"task":8,"args":[1],"status":"done","result":{"r":2},"attempts":3,"worker":"w"}]})")},
+          "outcomes":[{"task":8,"function":"f","queue":"q","args":[1],"status":"done","result":{"r":2},"attempts":3,"worker":"w"}]})")},
       {"CANCEL", json::parse(R"({"req":3,"job":4})")},
       {"CANCELLED", json::parse(R"({"req":3,"job":4,"cancelled":5,"running":6,"reserved":7})")},
       {"STATUS", json::parse(R"({"req":3,"job":4})")},
@@ -657,6 +657,24 @@ TEST_CASE("every message type survives encode then decode with its fields intact
     none.job = 1;
     CHECK(round_trip(none).outcomes.empty());
   }
+  SUBCASE("OUTCOMES carry each task's function and queue, and leave them out when unknown") {
+    Outcomes m;
+    m.job = 1;
+    m.outcomes = {{1, "2", TaskState::Done, "4", 1, "w", "square", "q1"}, {2, "null", TaskState::Dead, "e", 1, "w", "", ""}};
+    const json body = json::parse(encode_body(m));
+    CHECK(body["outcomes"][0]["function"] == "square");
+    CHECK(body["outcomes"][0]["queue"] == "q1");
+    CHECK_FALSE(body["outcomes"][1].contains("function"));
+    CHECK_FALSE(body["outcomes"][1].contains("queue"));
+    const auto back = round_trip(m);
+    CHECK(back.outcomes.at(0).function == "square");
+    CHECK(back.outcomes.at(0).queue == "q1");
+    CHECK(back.outcomes.at(1).function.empty());
+    CHECK(back.outcomes.at(1).queue.empty());
+    const std::string longest(kMaxNameBytes, 'f');
+    m.outcomes = {{1, "2", TaskState::Done, "4", 1, "w", longest, longest}};
+    CHECK(round_trip(m).outcomes.at(0).function == longest);
+  }
   SUBCASE("OUTCOMES: a cancelled task carries its reason as error, if it has one, and never a result") {
     Outcomes m;
     m.job = 1;
@@ -782,6 +800,8 @@ TEST_CASE("decoding fills in the documented defaults of optional fields") {
     REQUIRE(o.has_value());
     CHECK_FALSE(std::get<Outcomes>(*o).sealed);
     CHECK(std::get<Outcomes>(*o).outcomes.at(0).worker.empty());
+    CHECK(std::get<Outcomes>(*o).outcomes.at(0).function.empty());  // from a master that predates them
+    CHECK(std::get<Outcomes>(*o).outcomes.at(0).queue.empty());
   }
 }
 
@@ -1058,6 +1078,8 @@ TEST_CASE("each required field, when missing, is a bad_field - each optional one
       {"OUTCOMES", "/req", false},
       {"OUTCOMES", "/sealed", false},
       {"OUTCOMES", "/outcomes/0/worker", false},
+      {"OUTCOMES", "/outcomes/0/function", false},
+      {"OUTCOMES", "/outcomes/0/queue", false},
       {"CANCEL", "/job", true},
       {"CANCEL", "/req", false},
       {"RETRY", "/job", true},
@@ -1231,9 +1253,12 @@ TEST_CASE("boolean fields take true and false only") {
 
 TEST_CASE("function and queue names: 1 to 128 bytes of A-Z a-z 0-9 _ . : -") {
   const std::vector<std::pair<std::string, std::string>> fields = {
-      {"HELLO", "/functions/0"},    {"HELLO", "/queues/0"},           {"HELLO", "/features/0"},
-      {"WELCOME", "/features/0"},   {"TASKS", "/tasks/0/function"},   {"SUBMIT", "/tasks/0/function"},
-      {"SUBMIT", "/tasks/0/queue"}, {"SUBMIT", "/defaults/function"}, {"SUBMIT", "/defaults/queue"},
+      {"HELLO", "/functions/0"},         {"HELLO", "/queues/0"},
+      {"HELLO", "/features/0"},          {"WELCOME", "/features/0"},
+      {"TASKS", "/tasks/0/function"},    {"SUBMIT", "/tasks/0/function"},
+      {"SUBMIT", "/tasks/0/queue"},      {"SUBMIT", "/defaults/function"},
+      {"SUBMIT", "/defaults/queue"},     {"OUTCOMES", "/outcomes/0/function"},
+      {"OUTCOMES", "/outcomes/0/queue"},
   };
   const std::vector<std::pair<json, std::string>> values = {
       {"f", "ok"},
