@@ -83,16 +83,24 @@ void WorkerWatch::say_served() {
 void WorkerWatch::outcome_seen() { say_served(); }
 
 WorkerWatch::~WorkerWatch() {
-  stop_ = true;
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  stopped_.notify_all();
   thread_.join();
 }
 
 void WorkerWatch::run(ClientOptions options, std::string function, std::string queue, milliseconds grace) {
+  const auto start = Client::Clock::now();
+  {
+    std::unique_lock lock(mutex_);
+    if (stopped_.wait_for(lock, grace, [this] { return stop_.load(); })) return;
+  }
   try {
     zmq::context_t ctx;
     Client client(ctx, options);
     if (!client.connect()) return;  // the command itself reports an unreachable master
-    const auto start = Client::Clock::now();
     std::uint64_t req = 0;
     while (!stop_) {
       if (!req) req = client.start(proto::Status{});
