@@ -44,10 +44,11 @@ struct Run {
   std::vector<std::string> key_args;      // key options of every process started
   std::string queue = "default";
   bool own_master = true;
-  std::vector<std::string> master_args;  // how masters keep state: --in-memory, or nothing (older builds)
-  std::string data_fs;                   // durable: the file system type of the data directories
-  std::map<unsigned, double> ceiling;    // W -> raw ZeroMQ tasks/s
-  int setups = 0;                        // numbers the log files
+  std::vector<std::string> master_args;    // how masters keep state: --in-memory, or nothing (older builds)
+  std::string data_fs;                     // durable: the file system type of the data directories
+  std::map<unsigned, double> ceiling;      // W -> raw ZeroMQ tasks/s
+  std::map<unsigned, RelayFigures> relay;  // W -> the two-hop relay's figures (relay_floor)
+  int setups = 0;                          // numbers the log files
   std::function<void(const std::string&)> emit;
 };
 
@@ -75,6 +76,20 @@ std::optional<double> ratio(const Run& r, unsigned workers, double tasks_per_s) 
   auto it = r.ceiling.find(workers);
   const double c = it != r.ceiling.end() ? it->second : r.ceiling.begin()->second;
   return tasks_per_s / c;
+}
+
+// Against the two-hop relay of the same run (relay_floor): throughput over its ceiling for W, and a
+// latency over its floor (the first W's round trips; a sequential trip has one task in flight).
+std::optional<double> ratio_to_relay(const Run& r, unsigned workers, double tasks_per_s) {
+  if (r.relay.empty()) return std::nullopt;
+  auto it = r.relay.find(workers);
+  return tasks_per_s / (it != r.relay.end() ? it->second : r.relay.begin()->second).tasks_per_s;
+}
+Row& add_floor_ratios(const Run& r, Row& row) {
+  const auto p50 = row.get("p50_us"), p99 = row.get("p99_us");
+  if (r.relay.empty() || !p50 || !p99) return row.num("p50_to_floor", std::nullopt).num("p99_to_floor", std::nullopt);
+  const auto& floor = r.relay.begin()->second;
+  return row.num("p50_to_floor", *p50 / floor.p50_us, 2).num("p99_to_floor", *p99 / floor.p99_us, 2);
 }
 
 Expected<nlohmann::json> master_status(Client& client) {
@@ -229,7 +244,8 @@ Expected<Row> timed_throughput(Setup& s, Run& r, Row row, unsigned workers, std:
       .num("workers_cpu_s_per_1000", cpu_per_1000(w0, s.workers_cpu(), n), 4)
       .num("client_cpu_s_per_1000", cpu_per_1000(c0, own_cpu_s(), n), 4)
       .num("outcomes_per_reply", static_cast<double>(n) / static_cast<double>(std::max<std::uint64_t>(1, got->replies)), 1)
-      .num("ratio_to_zmq", ratio(r, workers, tps), 4);
+      .num("ratio_to_zmq", ratio(r, workers, tps), 4)
+      .num("ratio_to_relay", ratio_to_relay(r, workers, tps), 4);
   return row;
 }
 
@@ -249,7 +265,23 @@ Expected<Row> zmq_ceiling(Run& r, unsigned workers, std::uint64_t seed) {
   if (!tps) return tps.error();
   Row row;
   row.config = "zmq_ceiling";
-  row.num("workers", workers).num("n", static_cast<double>(r.o.ceiling_n)).num("tasks_per_s", *tps);
+  row.num("workers", workers).num("n", static_cast<double>(r.o.ceiling_n)).num("tasks_per_s", *tps).text("roles", "processes");
+  return row;
+}
+
+Expected<Row> relay_floor(Run& r, unsigned workers, std::uint64_t seed) {
+  auto f = zmq_relay(workers, r.o.quick ? 20 : 100, r.o.latency_trips, r.o.ceiling_n, seed);
+  if (!f) return f.error();
+  Row row;
+  row.config = "relay_floor";
+  row.text("security", "curve");  // always: it measures what our security costs too
+  row.num("workers", workers)
+      .num("n", static_cast<double>(r.o.ceiling_n))
+      .num("tasks_per_s", f->tasks_per_s)
+      .num("trips", static_cast<double>(r.o.latency_trips))
+      .num("p50_us", f->p50_us)
+      .num("p99_us", f->p99_us)
+      .num("ratio_to_zmq", ratio(r, workers, f->tasks_per_s), 4);
   return row;
 }
 
@@ -278,7 +310,7 @@ Expected<Row> latency(Run& r, std::uint64_t seed) {
       .num("p99_us", percentile(*us, 99))
       .num("master_peak_rss_mib", mib(m1), 1)
       .num("master_cpu_s_per_1000", cpu_per_1000(cpu_of(m0), cpu_of(m1), r.o.latency_trips), 4);
-  return row;
+  return add_floor_ratios(r, row);
 }
 
 // Submission to acknowledgement: the time a client waits for "accepted" (durable: "on disk").
@@ -294,7 +326,7 @@ Expected<Row> ack(Run& r, std::uint64_t seed) {
       .num("p50_us", percentile(*us, 50))
       .num("p99_us", percentile(*us, 99))
       .num("master_peak_rss_mib", mib(s.master_stats()), 1);
-  return row;
+  return add_floor_ratios(r, row);
 }
 
 Expected<Row> cli(Run& r, unsigned workers, std::uint64_t n, std::uint64_t seed) {
@@ -325,7 +357,8 @@ Expected<Row> cli(Run& r, unsigned workers, std::uint64_t n, std::uint64_t seed)
       .num("wall_s", elapsed, 3)
       .num("master_peak_rss_mib", mib(m1), 1)
       .num("master_cpu_s_per_1000", cpu_per_1000(cpu_of(m0), cpu_of(m1), n), 4)
-      .num("ratio_to_zmq", ratio(r, workers, tps), 4);
+      .num("ratio_to_zmq", ratio(r, workers, tps), 4)
+      .num("ratio_to_relay", ratio_to_relay(r, workers, tps), 4);
   return row;
 }
 
@@ -626,6 +659,12 @@ Status run_all(Run& r) {
       if (!row) return row.error();
       r.ceiling[w] = *row->get("tasks_per_s");
     }
+  if (selected(o, "relay_floor"))
+    for (unsigned w : o.workers) {
+      auto row = repeated(r, "relay_floor workers=" + std::to_string(w), [&](std::uint64_t seed) { return relay_floor(r, w, seed); });
+      if (!row) return row.error();
+      r.relay[w] = RelayFigures{*row->get("p50_us"), *row->get("p99_us"), *row->get("tasks_per_s")};
+    }
   if (selected(o, "throughput"))
     for (unsigned w : o.workers)
       for (auto n : o.n)
@@ -694,6 +733,9 @@ Expected<Options> resolve(Options o) {
   // Our throughput is printed as a ratio of the raw ZeroMQ ceiling, measured in the same run.
   for (const char* needs : {"throughput", "cli", "backlog"})
     if (selected(o, needs) && !selected(o, "zmq_ceiling")) o.only.insert(o.only.begin(), "zmq_ceiling");
+  // ... and of the two-hop relay (latencies as a ratio of its floor).
+  for (const char* needs : {"throughput", "cli", "backlog", "latency", "ack"})
+    if (selected(o, needs) && !selected(o, "relay_floor")) o.only.insert(o.only.begin(), "relay_floor");
   if (o.workers.empty()) o.workers = o.quick ? std::vector<unsigned>{2} : std::vector<unsigned>{2, 4};
   if (o.n.empty()) o.n = o.quick ? std::vector<std::uint64_t>{2000} : std::vector<std::uint64_t>{20000, 200000};
   if (o.latency_trips == 0) o.latency_trips = o.quick ? 200 : 2000;

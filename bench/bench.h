@@ -4,7 +4,10 @@
 // passes or fails on time; a run fails only when a result is wrong, missing or duplicated.
 //
 // Configurations (--only picks some, in this order):
-//   zmq_ceiling  raw ZeroMQ ventilator -> W workers -> sink, square(n), verified (PEERS.md row (b))
+//   zmq_ceiling  raw ZeroMQ ventilator -> W worker processes -> sink, square(n), verified (PEERS.md row (b))
+//   relay_floor  raw two-hop relay with our sockets and CURVE: client DEALER -> ROUTER relay process ->
+//                DEALER worker processes and back, no rules, no journal: the latency floor (p50/p99 of
+//                sequential round trips) and throughput ceiling (one task per message) of a broker
 //   throughput   W worker processes (-j 1 each); N tasks submitted as fast as the client takes them,
 //                then every result collected and verified; tasks/s, master peak RSS and CPU
 //   latency      one worker; 100 warm-up then 2,000 sequential submit-and-wait round trips; p50/p99
@@ -33,8 +36,8 @@
 
 namespace taskmaster::bench {
 
-inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "throughput", "latency",   "ack",  "cli",
-                                                  "memory",      "backlog",    "big_hello", "jobs", "workers2000"};
+inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "relay_floor", "throughput", "latency", "ack",        "cli",
+                                                  "memory",      "backlog",     "big_hello",  "jobs",    "workers2000"};
 
 // Every list or count left empty (or 0) takes the default of the mode: the full benchmark, or the
 // small smoke test of --quick (well under a minute).

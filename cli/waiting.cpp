@@ -85,16 +85,26 @@ void WorkerWatch::say_served() {
 void WorkerWatch::outcome_seen() { say_served(); }
 
 WorkerWatch::~WorkerWatch() {
-  stop_ = true;
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  stopped_.notify_all();
   thread_.join();
 }
 
 void WorkerWatch::run(ClientOptions options, proto::JobId job, milliseconds grace) {
+  // Nothing is asked before the grace ends: a short job opens no second connection (and does not
+  // wait at its exit for a second handshake).
+  const auto start = Client::Clock::now();
+  {
+    std::unique_lock lock(mutex_);
+    if (stopped_.wait_for(lock, grace, [this] { return stop_.load(); })) return;
+  }
   try {
     zmq::context_t ctx;
     Client client(ctx, options);
     if (!client.connect()) return;  // the command itself reports an unreachable master
-    const auto start = Client::Clock::now();
     if (job) {
       // The job's function and queue (of its first task), unless it has ended.
       const auto asked = client.start(proto::Status{0, job});

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -23,7 +25,8 @@ void announce_job(protocol::JobId job, std::uint64_t tasks, bool more_to_come);
 
 // A thread of its own (with its own connection) that asks the master's STATUS every second and
 // says on stderr when no connected worker has served `function` on `queue` for `grace`, and once
-// more when one does. Stops when destroyed.
+// more when one does. Stops when destroyed. It connects only once `grace` has passed: a job that
+// ends sooner costs no second connection (context, CURVE handshake) and no wait for one at exit.
 class WorkerWatch {
  public:
   WorkerWatch(ClientOptions options, std::string function, std::string queue,
@@ -41,6 +44,8 @@ class WorkerWatch {
   void run(ClientOptions options, protocol::JobId job, std::chrono::milliseconds grace);
   void say_served();
   std::atomic<bool> stop_{false};
+  std::mutex mutex_;  // with stopped_: wakes the thread's first wait at once
+  std::condition_variable stopped_;
   std::atomic<bool> warned_{false};
   std::string function_, queue_;  // set by the thread before it first warns (for a job)
   std::thread thread_;

@@ -130,14 +130,18 @@ void Pool::run_thread(std::string endpoint) {
     }
     {
       // Recorded before it runs, so that the loop can tell the master (STARTED); it wakes the loop
-      // only if nothing else will.
+      // only if nothing else will, and not when attempts here have been short (below kQuickRun on
+      // average): then the outcome follows soon and carries the news (a begun attempt that ended
+      // before the loop sends is reported by its result alone, PROTOCOL.md §6.14.1), and the wake-up,
+      // a STARTED message and a master turn per task are saved. A long one among short ones is
+      // reported at the loop's next wake-up (any message or timer; at most a heartbeat).
       bool first;
       {
         std::lock_guard lock(results_mutex_);
         first = results_.empty() && begun_.empty();
         begun_.push_back({a.task, a.attempt});
       }
-      if (first) wake.send(zmq::str_buffer("!"), zmq::send_flags::dontwait);
+      if (first && !runs_quick()) wake.send(zmq::str_buffer("!"), zmq::send_flags::dontwait);
     }
     const auto t0 = std::chrono::steady_clock::now();
     proto::Result r = run_one(a);

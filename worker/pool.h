@@ -48,6 +48,13 @@ class Pool {
   Usage usage() const {
     return {runs_.load(std::memory_order_relaxed), std::chrono::nanoseconds(busy_ns_.load(std::memory_order_relaxed))};
   }
+  // Attempts here have been short: at least kQuickRuns of them, kQuickRun on average or less.
+  static constexpr std::uint64_t kQuickRuns = 8;
+  static constexpr std::chrono::nanoseconds kQuickRun{std::chrono::milliseconds(1)};
+  bool runs_quick() const {
+    const auto u = usage();
+    return u.runs >= kQuickRuns && u.busy <= kQuickRun * static_cast<std::int64_t>(u.runs);
+  }
 
  private:
   void run_thread(std::string endpoint);

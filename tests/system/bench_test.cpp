@@ -65,6 +65,16 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
     CHECK(number(f, config == "memory" ? "queued" : "n") > 0);
     if (config == "zmq_ceiling") {
       CHECK(number(f, "tasks_per_s") > 0);
+      CHECK(f.at("roles") == "processes");  // as PEERS.md measures it: worker processes, not threads
+      continue;
+    }
+    if (config == "relay_floor") {
+      CHECK(f.at("security") == "curve");
+      CHECK(number(f, "tasks_per_s") > 0);
+      CHECK(number(f, "trips") > 0);
+      CHECK(number(f, "p50_us") > 0);
+      CHECK(number(f, "p99_us") >= number(f, "p50_us"));
+      CHECK(number(f, "ratio_to_zmq") > 0);
       continue;
     }
     CHECK(f.at("mode") == "memory");
@@ -73,10 +83,13 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
     if (config == "throughput" || config == "cli" || config == "backlog") {
       CHECK(number(f, "tasks_per_s") > 0);
       CHECK(number(f, "ratio_to_zmq") > 0);
+      CHECK(number(f, "ratio_to_relay") > 0);
       CHECK(number(f, "master_cpu_s_per_1000") >= 0);
     } else if (config == "latency" || config == "ack") {
       CHECK(number(f, "p50_us") > 0);
       CHECK(number(f, "p99_us") >= number(f, "p50_us"));
+      CHECK(number(f, "p50_to_floor") > 0);  // against relay_floor of the same run
+      CHECK(number(f, "p99_to_floor") > 0);
     } else if (config == "memory") {
       CHECK(number(f, "bytes_per_task") > 0);
     } else if (config == "big_hello") {
@@ -96,6 +109,7 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
     }
   }
   CHECK(seen["zmq_ceiling"] == 1);
+  CHECK(seen["relay_floor"] == 1);
   CHECK(seen["throughput"] == 1);
   CHECK(seen["latency"] == 1);
   CHECK(seen["ack"] == 1);
