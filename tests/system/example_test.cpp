@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <set>
 
 #include "support/cluster.h"
 
@@ -23,11 +24,11 @@ TEST_CASE("the C++ example worker loads the key as the commands do and computes 
   // No --key-file: the key comes from TASKMASTER_KEY_FILE, as for every taskmaster command.
   auto w = c.start({kExampleWorker, c.endpoint()});
   c.wait_for_workers(1);
-  auto r = c.run({"submit", "word_count", R"("the quick brown fox")", R"("")", R"("one")", "--wait", "--json"});
+  auto r = c.run({"submit", "word_count", "--each", "--wait", "--json"}, "\"the quick brown fox\"\n\"\"\n\"one\"\n");
   REQUIRE_MESSAGE(r.code == 0, r.err);
   std::multiset<long long> counts;
   for (const auto& j : r.json_lines()) {
-    CHECK(j["state"] == "done");
+    CHECK(j.value("status", "") == "done");
     counts.insert(j["result"].get<long long>());
   }
   CHECK(counts == std::multiset<long long>{0, 1, 4});
