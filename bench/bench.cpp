@@ -161,12 +161,15 @@ class Setup {
     return client_->connect();
   }
 
-  // Starts `count` worker processes (one slot each) and waits until the master has them all.
-  Status start_workers(unsigned count) {
+  // Starts `count` worker processes (--worker-threads slots each, or `threads`, with `extra`
+  // options) and waits until the master has them all.
+  Status start_workers(unsigned count, unsigned threads = 0, const std::vector<std::string>& extra = {}) {
     for (unsigned i = 0; i < count; ++i) {
-      std::vector<std::string> argv = {run_.o.exe, "worker",  "--connect", endpoint_, "-j", std::to_string(run_.o.worker_threads),
+      std::vector<std::string> argv = {run_.o.exe, "worker",  "--connect",
+                                       endpoint_,  "-j",      std::to_string(threads ? threads : run_.o.worker_threads),
                                        "--queue",  run_.queue};
       argv.insert(argv.end(), run_.key_args.begin(), run_.key_args.end());
+      argv.insert(argv.end(), extra.begin(), extra.end());
       workers_.push_back(std::make_unique<Child>(argv, child_options(run_.env, log("worker-" + std::to_string(i + 1)), false, false)));
     }
     std::set<std::int64_t> pids;
@@ -633,6 +636,69 @@ Expected<Row> jobs(Run& r, std::uint64_t seed) {
   return row;
 }
 
+// The first of `candidates` that is an executable file ("" if none).
+std::string executable(std::initializer_list<const char*> candidates) {
+  for (const char* c : candidates)
+    if (::access(c, X_OK) == 0) return c;
+  return "";
+}
+
+// Runs `argv` with `input` on its stdin to its end; its wall time in seconds, or why it failed.
+Expected<double> timed_process(Setup& s, Run& r, std::vector<std::string> argv, const std::string& input, const std::string& who) {
+  const auto t0 = Clock::now();
+  Child child(std::move(argv), child_options(r.env, s.log(who), true, true));
+  auto done = run_to_end(child, input, t0 + r.o.timeout);
+  const double elapsed = duration<double>(Clock::now() - t0).count();
+  if (!done) return s.failed(done.error());
+  if (done->code != 0)
+    return s.failed(Error{ErrorCode::Internal,
+                          who + " exited " + std::to_string(done->code) + "; its log " + s.log(who) + ":\n" + tail_of(s.log(who))});
+  return elapsed;
+}
+
+// What an `exec` task costs beyond its command: N x `true` through `taskmaster run --each` on one
+// worker with 2 slots, and the same N through `xargs -P2 -n1` on this machine in the same run.
+Expected<Row> exec_overhead(Run& r, std::uint64_t seed) {
+  (void)seed;
+  const std::uint64_t n = r.o.quick ? 200 : 1000;
+  const std::string true_path = executable({"/usr/bin/true", "/bin/true"}), xargs = executable({"/usr/bin/xargs", "/bin/xargs"});
+  if (true_path.empty()) return make_error(ErrorCode::Internal, "exec: no /usr/bin/true or /bin/true to run");
+  Setup s(r, "exec");
+  BENCH_TRY(s, s.start_master());
+  BENCH_TRY(s, s.connect());
+  BENCH_TRY(s, s.start_workers(1, 2, {"--allow-exec"}));
+  std::string input;
+  for (std::uint64_t i = 1; i <= n; ++i) input += std::to_string(i) + "\n";
+  std::vector<std::string> run = {r.o.exe, "run", "--each", "--quiet", "--connect", s.endpoint(), "--queue", r.queue};
+  run.insert(run.end(), r.key_args.begin(), r.key_args.end());
+  run.insert(run.end(), {"--", true_path});
+  // Warm-up: the worker's first exec, the client's first connection.
+  if (auto warm = timed_process(s, r, run, "1\n2\n", "run-warmup"); !warm) return warm.error();
+  auto ours = timed_process(s, r, run, input, "run");
+  if (!ours) return ours.error();
+  std::optional<double> theirs;
+  if (!xargs.empty()) {
+    auto x = timed_process(s, r, {xargs, "-P2", "-n1", true_path}, input, "xargs");
+    if (!x) return x.error();
+    theirs = *x;
+  }
+  const auto per_task_ms = [n](std::optional<double> sec) -> std::optional<double> {
+    if (!sec) return std::nullopt;
+    return *sec / static_cast<double>(n) * 1000.0;
+  };
+  Row row = head(r, "exec");
+  row.num("workers", 1)
+      .num("threads", 2)
+      .num("n", static_cast<double>(n))
+      .num("run_s", *ours, 3)
+      .num("xargs_s", theirs, 3)
+      .num("run_ms_per_task", per_task_ms(*ours), 3)
+      .num("xargs_ms_per_task", per_task_ms(theirs), 3)
+      .num("overhead_ms_per_task", theirs ? std::optional<double>(*per_task_ms(*ours) - *per_task_ms(theirs)) : std::nullopt, 3)
+      .num("master_peak_rss_mib", mib(s.master_stats()), 1);
+  return row;
+}
+
 // Runs one configuration `repeat` times (seeds 1..R), prints DETAIL lines, then the median RESULT.
 Expected<Row> repeated(Run& r, const std::string& what, const std::function<Expected<Row>(std::uint64_t seed)>& once) {
   std::vector<Row> runs;
@@ -695,6 +761,8 @@ Status run_all(Run& r) {
     if (auto row = repeated(r, "jobs", [&](std::uint64_t seed) { return jobs(r, seed); }); !row) return row.error();
   if (selected(o, "workers2000"))
     if (auto row = repeated(r, "workers2000", [&](std::uint64_t seed) { return workers2000(r, seed); }); !row) return row.error();
+  if (selected(o, "exec"))
+    if (auto row = repeated(r, "exec", [&](std::uint64_t seed) { return exec_overhead(r, seed); }); !row) return row.error();
   return Ok{};
 }
 

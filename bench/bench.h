@@ -21,6 +21,9 @@
 //   big_hello    one worker with the largest HELLO (1024 functions x 1024 queues), then 10,000 tasks:
 //                how long dispatching them takes, and a STATUS's round trip meanwhile
 //   workers2000  2,000 simulated workers connected: the master's idle CPU, then how N tasks spread
+//   exec         1,000 x `true` (quick: 200) through `taskmaster run --each` on one worker with 2 slots
+//                (--allow-exec), beside `xargs -P2 -n1 true` on the same input in the same run: each
+//                one's wall time and per-task cost, and the overhead per task (ours - xargs) / N
 #pragma once
 
 #include <chrono>
@@ -36,8 +39,8 @@
 
 namespace taskmaster::bench {
 
-inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "relay_floor", "throughput", "latency", "ack",        "cli",
-                                                  "memory",      "backlog",     "big_hello",  "jobs",    "workers2000"};
+inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "relay_floor", "throughput", "latency", "ack", "cli",
+                                                  "memory", "backlog", "big_hello", "jobs", "workers2000", "exec"};
 
 // Every list or count left empty (or 0) takes the default of the mode: the full benchmark, or the
 // small smoke test of --quick (well under a minute).

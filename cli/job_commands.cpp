@@ -168,7 +168,12 @@ int run_submit(const SubmitOptions& o) {
                  static_cast<unsigned long long>(summary ? summary->job : 0));
     return kExitUsage;
   }
-  if (!summary) return report(summary.error());
+  if (!summary) {
+    auto e = summary.error();
+    // "taskmaster: submit: idempotency key 'K' was used for a different job (N): ...", exit 5.
+    if (e.code == ErrorCode::KeyReused && e.message.rfind("SUBMIT: ", 0) == 0) e.message.replace(0, 6, "submit");
+    return report(e);
+  }
   if (!o.wait) {
     std::printf("%llu\n", static_cast<unsigned long long>(summary->job));
     return kExitOk;
@@ -252,7 +257,10 @@ void add_job_commands(CLI::App& app, Runners& runners) {
                  "With --wait: one JSON object per line (job, task, function, queue, args, status, result|error, attempts, worker)")
       ->needs(wait);
   submit->add_flag("--quiet", o->quiet, "With --wait: no job id, progress line or summary on stderr (warnings still)")->needs(wait);
-  submit->add_option("--idempotency-key", o->idempotency_key, "Submitting the same key again returns the same job instead of a new one")
+  submit
+      ->add_option("--idempotency-key", o->idempotency_key,
+                   "Submitting the same key again returns the same job instead of a new one; the key reused for other tasks "
+                   "(function, args or options) is refused (exit 5)")
       ->check([](const std::string& s) {
         return !s.empty() && s.size() <= proto::kMaxTextBytes ? std::string()
                                                               : "the key must be 1 to " + std::to_string(proto::kMaxTextBytes) + " bytes";

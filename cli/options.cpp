@@ -137,30 +137,16 @@ CLI::Option* add_job_list_option(CLI::App* cmd, const std::string& names, std::v
   return opt;
 }
 
-namespace {
-
-Expected<std::string> shared_key(const std::string& key_file) {
-  auto found = protocol::find_key(key_file);
-  if (!found) return found.error();
-  if (!*found)
-    return make_error(ErrorCode::AuthFailed,
-                      "no key: make one with 'taskmaster keygen' (it goes to " + protocol::default_key_path() +
-                          "), or give --key-file FILE, TASKMASTER_KEY_FILE or TASKMASTER_KEY; --insecure runs without one");
-  return std::move((*found)->key);
-}
-
-}  // namespace
-
 Expected<std::optional<protocol::CurveKeys>> KeyOptions::resolve() const {
   if (insecure) return std::optional<protocol::CurveKeys>();
-  auto key = shared_key(key_file);
+  auto key = protocol::load_key(key_file);
   if (!key) return key.error();
   return std::optional<protocol::CurveKeys>(protocol::derive_keys(*key));
 }
 
 Expected<std::optional<protocol::HttpSecrets>> KeyOptions::http_secrets() const {
   if (insecure) return std::optional<protocol::HttpSecrets>();
-  auto key = shared_key(key_file);
+  auto key = protocol::load_key(key_file);
   if (!key) return key.error();
   return std::optional<protocol::HttpSecrets>(protocol::derive_http_secrets(*key));
 }

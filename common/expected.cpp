@@ -10,7 +10,7 @@ constexpr std::pair<ErrorCode, std::string_view> kErrorNames[] = {
     {ErrorCode::TooLarge, "too_large"},      {ErrorCode::BadJson, "bad_json"},           {ErrorCode::BadField, "bad_field"},
     {ErrorCode::NotAllowed, "not_allowed"},  {ErrorCode::UnknownJob, "unknown_job"},     {ErrorCode::UnknownTask, "unknown_task"},
     {ErrorCode::Unavailable, "unavailable"}, {ErrorCode::Unreachable, "unreachable"},    {ErrorCode::AuthFailed, "auth_failed"},
-    {ErrorCode::Internal, "internal"},
+    {ErrorCode::Internal, "internal"},       {ErrorCode::KeyReused, "key_reused"},
 };
 }  // namespace
 

@@ -23,6 +23,7 @@ enum class ErrorCode {
   UnknownJob,      // the job does not exist (never did, or its results expired)
   UnknownTask,     // a result for a task this worker does not hold
   Unavailable,     // the master cannot take this now (shutting down, disk problem)
+  KeyReused,       // SUBMIT's idempotency key is that of another job (another function, args or options)
   Unreachable,     // client side: no answer from the master in time
   AuthFailed,      // client side: the security handshake failed
   Internal,        // a bug: reported rather than crashing

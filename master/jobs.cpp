@@ -1,11 +1,73 @@
 #include "master/jobs.h"
 
+#include <array>
 #include <cassert>
+
+#include <sodium.h>
 
 namespace taskmaster {
 
-const Job& JobTable::create(std::string idempotency_key, std::vector<JobId> after, bool after_success, std::optional<TimePoint> now) {
-  const Job& job = restore(next_id_, std::move(idempotency_key), 0, false, false);
+namespace {
+
+void hash_u64(crypto_generichash_state& h, std::uint64_t v) {
+  unsigned char b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
+  crypto_generichash_update(&h, b, sizeof b);
+}
+
+void hash_text(crypto_generichash_state& h, const std::string& s) {
+  hash_u64(h, s.size());
+  crypto_generichash_update(&h, reinterpret_cast<const unsigned char*>(s.data()), s.size());
+}
+
+void hash_task(crypto_generichash_state& h, const protocol::TaskSpec& t) {
+  hash_text(h, t.function);
+  hash_text(h, t.queue);
+  hash_text(h, t.args);
+  hash_u64(h, static_cast<std::uint64_t>(static_cast<std::int64_t>(t.priority)));
+  hash_u64(h, t.delay_ms);
+  hash_u64(h, t.timeout_ms);
+  hash_u64(h, t.max_attempts);
+  hash_u64(h, t.backoff_ms);
+}
+
+std::string hex_final(crypto_generichash_state& h) {
+  unsigned char out[32];
+  crypto_generichash_final(&h, out, sizeof out);
+  char text[2 * sizeof out + 1];
+  sodium_bin2hex(text, sizeof text, out, sizeof out);
+  return text;
+}
+
+}  // namespace
+
+std::string submission_digest(const std::vector<protocol::TaskSpec>& tasks, const std::vector<JobId>& after, bool after_success) {
+  crypto_generichash_state whole, first;
+  for (auto* h : {&whole, &first}) {
+    crypto_generichash_init(h, nullptr, 0, 32);
+    hash_u64(*h, after.size());
+    for (JobId a : after) hash_u64(*h, a);
+    hash_u64(*h, after_success ? 1 : 0);
+  }
+  for (const auto& t : tasks) hash_task(whole, t);
+  if (!tasks.empty()) hash_task(first, tasks.front());
+  return std::to_string(tasks.size()) + " " + hex_final(whole) + " " + hex_final(first);
+}
+
+bool same_submission(const std::string& stored, const std::string& again) {
+  const auto parts = [](const std::string& d) -> std::optional<std::array<std::string, 3>> {
+    const auto a = d.find(' '), b = a == std::string::npos ? a : d.find(' ', a + 1);
+    if (b == std::string::npos) return std::nullopt;
+    return std::array<std::string, 3>{d.substr(0, a), d.substr(a + 1, b - a - 1), d.substr(b + 1)};
+  };
+  const auto s = parts(stored), n = parts(again);
+  if (!s || !n) return true;
+  return (*s)[0] == (*n)[0] ? (*s)[1] == (*n)[1] : (*s)[2] == (*n)[2];
+}
+
+const Job& JobTable::create(std::string idempotency_key, std::vector<JobId> after, bool after_success, std::optional<TimePoint> now,
+                            std::string digest) {
+  const Job& job = restore(next_id_, std::move(idempotency_key), 0, false, false, std::move(digest));
   get(job.id)->created = now;
   if (!after.empty()) wait_for(*get(job.id), std::move(after), after_success);
   return job;
@@ -56,7 +118,7 @@ void JobTable::unwait(Job& job) {
   }
 }
 
-const Job& JobTable::restore(JobId id, std::string idempotency_key, std::uint64_t total, bool sealed, bool cancelled) {
+const Job& JobTable::restore(JobId id, std::string idempotency_key, std::uint64_t total, bool sealed, bool cancelled, std::string digest) {
   assert(!jobs_.count(id));
   next_id_ = std::max(next_id_, id + 1);
   Job& job = jobs_[id];
@@ -64,6 +126,7 @@ const Job& JobTable::restore(JobId id, std::string idempotency_key, std::uint64_
   job.total = total;
   job.sealed = sealed;
   job.cancelled = cancelled;
+  job.digest = std::move(digest);
   if (!idempotency_key.empty()) {
     keys_[idempotency_key] = id;
     job.idempotency_key = std::move(idempotency_key);

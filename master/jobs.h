@@ -23,6 +23,7 @@ struct Job {
   using Batch = TaskRange;
   JobId id = 0;
   std::string idempotency_key;   // "" if none
+  std::string digest;            // of its first batch (submission_digest); "" if not known (older journals)
   std::vector<Batch> batches;    // index = the batch's seq
   std::vector<TaskId> finished;  // in the order they finished; WAIT's cursor indexes this
   std::uint64_t total = 0;       // tasks in the job so far
@@ -41,6 +42,17 @@ struct Job {
 
   bool ended() const { return sealed && finished.size() == total; }
 };
+
+// The fingerprint of a new job's first SUBMIT batch, kept with its idempotency key so that the key
+// reused for another job is refused (as Stripe does): its task count and BLAKE2b-256 digests of the
+// whole batch and of its first task, each over every field of the tasks (function, queue, args,
+// priority, delay, timeout, attempts, backoff) and the job's after and after_success. Text:
+// "COUNT BATCH-HEX FIRST-HEX".
+std::string submission_digest(const std::vector<protocol::TaskSpec>& tasks, const std::vector<JobId>& after, bool after_success);
+// Whether a first batch with digest `again` repeats the one with digest `stored`: the same batch when
+// their counts are equal, else (a streaming source cuts its batches by time) the same first task.
+// An unknown stored digest ("", or not of this form) matches anything.
+bool same_submission(const std::string& stored, const std::string& again);
 
 // What changed in a job, as the listener is told.
 enum class JobChange {
@@ -65,7 +77,7 @@ class JobTable {
   // batch). REQUIRES: no job has this key (find_by_key first).
   // `after`: the jobs it waits for (then it is waiting; no repeats).
   const Job& create(std::string idempotency_key, std::vector<JobId> after = {}, bool after_success = false,
-                    std::optional<TimePoint> now = std::nullopt);
+                    std::optional<TimePoint> now = std::nullopt, std::string digest = "");
   const Job* find(JobId id) const;
   const Job* find_by_key(const std::string& key) const;
   std::size_t size() const { return jobs_.size(); }
@@ -100,7 +112,7 @@ class JobTable {
   void drop_last_batch(JobId job, bool was_sealed, TimePoint now);
 
   // Replay of the journal; the listener is not told. REQUIRES: no job with this id exists.
-  const Job& restore(JobId id, std::string idempotency_key, std::uint64_t total, bool sealed, bool cancelled);
+  const Job& restore(JobId id, std::string idempotency_key, std::uint64_t total, bool sealed, bool cancelled, std::string digest = "");
   void restore_batch(JobId job, std::uint32_t seq, TaskRange batch);
   // Appends a finished task in its place (replay gives them in finish order).
   void restore_finished(JobId job, TaskId task, bool failed);

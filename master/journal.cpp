@@ -161,6 +161,13 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
       if (verdict != "ok") throw std::runtime_error("journal " + path_ + " is damaged (" + verdict + ")." + move_aside_hint(path_));
     }
     exec(kSchema);
+    {
+      // Added after schema version 1 without changing it (an older master ignores the column):
+      // the digest of a job's first batch, so that its idempotency key cannot be reused for another.
+      Statement has = prepare("SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'digest'");
+      if (step_row(has.get(), "the jobs table's columns") && sqlite3_column_int(has.get(), 0) == 0)
+        exec("ALTER TABLE jobs ADD COLUMN digest TEXT");
+    }
     int version = 0;
     {
       Statement v = prepare("SELECT value FROM meta WHERE key = 'schema_version'");
@@ -181,7 +188,7 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
         "UPDATE tasks SET state = ?2, attempts = ?3, ready_at_ms = ?4, outcome = ?5, worker = ?6, finished_seq = ?7 WHERE id = ?1");
     st_->del_task = prepare("DELETE FROM tasks WHERE id = ?1");
     st_->put_job = prepare(
-        "INSERT OR REPLACE INTO jobs(id, idempotency_key, total, sealed, cancelled, ended_at_ms) VALUES (?1,?2,?3,?4,?5,?6)");
+        "INSERT OR REPLACE INTO jobs(id, idempotency_key, total, sealed, cancelled, ended_at_ms, digest) VALUES (?1,?2,?3,?4,?5,?6,?7)");
     st_->put_batch = prepare("INSERT OR REPLACE INTO batches(job, seq, first_task, count) VALUES (?1,?2,?3,?4)");
     st_->del_job = prepare("DELETE FROM jobs WHERE id = ?1");
     st_->del_batches = prepare("DELETE FROM batches WHERE job = ?1");
@@ -337,6 +344,8 @@ void Journal::job_saved(const Job& job, TimePoint now) {
   bind(s, 5, job.cancelled ? 1 : 0);
   if (job.ended_at) bind(s, 6, wall_ms(*job.ended_at, now));
   else bind_null(s, 6);
+  if (job.digest.empty()) bind_null(s, 7);
+  else bind(s, 7, job.digest);
   run(s);
   if (job.after.empty()) return;
   // A job that waits for others has a row in waits until it is released.
@@ -453,7 +462,7 @@ Journal::Contents Journal::read_all(TimePoint now) {
     return static_cast<std::uint64_t>(v);
   };
   {
-    Statement j = prepare("SELECT id, idempotency_key, total, sealed, cancelled, ended_at_ms FROM jobs ORDER BY id");
+    Statement j = prepare("SELECT id, idempotency_key, total, sealed, cancelled, ended_at_ms, digest FROM jobs ORDER BY id");
     while (step_row(j.get(), "a job")) {
       JobRow r;
       r.id = i64(j.get(), 0);
@@ -462,6 +471,7 @@ Journal::Contents Journal::read_all(TimePoint now) {
       r.sealed = sqlite3_column_int(j.get(), 3) != 0;
       r.cancelled = sqlite3_column_int(j.get(), 4) != 0;
       if (sqlite3_column_type(j.get(), 5) != SQLITE_NULL) r.ended_at = steady_of(sqlite3_column_int64(j.get(), 5), now);
+      r.digest = text(j.get(), 6);
       c.next_job = std::max(c.next_job, r.id + 1);
       c.jobs.push_back(std::move(r));
     }

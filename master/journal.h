@@ -66,6 +66,7 @@ class Journal {
   struct JobRow {
     JobId id = 0;
     std::string idempotency_key;
+    std::string digest;  // Job::digest; "" if none (a journal from before the column)
     std::uint64_t total = 0;
     bool sealed = false, cancelled = false;
     std::optional<TimePoint> ended_at;

@@ -103,7 +103,7 @@ MasterState::Recovered MasterState::recover(Journal& journal, TimePoint now) {
   journal_ = &journal;
   Recovered r;
   for (auto& j : c.jobs) {
-    jobs_.restore(j.id, std::move(j.idempotency_key), j.total, j.sealed, j.cancelled);
+    jobs_.restore(j.id, std::move(j.idempotency_key), j.total, j.sealed, j.cancelled, std::move(j.digest));
     if (j.waiting) jobs_.restore_waiting(j.id, std::move(j.after), j.after_success, j.failed_after);
     if (j.cancelled) tasks_.restore_cancelled_job(j.id);
   }
@@ -400,6 +400,9 @@ Expected<proto::Accepted> MasterState::submit(proto::Submit& m, TimePoint now) {
   if (m.job == 0) {
     if (m.seq != 0) return refuse(ErrorCode::BadField, "SUBMIT: a new job starts with seq 0");
     if (!m.idempotency_key.empty()) job = jobs_.find_by_key(m.idempotency_key);
+    if (job && !same_submission(job->digest, submission_digest(m.tasks, m.after, m.after_success)))
+      return refuse(ErrorCode::KeyReused, "SUBMIT: idempotency key '" + m.idempotency_key + "' was used for a different job (" +
+                                              std::to_string(job->id) + "): another function, queue, args or options");
     if (job) {  // the same submission again: answer as the first time
       const auto& b = job->batches.front();
       return proto::Accepted{m.req, job->id, b.first, b.count, true};
@@ -431,7 +434,9 @@ Expected<proto::Accepted> MasterState::submit(proto::Submit& m, TimePoint now) {
     return refuse(refusal->code, "SUBMIT: " + refusal->message);
   }
   const bool created = !job;
-  if (created) job = &jobs_.create(m.idempotency_key, std::move(after), m.after_success, now);
+  if (created)
+    job = &jobs_.create(m.idempotency_key, std::move(after), m.after_success, now,
+                        m.idempotency_key.empty() ? std::string() : submission_digest(m.tasks, m.after, m.after_success));
   const TaskRange batch{tasks_.last_id() + 1, static_cast<std::uint32_t>(m.tasks.size())};
   if (journal_) batches_.push_back({job->id, created, job->sealed, batch});
   // The job's change (journalled by on_job_change) before its tasks', which each journal themselves.

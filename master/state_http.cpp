@@ -39,7 +39,8 @@ HttpAnswer error(int status, std::string message) { return answer(status, {{"err
 int http_status(ErrorCode code) {
   switch (code) {
     case ErrorCode::UnknownJob: return 404;
-    case ErrorCode::NotAllowed: return 409;
+    case ErrorCode::NotAllowed:
+    case ErrorCode::KeyReused: return 409;
     case ErrorCode::TooLarge: return 413;
     case ErrorCode::Unavailable: return 503;
     case ErrorCode::BadField: return 400;

@@ -166,6 +166,16 @@ Expected<std::optional<LoadedKey>> find_key(const std::string& key_file_flag) {
   return from_file(path);
 }
 
+Expected<std::string> load_key(const std::string& key_file_flag) {
+  auto found = find_key(key_file_flag);
+  if (!found) return found.error();
+  if (!*found)
+    return make_error(ErrorCode::AuthFailed,
+                      "no key: make one with 'taskmaster keygen' (it goes to " + default_key_path() +
+                          "), or give --key-file FILE, TASKMASTER_KEY_FILE or TASKMASTER_KEY; --insecure runs without one");
+  return std::move((*found)->key);
+}
+
 taskmaster::Status write_key_file(const std::string& path, const std::string& key, bool force) {
   namespace fs = std::filesystem;
   const fs::path p(path);

@@ -59,6 +59,12 @@ Expected<std::optional<LoadedKey>> find_key(const std::string& key_file_flag);
 Expected<LoadedKey> load_key_file(const std::string& path);
 std::string default_key_path();
 
+// The shared key as every taskmaster command loads it (find_key's order), for programs that embed
+// the worker or client library (examples/custom_worker.cpp): the key, or an AuthFailed error whose
+// message says why there is none, e.g. "no key: make one with 'taskmaster keygen' ...", "cannot read
+// key file F: ...", "... is too short".
+Expected<std::string> load_key(const std::string& key_file_flag = "");
+
 // Writes a new key to `path` (mode 0600, parent directories made 0700). Refuses to overwrite an
 // existing file unless `force`.
 taskmaster::Status write_key_file(const std::string& path, const std::string& key, bool force);

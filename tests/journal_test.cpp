@@ -572,7 +572,7 @@ TEST_CASE("a replayed master has every task, job, finish order, key and id count
   CHECK(w4.outcomes[0].status == TaskState::Dead);
   CHECK(w4.outcomes[0].value.find("master stopped") != std::string::npos);
   // Keys and batches answer resends as before.
-  const auto again = n.submit({spec("square", "1")}, "key-1");
+  const auto again = n.submit({spec("square", "1", 5), spec("square", "2", 1, 3, 0, "fast")}, "key-1", 0, 0, true);
   CHECK(again.duplicate);
   CHECK(again.job == 1);
   CHECK(again.first_task == 1);
@@ -1281,6 +1281,42 @@ TEST_CASE("results past their TTL leave the journal - replay does not bring them
   // A new job, with ids never handed out before (not those of the expired job).
   CHECK(again.job > gone);
   CHECK(again.first_task > 4);
+}
+
+TEST_CASE("an idempotency key reused for another job is refused after a replay too - and journals without digests still load") {
+  QuietLogs quiet;
+  TempDir dir;
+  JobId job = 0;
+  {
+    Node n(dir.path());
+    job = n.submit({spec("square", "1"), spec("square", "2")}, "reuse-key").job;
+    CHECK(Sql(db_in(dir)).number("SELECT count(*) FROM jobs WHERE digest LIKE '2 %'") == 1);
+  }
+  {
+    Node n(dir.path());
+    const auto e = n.ask<proto::ErrorReply>("C", n.submit_message({spec("square", "1"), spec("square", "3")}, "reuse-key"));
+    CHECK(e.code == ErrorCode::KeyReused);
+    CHECK(e.message.find("was used for a different job (" + std::to_string(job) + ")") != std::string::npos);
+    const auto again = n.submit({spec("square", "1"), spec("square", "2")}, "reuse-key");
+    CHECK(again.duplicate);
+    CHECK(again.job == job);
+  }
+  // A journal made before the digest column: the column is added, its jobs' keys match anything.
+  {
+    Sql sql(db_in(dir), false);
+    sql.exec("ALTER TABLE jobs DROP COLUMN digest");
+  }
+  {
+    Node n(dir.path());
+    CHECK(Sql(db_in(dir)).number("SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'digest'") == 1);
+    const auto old = n.submit({spec("echo", "other")}, "reuse-key");
+    CHECK(old.duplicate);
+    CHECK(old.job == job);
+    const auto fresh = n.submit({spec("echo", "x")}, "new-key");
+    CHECK_FALSE(fresh.duplicate);
+  }
+  Node n(dir.path());
+  CHECK(n.ask<proto::ErrorReply>("C", n.submit_message({spec("echo", "y")}, "new-key")).code == ErrorCode::KeyReused);
 }
 
 TEST_CASE("a job that ended before a restart expires on time after it") {

@@ -466,6 +466,94 @@ TEST_CASE("a peer may hold only a bounded number of WAITs") {
 namespace taskmaster {
 TEST_SUITE("state") {
 
+TEST_CASE("an idempotency key reused for another function, other args or options is refused key_reused") {
+  Harness h;
+  const auto a = h.submit("C", 3, "square", 0, "key-r");
+  const auto refused = [&](proto::Submit m, std::string_view why) {
+    CAPTURE(why);
+    m.req = 8;
+    m.idempotency_key = "key-r";
+    h.deliver("C", m);
+    const auto e = h.take<proto::ErrorReply>("C");
+    REQUIRE(e.size() == 1);
+    CHECK(e[0].code == ErrorCode::KeyReused);
+    CHECK(e[0].req == 8);
+    CHECK(e[0].message == "SUBMIT: idempotency key 'key-r' was used for a different job (" + std::to_string(a.job) +
+                              "): another function, queue, args or options");
+  };
+  // The submission Harness::submit makes: square of 0, 1, 2 with backoff 100.
+  proto::Submit same;
+  for (int i = 0; i < 3; ++i) {
+    proto::TaskSpec t{"square", std::to_string(i)};
+    t.backoff_ms = 100;
+    same.tasks.push_back(t);
+  }
+  auto m = same;
+  m.tasks[2].args = "7";
+  refused(m, "other args");
+  m = same;
+  for (auto& t : m.tasks) t.function = "echo";
+  refused(m, "another function");
+  m = same;
+  m.tasks[1].queue = "other";
+  refused(m, "another queue");
+  m = same;
+  m.tasks[0].max_attempts = 9;
+  refused(m, "another option");
+  m = same;
+  m.after = {a.job};
+  refused(m, "after");
+  m = same;
+  m.tasks.resize(1);
+  m.tasks[0].args = "5";
+  refused(m, "a first batch of another size whose first task differs");
+  CHECK(h.state.tasks().size() == 3);  // nothing was created
+  // A copy is answered as before; so is one cut into another first batch (same first task).
+  const auto b = h.submit("C", 3, "square", 0, "key-r");
+  CHECK(b.duplicate);
+  CHECK(b.job == a.job);
+  const auto c = h.submit("C", 1, "square", 0, "key-r");
+  CHECK(c.duplicate);
+  CHECK(c.job == a.job);
+  CHECK(h.state.tasks().size() == 3);
+}
+
+TEST_CASE("submission digests: every field counts, and the rule for first batches of another size") {
+  std::vector<proto::TaskSpec> tasks{{"square", "1"}, {"square", "2"}};
+  const auto d = submission_digest(tasks, {}, false);
+  CHECK(d.rfind("2 ", 0) == 0);
+  CHECK(d.size() == 2 + 64 + 1 + 64);
+  CHECK(same_submission(d, submission_digest(tasks, {}, false)));
+  for (int field = 0; field < 8; ++field) {
+    auto t = tasks;
+    auto& x = t[1];
+    switch (field) {
+      case 0: x.function = "echo"; break;
+      case 1: x.args = "3"; break;
+      case 2: x.queue = "q"; break;
+      case 3: x.priority = 1; break;
+      case 4: x.delay_ms = 1; break;
+      case 5: x.timeout_ms = 1; break;
+      case 6: x.max_attempts = 1; break;
+      default: x.backoff_ms = 1; break;
+    }
+    CAPTURE(field);
+    CHECK_FALSE(same_submission(d, submission_digest(t, {}, false)));
+  }
+  CHECK_FALSE(same_submission(d, submission_digest(tasks, {4}, false)));
+  CHECK_FALSE(same_submission(d, submission_digest(tasks, {4}, true)));
+  CHECK_FALSE(same_submission(submission_digest(tasks, {4}, false), submission_digest(tasks, {4}, true)));
+  // Field boundaries are unambiguous: "ab" + "c" is not "a" + "bc".
+  CHECK_FALSE(same_submission(submission_digest({{"ab", "c"}}, {}, false), submission_digest({{"a", "bc"}}, {}, false)));
+  // Another size: only the first task is compared.
+  CHECK(same_submission(d, submission_digest({tasks[0]}, {}, false)));
+  CHECK(same_submission(d, submission_digest({tasks[0], tasks[1], {"echo", "9"}}, {}, false)));
+  CHECK_FALSE(same_submission(d, submission_digest({tasks[1]}, {}, false)));
+  // No digest known (a journal from before them): anything matches.
+  CHECK(same_submission("", d));
+  CHECK(same_submission("garbage", d));
+}
+
 TEST_CASE("WAIT may name the job by its idempotency key, right behind the SUBMIT") {
   Harness h;
   h.hello("W", 1);

@@ -12,10 +12,10 @@
 It speaks TASKMASTER/1 (docs/PROTOCOL.md) over ZeroMQ with CURVE, on pyzmq alone."""
 
 from .client import Client, Job, Outcome
-from .errors import AuthFailed, Error, TaskFailed, Unreachable, UsageError
+from .errors import AuthFailed, Error, KeyReused, TaskFailed, Unreachable, UsageError
 from .keys import default_key_path, derive_keys, derive_keys_z85, find_key, load_key_file
 from .worker import Worker
 
 __version__ = "0.1"
 __all__ = ["Client", "Job", "Outcome", "Worker", "Error", "TaskFailed", "UsageError", "Unreachable",
-           "AuthFailed", "find_key", "load_key_file", "default_key_path", "derive_keys", "derive_keys_z85"]
+           "AuthFailed", "KeyReused", "find_key", "load_key_file", "default_key_path", "derive_keys", "derive_keys_z85"]

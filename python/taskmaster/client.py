@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 
 from . import _conn
-from .errors import Error, TaskFailed, Unreachable, UsageError
+from .errors import Error, KeyReused, TaskFailed, Unreachable, UsageError
 
 BATCH_TASKS = 10000           # tasks per SUBMIT at most
 BATCH_BYTES = 8 * 1024 * 1024  # args bytes per SUBMIT at most (a body stays well under 16 MiB)
@@ -126,7 +126,8 @@ class Client:
                             backoff = min(backoff * 2, 2.0)
                             sent_at = None
                             continue
-                        raise Error(f"{command}: {reply.get('message')}", reply.get("code"))
+                        cls = KeyReused if reply.get("code") == "key_reused" else Error
+                        raise cls(f"{command}: {reply.get('message')}", reply.get("code"))
                     if expect and cmd not in expect:
                         raise Error(f"{command}: unexpected reply {cmd}")
                     return cmd, reply

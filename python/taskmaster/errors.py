@@ -41,3 +41,8 @@ class AuthFailed(Error):
     """No usable key, or the master refused ours / has another one (exit code 4)."""
 
     exit_code = 4
+
+
+class KeyReused(Error):
+    """The idempotency key given to submit() is another job's: one submitted with another function,
+    queue, args or options (the master's ERROR `key_reused`, PROTOCOL.md §5.4). Exit code 5, as the CLI."""

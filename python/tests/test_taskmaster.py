@@ -237,6 +237,13 @@ class ClientWorkerTest(Cluster):
         job = c.submit_many("shout", ["x", "y", "z"], idempotency_key="py-test-1")
         again = c.submit_many("shout", ["x", "y", "z"], idempotency_key="py-test-1")
         self.assertEqual((again.id, again.duplicate, again.tasks), (job.id, True, job.tasks))
+        # The same key for other args, or another function, is refused, not answered with the old job.
+        for other in (lambda: c.submit_many("shout", ["x", "y", "w"], idempotency_key="py-test-1"),
+                      lambda: c.submit_many("echo", ["x", "y", "z"], idempotency_key="py-test-1")):
+            with self.assertRaises(taskmaster.KeyReused) as e:
+                other()
+            self.assertEqual((e.exception.code, e.exception.exit_code), ("key_reused", 5))
+            self.assertIn(f"was used for a different job ({job.id})", str(e.exception))
         self.assertEqual(c.status()["queues"]["default"]["queued"], 3)
         self.assertEqual(c.cancel(job), 3)
         self.assertEqual([o.status for o in c.wait(job, timeout=10)], ["cancelled"] * 3)

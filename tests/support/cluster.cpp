@@ -116,8 +116,9 @@ int Cluster::stop_master(int sig) {
 
 ChildProcess& Cluster::start_worker(std::vector<std::string> extra) {
   std::vector<std::string> argv{kTaskmaster, "worker", "--connect", endpoint_};
-  argv.insert(argv.end(), extra.begin(), extra.end());
+  // --insecure before `extra`, which may end with `-- CMD ARGS...` (worker --function NAME -- CMD).
   for (auto& a : security()) argv.push_back(a);
+  argv.insert(argv.end(), extra.begin(), extra.end());
   workers_.push_back(start(argv));
   return *workers_.back();
 }

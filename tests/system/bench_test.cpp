@@ -106,6 +106,15 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
       CHECK(number(f, "tasks_per_s") > 0);
       CHECK(number(f, "spread_max") >= number(f, "spread_min"));
       CHECK(number(f, "spread_max") > 0);
+    } else if (config == "exec") {
+      // 200 x true through `taskmaster run --each` (1 worker, 2 slots) beside xargs -P2 in the same run.
+      CHECK(number(f, "n") == 200);
+      CHECK(number(f, "threads") == 2);
+      CHECK(number(f, "run_s") > 0);
+      CHECK(number(f, "xargs_s") > 0);
+      CHECK(number(f, "run_ms_per_task") == doctest::Approx(number(f, "run_s") * 1000 / 200).epsilon(0.01));
+      CHECK(number(f, "overhead_ms_per_task") ==
+            doctest::Approx(number(f, "run_ms_per_task") - number(f, "xargs_ms_per_task")).epsilon(0.01));
     }
   }
   CHECK(seen["zmq_ceiling"] == 1);
@@ -119,6 +128,7 @@ TEST_CASE("bench --quick runs every configuration, verifies it and prints its fi
   CHECK(seen["big_hello"] == 1);
   CHECK(seen["jobs"] == 1);
   CHECK(seen["workers2000"] == 1);
+  CHECK(seen["exec"] == 1);
 }
 
 TEST_CASE("bench refuses an unknown configuration, and --durable says whether this build has it") {

@@ -137,6 +137,40 @@ TEST_CASE("a resubmission with the same idempotency key returns the same job, al
   CHECK(st["tasks"] == 6);
 }
 
+TEST_CASE("an idempotency key reused with another function or other args is refused, also after kill -9 and a restart") {
+  Cluster c;
+  c.start_master();
+  auto a = c.run({"submit", "square", "--each", "--idempotency-key", "order-7"}, "1\n2\n3\n");
+  REQUIRE_MESSAGE(a.code == 0, a.err);
+  const std::string job = a.out.substr(0, a.out.find('\n'));
+  const auto check_refused = [&](const std::string& when) {
+    CAPTURE(when);
+    for (const auto& [args, input] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+             {{"submit", "square", "--each", "--idempotency-key", "order-7"}, "1\n2\n4\n"},
+             {{"submit", "echo", "--each", "--idempotency-key", "order-7"}, "1\n2\n3\n"},
+             {{"submit", "square", "--each", "--priority", "5", "--idempotency-key", "order-7"}, "1\n2\n3\n"},
+             {{"submit", "square", "9", "--wait", "--idempotency-key", "order-7"}, ""}}) {
+      CAPTURE(args[1]);
+      auto r = c.run(args, input);
+      CHECK(r.code == 5);
+      CHECK(r.out.empty());
+      CHECK(r.err == "taskmaster: submit: idempotency key 'order-7' was used for a different job (" + job +
+                         "): another function, queue, args or options\n");
+    }
+    auto same = c.run({"submit", "square", "--each", "--idempotency-key", "order-7"}, "1\n2\n3\n");
+    CHECK(same.code == 0);
+    CHECK(same.out == a.out);
+    auto st = c.status();
+    CHECK(st["jobs"] == 1);
+    CHECK(st["tasks"] == 3);
+  };
+  check_refused("before a restart");
+  const std::string bind = c.endpoint();
+  c.stop_master(SIGKILL);
+  c.start_master({}, bind);
+  check_refused("after kill -9 and a restart");
+}
+
 TEST_CASE("a second master on the same data directory refuses to start") {
   Cluster c;
   c.start_master();

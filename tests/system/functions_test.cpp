@@ -140,6 +140,17 @@ TEST_CASE("bad args to a built-in fail at once as permanent, without using the r
   CHECK(f.json_lines().at(0)["attempts"] == 3);
 }
 
+TEST_CASE("worker --function -- CMD on an insecure cluster: the command's arguments are its own") {
+  // Cluster::start_worker adds --insecure before the extra args, not after the "--".
+  Cluster c(true);
+  c.start_master();
+  c.start_worker({"-j", "1", "--function", "words", "--", "/usr/bin/wc", "-w"});
+  c.wait_for_workers(1);
+  auto r = c.run({"submit", "words", "\"a b c\"", "--wait", "--json"});
+  REQUIRE_MESSAGE(r.code == 0, r.err);
+  CHECK(r.json_lines().at(0)["result"] == 3);
+}
+
 }  // TEST_SUITE
 
 }  // namespace taskmaster::test
