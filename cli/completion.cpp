@@ -101,6 +101,12 @@ void man_options(std::string& out, const CLI::App& cmd) {
   }
 }
 
+// "taskmaster: a distributed task queue" -> "a distributed task queue".
+std::string summary(const std::string& description) {
+  const auto colon = description.find(": ");
+  return colon == std::string::npos ? description : description.substr(colon + 2);
+}
+
 void write_or_print(const std::string& text, const std::string& path) {
   if (path.empty()) {
     std::fputs(text.c_str(), stdout);
@@ -169,7 +175,7 @@ std::string man_page(const CLI::App& app) {
       ".TH TASKMASTER 1 \"\" \"taskmaster\" \"User Commands\"\n"
       ".SH NAME\n"
       "taskmaster \\- " +
-      roff(app.get_description().substr(app.get_description().find(": ") + 2)) +
+      roff(summary(app.get_description())) +
       "\n"
       ".SH SYNOPSIS\n"
       ".B taskmaster\n"
@@ -212,7 +218,7 @@ void add_completion_commands(CLI::App& app, Runners& runners) {
   auto* completion = app.add_subcommand("completion", "Print the bash completion script")->group("");
   completion->add_option("SHELL", *shell, "bash")->required()->check(CLI::IsMember({"bash"}));
   completion->add_option("-o,--output", *output, "Write it to FILE instead of stdout")->type_name("FILE");
-  runners[completion] = [&app, output]() {
+  runners[completion] = [&app, output, shell]() {
     write_or_print(bash_completion(app), *output);
     return kExitOk;
   };

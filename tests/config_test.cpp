@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/completion.h"
 #include "cli/output.h"
 #include "support/env_guard.h"
 #include "support/temp_dir.h"
@@ -250,6 +251,24 @@ TEST_CASE("taskmaster config prints every command's options as a table, and refu
   CHECK(r.out.find("config.") == std::string::npos);
   CHECK(usage_error({"config", "wrker"}) == "taskmaster: config: unknown command 'wrker'\n");
   CHECK(usage_error({"config", "worker", "--", "--threads", "0"}).rfind("taskmaster: config: --threads: ", 0) == 0);
+}
+
+TEST_CASE("the man page and the bash completion cover every visible command and none of the hidden ones") {
+  CLI::App app;
+  cli::Runners runners;
+  cli::add_commands(app, runners);
+  const std::string man = cli::man_page(app), bash = cli::bash_completion(app);
+  for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    CAPTURE(sub->get_name());
+    const bool visible = !sub->get_group().empty();
+    CHECK((man.find(".SS \"taskmaster " + sub->get_name() + "\"\n") != std::string::npos) == visible);
+    CHECK((bash.find("\n    " + sub->get_name() + ") words=") != std::string::npos) == visible);
+  }
+  // Every option of worker, with its value type, and no roff control character at a line's start.
+  CHECK(man.find("\\fB\\-j\\fR, \\fB\\-\\-threads\\fR \\fIUINT") != std::string::npos);
+  CHECK(man.find("\n.SH EXIT STATUS\n") != std::string::npos);
+  const Ran r = run({"completion", "zsh"});
+  CHECK(r.code == cli::kExitUsage);
 }
 
 }  // TEST_SUITE
