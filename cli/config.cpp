@@ -136,7 +136,7 @@ class Layers : public CLI::ConfigTOML {
           }
       if (done) continue;
       if (auto it = from_file.find(opt); it != from_file.end()) {
-        set(*opt, it->second.second, "config file " + path + ": " + it->second.first);
+        set(*opt, it->second.second, "config file '" + path + "': " + it->second.first);
         source.source = "file " + path;
       }
     }

@@ -229,7 +229,7 @@ TEST_CASE("bad values from the environment or a file are named by where they cam
   env.unset("TASKMASTER_CONNECT");
   const std::string file = env.write("c.toml", "[worker]\nthreads = many\nconnect = \"x:99999\"\n");
   const std::string err = usage_error({"--check-args", "worker", "--config", file, "-c", "127.0.0.1:1"});
-  CHECK(err.rfind("taskmaster: config file " + file + ": worker.threads: ", 0) == 0);
+  CHECK(err.rfind("taskmaster: config file '" + file + "': worker.threads: ", 0) == 0);
   // The command line's value is the one checked: the file's bad connect is not even looked at.
   CHECK(err.find("connect") == std::string::npos);
   // A flag takes true/false (and the like) from both.
