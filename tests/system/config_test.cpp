@@ -68,6 +68,19 @@ TEST_CASE("config: a worker from its config file, and a client's command line be
   CHECK(r.out.find("file " + file) != std::string::npos);
 }
 
+TEST_CASE("errors: the master's refusal names the command typed, not the request") {
+  Cluster c;
+  c.start_master({"--in-memory"});
+  TempDir home;
+  for (const std::string command : {"results", "wait", "cancel"}) {
+    CAPTURE(command);
+    const auto r = run_configured(c, home, {command, "999", "--connect", c.endpoint()});
+    CHECK(r.code == 5);
+    CHECK_MESSAGE(r.err.rfind("taskmaster: " + command + ": job 999 ", 0) == 0, r.err);
+    CHECK(r.err.find("WAIT") == std::string::npos);
+  }
+}
+
 }  // TEST_SUITE
 
 }  // namespace taskmaster::test
