@@ -34,7 +34,9 @@ void add_help_command(CLI::App& app, Runners& runners) {
         return kExitUsage;
       }
     }
-    std::fputs(which->help().c_str(), stdout);
+    // (App::help() of a parsed app gives its parsed subcommand's help: this one's, not taskmaster's.)
+    const std::string usage_name = which == &app ? app.get_name() : app.get_name() + " " + which->get_name();
+    std::fputs(which->get_formatter()->make_help(which, usage_name, CLI::AppFormatMode::Normal).c_str(), stdout);
     return kExitOk;
   };
 }

@@ -271,6 +271,17 @@ TEST_CASE("the man page and the bash completion cover every visible command and 
   CHECK(r.code == cli::kExitUsage);
 }
 
+TEST_CASE("taskmaster help prints taskmaster's usage, taskmaster help COMMAND that command's") {
+  Env env;
+  Ran r = run({"help"});
+  CHECK(r.code == cli::kExitOk);
+  CHECK(r.out.find("Usage: taskmaster [OPTIONS] SUBCOMMAND") != std::string::npos);
+  CHECK(r.out.find("Subcommands:") != std::string::npos);
+  r = run({"help", "worker"});
+  CHECK(r.code == cli::kExitOk);
+  CHECK(r.out.find("Usage: taskmaster worker") != std::string::npos);
+}
+
 }  // TEST_SUITE
 
 }  // namespace
