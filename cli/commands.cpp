@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "cli/completion.h"
+#include "cli/config.h"
+#include "cli/options.h"
 #include "cli/output.h"
 
 namespace taskmaster::cli {
@@ -31,7 +34,9 @@ void add_help_command(CLI::App& app, Runners& runners) {
         return kExitUsage;
       }
     }
-    std::fputs(which->help().c_str(), stdout);
+    // (App::help() of a parsed app gives its parsed subcommand's help: this one's, not taskmaster's.)
+    const std::string usage_name = which == &app ? app.get_name() : app.get_name() + " " + which->get_name();
+    std::fputs(which->get_formatter()->make_help(which, usage_name, CLI::AppFormatMode::Normal).c_str(), stdout);
     return kExitOk;
   };
 }
@@ -63,7 +68,17 @@ void add_examples(CLI::App& app) {
 
 void add_commands(CLI::App& app, Runners& runners) {
   // Every usage error is one line, "taskmaster: MESSAGE" (subcommands copy this when added).
-  app.failure_message([](const CLI::App*, const CLI::Error& e) { return "taskmaster: " + std::string(e.what()) + "\n"; });
+  // CLI11's own messages ("The following argument was not expected", "... requires ...") also name
+  // the command they come from: "taskmaster: results: ..." (ours already name their option).
+  app.failure_message([](const CLI::App* root, const CLI::Error& e) {
+    std::string where;
+    if (dynamic_cast<const UsageError*>(&e) == nullptr)
+      for (const CLI::App* sub = root; !sub->get_subcommands().empty();) {
+        sub = sub->get_subcommands().front();
+        where = sub->get_name() + ": ";
+      }
+    return "taskmaster: " + where + std::string(e.what()) + "\n";
+  });
   app.require_subcommand(1);
   app.set_version_flag("--version", "taskmaster 0.1.0");
   add_master_command(app, runners);
@@ -80,8 +95,10 @@ void add_commands(CLI::App& app, Runners& runners) {
   // anything (tests/deploy_check.py); --help would not do: it stops parsing where it stands.
   app.add_flag("--check-args")->description("Parse the command line, then exit 0 without running it")->group("");
   add_help_command(app, runners);
+  add_config_layers(app, runners);  // after every command: --config, the environment, `config`
   add_examples(app);
   app.footer(kExitCodesHelp);
+  add_completion_commands(app, runners);  // last: from all of the above
 }
 
 namespace {
@@ -89,7 +106,10 @@ namespace {
 int dispatch(CLI::App& app, Runners& runners) {
   if (app.count("--check-args") > 0) return kExitOk;
   for (const auto* sub : app.get_subcommands())
-    if (auto it = runners.find(sub); it != runners.end()) return it->second();
+    if (auto it = runners.find(sub); it != runners.end()) {
+      set_command_name(sub->get_name());
+      return it->second();
+    }
   return kExitUsage;
 }
 
@@ -115,10 +135,12 @@ std::size_t edit_distance(const std::string& a, const std::string& b) {
   return row[b.size()];
 }
 
-// The command line's command when it is not one of app's (the first word not starting with '-':
-// taskmaster's own options take no values), with a one-line error naming the closest command.
+// The command line's command when it is not one of app's (the first word not starting with '-'
+// that is not an option's value), with a one-line error naming the closest command.
 std::optional<std::string> unknown_command(CLI::App& app, const std::vector<std::string>& args) {
-  const auto word = std::find_if(args.begin(), args.end(), [](const std::string& a) { return a.empty() || a[0] != '-'; });
+  // (--config FILE is the one option of taskmaster's own that takes a value.)
+  auto word = args.begin();
+  while (word != args.end() && !word->empty() && (*word)[0] == '-') word += *word == "--config" && word + 1 != args.end() ? 2 : 1;
   if (word == args.end()) return std::nullopt;
   std::string closest;
   std::size_t best = std::string::npos;

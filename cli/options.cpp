@@ -25,18 +25,14 @@ CLI::Option* add_endpoint_option(CLI::App* cmd, const std::string& names, std::s
   auto* opt = cmd->add_option(names, endpoint, help);
   *self = opt;
   opt->transform(CLI::Validator(
-      [cmd, self, use, env](std::string& value) -> std::string {
+      [cmd, self, use](std::string& value) -> std::string {
         // CLI11 gives every subcommand the variable's value and runs their checks, also of those not
         // on the command line: only the one that runs matters.
         if (!cmd->parsed()) return {};
         auto parsed = protocol::parse_endpoint(value, use);
-        if (!parsed) {
-          // A value that did not come from the command line came from the variable (CLI11 lists
-          // only the command line's options in parse_order).
-          const auto& given = cmd->parse_order();
-          const bool from_env = env && std::find(given.begin(), given.end(), *self) == given.end();
-          throw UsageError((from_env ? std::string(env) : (*self)->get_name()) + " '" + value + "': " + parsed.error().message);
-        }
+        // (A value from the environment or a config file gets its source's name instead of the
+        // option's: cli/config.cpp.)
+        if (!parsed) throw UsageError((*self)->get_name() + " '" + value + "': " + parsed.error().message);
         value = *parsed;
         return {};
       },

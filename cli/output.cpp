@@ -8,8 +8,22 @@ namespace taskmaster::cli {
 
 namespace proto = protocol;
 
+namespace {
+std::string& command_name() {
+  static std::string name;
+  return name;
+}
+}  // namespace
+
+void set_command_name(std::string name) { command_name() = std::move(name); }
+
 int report(const Error& e) {
-  std::fprintf(stderr, "taskmaster: %s\n", e.message.c_str());
+  std::string message = e.message;
+  const auto colon = message.find(": ");
+  if (!command_name().empty() && colon != std::string::npos && colon >= 3 &&
+      std::all_of(message.begin(), message.begin() + colon, [](char c) { return (c >= 'A' && c <= 'Z') || c == '_'; }))
+    message = command_name() + message.substr(colon);
+  std::fprintf(stderr, "taskmaster: %s\n", message.c_str());
   switch (e.code) {
     case ErrorCode::Unreachable: return kExitUnreachable;
     case ErrorCode::AuthFailed: return kExitAuth;

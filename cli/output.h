@@ -28,8 +28,11 @@ inline constexpr const char* kExitCodesHelp =
     "3 master unreachable; 4 authentication failed (or no usable key); 5 other error (request refused, unknown job,\n"
     "cannot bind).";
 
-// Prints "taskmaster: MESSAGE" on stderr and returns the exit code for this error.
+// Prints "taskmaster: MESSAGE" on stderr and returns the exit code for this error. A message that
+// begins with a protocol message's name (the master's "WAIT: job 12 does not exist") names the
+// command that runs instead ("results: job 12 does not exist"), once set_command_name has named it.
 int report(const Error& e);
+void set_command_name(std::string name);
 // For a reply of another kind than the request's (a master that breaks the protocol): prints
 // "taskmaster: the master answered REQUEST with COMMAND" and returns kExitError.
 int unexpected_reply(const char* request, const protocol::Message& reply);

@@ -30,6 +30,7 @@
 #include "protocol/auth.h"
 #include "protocol/probe.h"
 #include "protocol/sockets.h"
+#include "support/env_guard.h"
 #include "support/temp_dir.h"
 
 namespace taskmaster::protocol {
@@ -45,6 +46,7 @@ bool contains(const std::string& text, const std::string& part) { return text.fi
 
 // ---- files and the environment -----------------------------------------------------------------
 
+using test::EnvGuard;
 using test::TempDir;
 
 void write_file(const std::string& path, const std::string& content, mode_t mode = 0600) {
@@ -66,37 +68,6 @@ mode_t mode_of(const std::string& path) {
   REQUIRE(::stat(path.c_str(), &st) == 0);
   return st.st_mode & 07777;
 }
-
-// Sets and unsets environment variables, and puts back every one it touched when it goes out of
-// scope, also when a REQUIRE ends the test early.
-class EnvGuard {
- public:
-  EnvGuard() = default;
-  EnvGuard(const EnvGuard&) = delete;
-  EnvGuard& operator=(const EnvGuard&) = delete;
-  ~EnvGuard() {
-    for (const auto& [name, value] : saved_) {
-      if (value) ::setenv(name.c_str(), value->c_str(), 1);
-      else ::unsetenv(name.c_str());
-    }
-  }
-  void set(const std::string& name, const std::string& value) {
-    save(name);
-    ::setenv(name.c_str(), value.c_str(), 1);
-  }
-  void unset(const std::string& name) {
-    save(name);
-    ::unsetenv(name.c_str());
-  }
-
- private:
-  void save(const std::string& name) {
-    if (saved_.count(name)) return;
-    const char* v = std::getenv(name.c_str());
-    saved_[name] = v ? std::optional<std::string>(v) : std::nullopt;
-  }
-  std::map<std::string, std::optional<std::string>> saved_;
-};
 
 // ---- keys ----------------------------------------------------------------------------------------
 

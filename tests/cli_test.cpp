@@ -669,6 +669,42 @@ TEST_CASE("every command's --help has a description and an example") {
   }
 }
 
+TEST_CASE("CLI11's own usage errors name the command they come from") {
+  CHECK(usage_error({"results", "12", "extra"}) == "taskmaster: results: The following argument was not expected: extra\n");
+  CHECK(usage_error({"submit", "square", "1", "--json"}) == "taskmaster: submit: --json requires --wait\n");
+  CHECK(usage_error({"worker", "-j", "many"}).rfind("taskmaster: worker: --threads: ", 0) == 0);
+  CHECK(usage_error({"status", "--frobnicate"}) == "taskmaster: status: The following argument was not expected: --frobnicate\n");
+  // Ours already name their option, and no command is named when there is none.
+  CHECK(usage_error({"status", "--connect-timeout", "0ms"}).starts_with("taskmaster: --connect-timeout '0ms'"));
+  CHECK(usage_error({"--frobnicate"}).find("taskmaster: ") == 0);
+}
+
+TEST_CASE("an error of the master's that names a request names the command instead") {
+  const auto reported = [](const Error& e) {
+    std::fflush(stderr);
+    FILE* capture = std::tmpfile();
+    const int saved = ::dup(2);
+    ::dup2(::fileno(capture), 2);
+    const int code = cli::report(e);
+    std::fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    std::rewind(capture);
+    char buf[512];
+    const std::size_t n = std::fread(buf, 1, sizeof buf, capture);
+    std::fclose(capture);
+    CHECK(code == cli::kExitError);
+    return std::string(buf, n);
+  };
+  cli::set_command_name("results");
+  CHECK(reported(Error{ErrorCode::UnknownJob, "WAIT: job 12 does not exist (or its results expired)"}) ==
+        "taskmaster: results: job 12 does not exist (or its results expired)\n");
+  CHECK(reported(Error{ErrorCode::UnknownJob, "job 12: nothing"}) == "taskmaster: job 12: nothing\n");
+  CHECK(reported(Error{ErrorCode::NotAllowed, "ID: x"}) == "taskmaster: ID: x\n");  // too short for a request's name
+  cli::set_command_name("");
+  CHECK(reported(Error{ErrorCode::UnknownJob, "WAIT: job 12"}) == "taskmaster: WAIT: job 12\n");
+}
+
 }  // TEST_SUITE
 
 }  // namespace
