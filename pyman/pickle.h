@@ -4,7 +4,7 @@
 // the few classes the managers protocol itself sends (multiprocessing.managers.Token, queue.Empty,
 // queue.Full and some builtins exceptions), opaque Global/Object values. Anything else is refused with
 // a one-line error ("pickle: global 'os.system' is not allowed"). Every size is bounded by Limits.
-// encode() writes protocol 2 pickles that CPython 3 unpickles to the same values.
+// encode() writes protocol 3 pickles that CPython 3 unpickles to the same values.
 // to_json()/from_json() map values to JSON and back without loss (tagged objects for what JSON lacks).
 #pragma once
 
@@ -56,6 +56,15 @@ struct Value {
   Entries entries;           // Dict
   bool newobj = false;       // Object: true: cls.__new__(cls, *args) (NEWOBJ), false: callable(*args) (REDUCE)
 
+  // Declared here, defaulted in pickle.cpp: Entries holds std::pair<Value, Value>, which must not be
+  // instantiated while Value is incomplete (clang refuses the implicit members).
+  Value();
+  Value(const Value&);
+  Value(Value&&) noexcept;
+  Value& operator=(const Value&);
+  Value& operator=(Value&&) noexcept;
+  ~Value();
+
   bool is(Kind k) const { return kind == k; }
   // REQUIRES kind == Object
   const Value& args() const { return items.at(0); }
@@ -63,7 +72,7 @@ struct Value {
   // Dict: the value for a str key, or nullptr.
   const Value* find(std::string_view key) const;
 };
-bool operator==(const Value& a, const Value& b);  // structural (Float by bits, NaN == NaN); Dict in order
+bool operator==(const Value& a, const Value& b);  // structural (Float by bits, NaN == NaN); Dict as Python's ==, in any order
 
 // Thrown by the constructors and encode() for a value that breaks the invariants above (invalid
 // UTF-8 in a str, a bad decimal, a global not on the allow-list). Values from decode/from_json never do.
@@ -109,7 +118,7 @@ struct Limits {
 // when a limit is hit, ErrorCode::BadField otherwise, the message "pickle: ..." in one line.
 Expected<Value> decode(std::string_view data, const Limits& limits = {});
 
-// Protocol 2 (readable by every Python 3). Throws ValueError for a Value that breaks the invariants.
+// Protocol 3 (readable by every Python 3; bytes as BINBYTES), no memo. Throws ValueError for a Value that breaks the invariants.
 std::string encode(const Value& value);
 
 // Python's repr() of the value for the plain types ("('#RETURN', None)", "b'\\x00'"); objects as

@@ -3,7 +3,8 @@
 # each for a bounded time.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]     default 60; e.g. 600 for a 10-minute run
 #   scripts/fuzz.sh --seeds                  only rewrite fuzz/corpus/decode from docs/PROTOCOL.md
-# Seeds: the examples of docs/PROTOCOL.md (decode) and fuzz/corpus/state. New inputs the fuzzer
+# Seeds: the examples of docs/PROTOCOL.md (decode), fuzz/corpus/state, and fuzz/corpus/pickle (CPython's
+# pickles of the objects in tests/pickle_vectors.py, protocols 0-5, and some refused ones). New inputs the fuzzer
 # finds go to build-fuzz/corpus/TARGET (not into the repository); a crash is saved as
 # build-fuzz/artifacts/TARGET-crash-*: copy it into fuzz/corpus/TARGET, and ctest replays it for good.
 set -euo pipefail
@@ -31,10 +32,10 @@ bash scripts/setup.sh
 # The same tree as scripts/test.sh's sanitizer build, so CI builds it once.
 CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=ON \
   -DTASKMASTER_SANITIZE=address,undefined -DTASKMASTER_FUZZ=ON >/dev/null
-cmake --build build-asan --target decode_fuzzer state_fuzzer
+cmake --build build-asan --target decode_fuzzer state_fuzzer pickle_fuzzer
 mkdir -p build-fuzz/artifacts
 status=0
-for target in decode state; do
+for target in decode state pickle; do
   mkdir -p "build-fuzz/corpus/$target"
   echo "fuzz: $target for $seconds s"
   if ! ASAN_OPTIONS=detect_leaks=1 build-asan/fuzz/${target}_fuzzer "build-fuzz/corpus/$target" "fuzz/corpus/$target" \
