@@ -27,9 +27,9 @@ struct MasterOptions {
   std::vector<std::string> queue_policies;  // NAME=shortest-first
   std::string http;                         // HOST:PORT; "": no HTTP endpoint
   bool http_public = false;
-  std::string python_manager;               // HOST:PORT; "": no BaseManager listener
+  std::string python_manager;  // HOST:PORT; "": no BaseManager listener
   std::string python_authkey_file;
-  std::vector<std::string> python_queues;   // typeids besides get_task_queue and get_result_queue
+  std::vector<std::string> python_queues;  // typeids besides get_task_queue and get_result_queue
   KeyOptions key;
   LogOptions log;
 };
@@ -194,10 +194,10 @@ void add_master_command(CLI::App& app, Runners& runners) {
                               "the queues' put/get) on HOST:PORT (PORT alone is 127.0.0.1:PORT; port 0 picks one): the queues are "
                               "this master's durable value queues (`taskmaster queue`). Plain text: keep it on loopback and use an "
                               "ssh tunnel (docs/PYTHON.md); off unless given")
-                   ->check([](const std::string& s) {
-                     auto e = parse_http_endpoint(s);
-                     return e ? std::string() : "--python-manager" + e.error().message.substr(6);
-                   });
+                  ->check([](const std::string& s) {
+                    auto e = parse_http_endpoint(s);
+                    return e ? std::string() : "--python-manager" + e.error().message.substr(6);
+                  });
   auto* pykey = cmd->add_option("--python-authkey-file", o->python_authkey_file,
                                 "File whose bytes are the BaseManager authkey (authkey=b'...'), one trailing newline dropped")
                     ->check(CLI::ExistingFile);

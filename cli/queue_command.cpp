@@ -39,8 +39,8 @@ int ask_value(const QueueOptions& o, proto::Message request, const char* command
   auto r = client.call(std::move(request), to_ms(o.timeout_s) + std::chrono::seconds(5));
   if (!r) {
     if (r.error().code == ErrorCode::UnknownCommand)
-      return report(Error{ErrorCode::NotAllowed, std::string("queue: the master is too old for value queues (it does not know ") + command +
-                                                     "); upgrade it"});
+      return report(Error{ErrorCode::NotAllowed,
+                          std::string("queue: the master is too old for value queues (it does not know ") + command + "); upgrade it"});
     return report(r.error());
   }
   const auto* v = std::get_if<proto::QueueValue>(&*r);
@@ -80,7 +80,7 @@ void add_queue_command(CLI::App& app, Runners& runners) {
       "Prints the queue's depth on stderr. Example: taskmaster queue put task_queue 42\n"
       "Exit codes: 0 put (durable); 2 usage; 3 master unreachable; 4 authentication failed; 5 other (a value with no\n"
       "Python form, such as {\"$bytes\": \"not base64\"}; a master too old for value queues)");
-  runners[p] = [put] { return ask_value(*put, proto::QueuePut{0, put->queue, value_json(*put)}, "QUEUE_PUT", false); };
+  const Runner run_put = [put] { return ask_value(*put, proto::QueuePut{0, put->queue, value_json(*put)}, "QUEUE_PUT", false); };
 
   auto get = std::make_shared<QueueOptions>();
   auto* g = queue->add_subcommand("get", "Take the first value of a value queue and print it as JSON");
@@ -95,9 +95,11 @@ void add_queue_command(CLI::App& app, Runners& runners) {
       "Example: taskmaster queue get result_queue --timeout 10\n"
       "Exit codes: 0 a value printed; 1 the queue was empty (for --timeout seconds); 2 usage; 3 master unreachable;\n"
       "4 authentication failed; 5 other (a master too old for value queues)");
-  runners[g] = [get] {
+  const Runner run_get = [get] {
     return ask_value(*get, proto::QueueGet{0, get->queue, static_cast<std::uint32_t>(to_ms(get->timeout_s).count())}, "QUEUE_GET", true);
   };
+  // The dispatcher runs top-level commands: `queue` runs the one of its two that was given.
+  runners[queue] = [p, run_put, run_get] { return p->parsed() ? run_put() : run_get(); };
 }
 
 }  // namespace taskmaster::cli

@@ -146,7 +146,8 @@ void Master::deliver_values() {
       proto::Message m = proto::QueueValue{r.peer.req, r.queue, values_->depth(r.queue), std::nullopt};
       if (r.kind == Kind::Value) std::get<proto::QueueValue>(m).value = r.value;
       if (r.kind == Kind::Full || r.kind == Kind::Failed) {
-        m = proto::ErrorReply{r.peer.req, r.kind == Kind::Full ? ErrorCode::Unavailable : r.code, "value queue " + r.queue + ": " + r.error};
+        m = proto::ErrorReply{r.peer.req, r.kind == Kind::Full ? ErrorCode::Unavailable : r.code,
+                              "value queue " + r.queue + ": " + r.error};
       }
       delivered = proto::send_to(socket_, r.peer.identity, m) == proto::SendResult::Sent;
     }

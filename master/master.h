@@ -14,9 +14,9 @@
 #include "master/metrics.h"
 #include "master/state.h"
 #include "master/value_queues.h"
-#include "pyman/listener.h"
 #include "protocol/auth.h"
 #include "protocol/sockets.h"
+#include "pyman/listener.h"
 
 namespace taskmaster {
 
@@ -69,7 +69,7 @@ class Master {
   std::vector<std::pair<std::unique_ptr<HttpServer::Pending>, HttpAnswer>> http_held_;
   std::unique_ptr<ValueQueues> values_;  // before state_, which points to it
   std::unique_ptr<MasterState> state_;
-  std::unique_ptr<pyman::Listener> python_;  // null: no --python-manager
+  std::unique_ptr<pyman::Listener> python_;          // null: no --python-manager
   zmq::socket_t socket_;                             // bound once the state is ready
   std::map<std::uint32_t, std::string> peers_;       // fd -> address of connections in their handshake
   std::optional<protocol::ConnectionEvent> failed_;  // a handshake failure waiting for its disconnect

@@ -267,7 +267,7 @@ class MasterState : private TaskListener, private JobListener {
   JobTable jobs_;
   WorkerRegistry workers_;
   MasterCounters counters_;
-  Metrics* metrics_ = nullptr;  // not owned
+  Metrics* metrics_ = nullptr;     // not owned
   ValueQueues* values_ = nullptr;  // not owned
   Rates rates_;
   std::unordered_map<std::uint32_t, QueueRate> queue_rates_;  // by queue (Names id)

@@ -53,10 +53,12 @@ void ValueQueues::put(const Peer& p, const std::string& queue, std::string json,
   const auto bad = [&](std::string why) { reply(make(p, Reply::Kind::Failed, queue, {}, 0, std::move(why), ErrorCode::BadField)); };
   if (!protocol::is_valid_name(queue)) return bad("bad queue name");
   if (json.size() > limits_.max_value_bytes)
-    return bad("the value is " + std::to_string(json.size()) + " bytes as JSON, over the bound of " + std::to_string(limits_.max_value_bytes));
+    return bad("the value is " + std::to_string(json.size()) + " bytes as JSON, over the bound of " +
+               std::to_string(limits_.max_value_bytes));
   if (check_)
     if (auto why = check_(json)) return bad(std::move(*why));
-  if (bytes_ + json.size() > limits_.max_bytes) return reply(make(p, Reply::Kind::Full, queue, {}, depth(queue), "the value queues are full"));
+  if (bytes_ + json.size() > limits_.max_bytes)
+    return reply(make(p, Reply::Kind::Full, queue, {}, depth(queue), "the value queues are full"));
   Queue& q = queues_[queue];
   Item item{next_id_++, std::move(json)};
   bytes_ += item.json.size();

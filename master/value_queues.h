@@ -37,13 +37,13 @@ class ValueQueues {
     Peer peer;
     Kind kind = Kind::Failed;
     std::string queue;
-    std::string value;        // Value: the value, as JSON text
-    std::uint64_t depth = 0;  // Put: the queue's depth after it
-    std::string error;        // Failed: why (a bad name, the journal refused, too many waiting)
+    std::string value;                        // Value: the value, as JSON text
+    std::uint64_t depth = 0;                  // Put: the queue's depth after it
+    std::string error;                        // Failed: why (a bad name, the journal refused, too many waiting)
     ErrorCode code = ErrorCode::Unavailable;  // Failed: BadField for a bad name or value, else Unavailable
   };
   struct Limits {
-    std::uint64_t max_bytes = 256u << 20;   // every value held, as JSON; a put past it is Full
+    std::uint64_t max_bytes = 256u << 20;      // every value held, as JSON; a put past it is Full
     std::uint64_t max_value_bytes = 1u << 20;  // one value, as JSON
     std::size_t max_waiting = 10000;           // gets parked at once
   };

@@ -299,7 +299,8 @@ template <> QueuePut decode_as<QueuePut>(const Fields& f) {
 }
 
 template <> QueueGet decode_as<QueueGet>(const Fields& f) {
-  return QueueGet{req_of(f), Fields::to_name(f.need("queue"), f.path("queue")), f.integer_or<std::uint32_t>("timeout_ms", 0, 0, kMaxWaitMs)};
+  return QueueGet{req_of(f), Fields::to_name(f.need("queue"), f.path("queue")),
+                  f.integer_or<std::uint32_t>("timeout_ms", 0, 0, kMaxWaitMs)};
 }
 
 template <> QueueValue decode_as<QueueValue>(const Fields& f) {

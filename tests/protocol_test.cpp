@@ -175,8 +175,8 @@ std::vector<std::string> spec_lines() {
 // Every marked example of PROTOCOL.md. A marker that is misspelt, or not followed by a fenced block,
 // is reported in `problems`.
 std::vector<SpecExample> spec_examples(std::vector<std::string>& problems) {
-  static const std::regex valid_marker(R"(^<!-- example: ([A-Za-z]+) -->$)");
-  static const std::regex invalid_marker(R"(^<!-- invalid: ([A-Za-z]+) ([a-z_]+) -->$)");
+  static const std::regex valid_marker(R"(^<!-- example: ([A-Za-z_]+) -->$)");
+  static const std::regex invalid_marker(R"(^<!-- invalid: ([A-Za-z_]+) ([a-z_]+) -->$)");
   const auto lines = spec_lines();
   std::vector<SpecExample> out;
   for (std::size_t i = 0; i < lines.size(); ++i) {
