@@ -110,5 +110,24 @@ def evil(marker):
         return 1
     return 0
 
+# Bad input on the network: a length past the bound before the handshake, a negative length, and
+# a connection that stops halfway; each is closed by the master (EOF here), which serves on.
+def garbage():
+    for data in (b'\x7f\xff\xff\xff', b'\xff\xff\xff\xfe', b'\x00\x00\x00\x10abc'):
+        s = socket.create_connection(address())
+        s.settimeout(20)
+        recv(s)  # the challenge
+        s.sendall(data)
+        if data.endswith(b'abc'):
+            s.close()  # cut short: the master must not wait for the rest
+            continue
+        try:
+            while s.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+        s.close()
+    return put('1') or get('task_queue', '1')
+
 if __name__ == '__main__':
     sys.exit(globals()[sys.argv[1]](*sys.argv[2:]))

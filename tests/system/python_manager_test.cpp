@@ -107,6 +107,16 @@ TEST_CASE("a pickle that names os.system is refused to that client, nothing runs
   CHECK(py.check({"get", "task_queue", "1", "'two'"}).code == 0);
 }
 
+TEST_CASE("oversized, negative and cut-short frames close that connection with a log line, and the master serves on") {
+  PyCluster py;
+  const auto r = py.check({"garbage"});
+  INFO(r.out, r.err);
+  CHECK(r.code == 0);
+  CHECK(py.c.master().wait_for_err([](const std::string& e) { return e.find("over the bound") != std::string::npos; }, 10s));
+  CHECK(py.c.master().wait_for_err([](const std::string& e) { return e.find("negative") != std::string::npos; }, 10s));
+  CHECK(py.c.master().running());
+}
+
 TEST_CASE("values survive a master kill -9 between put and get: types kept (int, str, tuple, bytes, dict, big int)") {
   PyCluster py;
   const std::vector<std::string> values = {"1", "'x'", "(1, 'a')", "b'\\x00\\xff'", "{'a': [1.5, None], 2: True}", "2**100"};
