@@ -16,7 +16,7 @@ RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=
 # file given to the containers must be owned by it, see compose.yaml). /data is the master's journal.
 FROM debian:12-slim
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends libzmq5 libsodium23 libsqlite3-0 libmicrohttpd12 libprometheus-cpp-core1.0 \
+ && apt-get install -y -qq --no-install-recommends libzmq5 libsodium23 libsqlite3-0 libmicrohttpd12 libprometheus-cpp-core1.0 libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 taskmaster \
  && useradd --uid 10001 --gid 10001 --no-log-init --create-home --shell /usr/sbin/nologin taskmaster \

@@ -89,6 +89,7 @@ void add_commands(CLI::App& app, Runners& runners) {
   add_bench_command(app, runners);
   add_health_command(app, runners);
   add_run_command(app, runners);
+  add_queue_command(app, runners);
   // Hidden (group ""): parse the whole command line, with every check of every option, then exit 0
   // without running anything. It must come before the subcommand (`taskmaster --check-args master
   // --bind ...`). For checking command lines written in files (compose, units) without starting

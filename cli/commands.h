@@ -23,6 +23,7 @@ void add_keygen_command(CLI::App& app, Runners& runners);
 void add_health_command(CLI::App& app, Runners& runners);  // for healthchecks: exit code only
 void add_bench_command(CLI::App& app, Runners& runners);   // bench/ does the work
 void add_run_command(CLI::App& app, Runners& runners);     // run: commands on exec workers
+void add_queue_command(CLI::App& app, Runners& runners);   // queue put/get: the value queues
 
 // Builds the whole application.
 void add_commands(CLI::App& app, Runners& runners);

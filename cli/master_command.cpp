@@ -1,5 +1,7 @@
 // taskmaster master: runs the master in the foreground until SIGINT or SIGTERM.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 #include "cli/commands.h"
@@ -25,9 +27,28 @@ struct MasterOptions {
   std::vector<std::string> queue_policies;  // NAME=shortest-first
   std::string http;                         // HOST:PORT; "": no HTTP endpoint
   bool http_public = false;
+  std::string python_manager;  // HOST:PORT; "": no BaseManager listener
+  std::string python_authkey_file;
+  std::vector<std::string> python_queues;  // typeids besides get_task_queue and get_result_queue
   KeyOptions key;
   LogOptions log;
 };
+
+// --python-authkey-file: the file's bytes are the authkey, as Python's authkey=b'...', except one
+// trailing newline ("\n" or "\r\n"), which is dropped: a file written by `echo KEY > FILE` holds
+// KEY. An empty key is refused.
+Expected<std::string> read_authkey(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return Error{ErrorCode::BadField, "--python-authkey-file " + path + ": " + std::strerror(errno)};
+  std::string key;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0 && key.size() < (1u << 20);) key.append(buf, n);
+  std::fclose(f);
+  if (key.ends_with("\r\n")) key.resize(key.size() - 2);
+  else if (key.ends_with('\n')) key.pop_back();
+  if (key.empty()) return Error{ErrorCode::BadField, "--python-authkey-file " + path + " is empty: an authkey is needed"};
+  return key;
+}
 
 // Settings each of which is fine alone but not with the others.
 void check_master(const MasterOptions& o) {
@@ -67,9 +88,22 @@ int run_master(const MasterOptions& o) {
     if (!secrets) return report(secrets.error());
     http = HttpServer::Options{*endpoint, *secrets, o.http_public};
   }
+  std::optional<pyman::ListenerOptions> python;
+  if (!o.python_manager.empty()) {
+    auto endpoint = parse_http_endpoint(o.python_manager);
+    if (!endpoint) return report(Error{ErrorCode::BadField, "--python-manager" + endpoint.error().message.substr(6)});
+    auto key = read_authkey(o.python_authkey_file);
+    if (!key) return report(key.error());
+    python = pyman::ListenerOptions{};
+    python->host = endpoint->host;
+    python->port = static_cast<std::uint16_t>(endpoint->port);
+    python->authkey = *key;
+    python->typeids = o.python_queues;
+  }
   std::unique_ptr<Master> master;
   try {
     master = std::make_unique<Master>(ctx, config, std::move(http));
+    if (python) master->serve_python(std::move(*python));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "taskmaster: %s\n", e.what());
     return kExitError;
@@ -155,6 +189,25 @@ void add_master_command(CLI::App& app, Runners& runners) {
   cmd->add_flag("--http-public", o->http_public,
                 "Let anyone who reaches --http read metrics and the API without the token (cancel and retry still need it)")
       ->needs(http);
+  auto* pym = cmd->add_option("--python-manager", o->python_manager,
+                              "Also serve Python's multiprocessing.managers BaseManager clients (connect(), register('get_task_queue'), "
+                              "the queues' put/get) on HOST:PORT (PORT alone is 127.0.0.1:PORT; port 0 picks one): the queues are "
+                              "this master's durable value queues (`taskmaster queue`). Plain text: keep it on loopback and use an "
+                              "ssh tunnel (docs/PYTHON.md); off unless given")
+                  ->check([](const std::string& s) {
+                    auto e = parse_http_endpoint(s);
+                    return e ? std::string() : "--python-manager" + e.error().message.substr(6);
+                  });
+  auto* pykey = cmd->add_option("--python-authkey-file", o->python_authkey_file,
+                                "File whose bytes are the BaseManager authkey (authkey=b'...'), one trailing newline dropped")
+                    ->check(CLI::ExistingFile);
+  pym->needs(pykey);
+  pykey->needs(pym);
+  cmd->add_option("--python-queue", o->python_queues,
+                  "Another typeid a Python client may register, besides get_task_queue and get_result_queue; typeid get_NAME "
+                  "is the value queue NAME (get_task_queue: task_queue), any other typeid the queue of its own name; repeatable")
+      ->needs(pym)
+      ->check([](const std::string& s) { return pyman::valid_typeid(s) ? std::string() : "'" + s + "': not a valid queue name"; });
   add_key_options(cmd, o->key);
   add_log_options(cmd, o->log);
   cmd->footer(std::string("By default every accepted submission and every result is durable before it is acknowledged.\n"

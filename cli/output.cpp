@@ -141,6 +141,22 @@ std::string table(const std::vector<std::vector<std::string>>& rows) {
 
 }  // namespace
 
+// The value queues (`taskmaster queue`, the Python listener): one line each, after the rest.
+static void append_value_queues(std::ostringstream& s, const nlohmann::json& st) {
+  if (const auto py = st.find("python_manager"); py != st.end() && py->is_string())
+    s << "python manager listener on " << py->get<std::string>() << '\n';
+  const auto vq = st.find("value_queues");
+  if (vq == st.end() || !vq->is_object() || vq->empty()) return;
+  s << "value queues:";
+  for (const auto& [name, q] : vq->items()) {
+    s << ' ' << name << ' ' << count_cell(q, "depth");
+    if (q.value("waiting", 0) > 0) s << " (" << count_cell(q, "waiting") << " gets waiting)";
+    s << ';';
+  }
+  s.seekp(-1, std::ios_base::end);
+  s << '\n';
+}
+
 std::string format_status(const nlohmann::json& st) {
   std::ostringstream s;
   s << "master " << cell(st.value("master", "")) << ", up " << cell(st.value("uptime_s", 0.0)) << " s; " << count_cell(st, "jobs")
@@ -206,6 +222,7 @@ std::string format_status(const nlohmann::json& st) {
   const auto rates = st.value("rates", nlohmann::json::object());
   s << "rates: " << cell(rates.value("submitted_per_s", 0.0)) << " tasks/s submitted, " << cell(rates.value("finished_per_s", 0.0))
     << " tasks/s finished\n";
+  append_value_queues(s, st);
   return s.str();
 }
 

@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS tasks (
   worker TEXT NOT NULL,
   finished_seq INTEGER NOT NULL
 );
+-- Values of the value queues (the Python BaseManager listener, `taskmaster queue`), as JSON, in
+-- FIFO order by id. Added without a schema version change: an older master ignores the table.
+CREATE TABLE IF NOT EXISTS queue_values (
+  id INTEGER PRIMARY KEY,
+  queue TEXT NOT NULL,
+  value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS waits (
   job INTEGER PRIMARY KEY,
   after TEXT NOT NULL,
@@ -194,6 +201,8 @@ Journal::Journal(const std::string& dir) : dir_(dir), path_(dir + "/journal.db")
     st_->del_batches = prepare("DELETE FROM batches WHERE job = ?1");
     st_->put_wait = prepare("INSERT OR REPLACE INTO waits(job, after, after_success, failed_after) VALUES (?1,?2,?3,?4)");
     st_->del_wait = prepare("DELETE FROM waits WHERE job = ?1");
+    st_->put_value = prepare("INSERT OR REPLACE INTO queue_values(id, queue, value) VALUES (?1,?2,?3)");
+    st_->del_value = prepare("DELETE FROM queue_values WHERE id = ?1");
     // The ids handed out so far, so that ids of expired (deleted) jobs and tasks are never reused.
     st_->put_next = prepare(
         "INSERT INTO meta(key, value) VALUES ('next_job', ?1), ('next_task', ?2)"
@@ -331,6 +340,30 @@ void Journal::task_erased(TaskId id) {
   begin();
   bind(st_->del_task.get(), 1, static_cast<std::int64_t>(id));
   run(st_->del_task.get());
+}
+
+void Journal::value_saved(std::uint64_t id, std::string_view queue, std::string_view value) {
+  begin();
+  sqlite3_stmt* s = st_->put_value.get();
+  bind(s, 1, static_cast<std::int64_t>(id));
+  bind(s, 2, queue);
+  bind(s, 3, value);
+  run(s);
+}
+
+void Journal::value_erased(std::uint64_t id) {
+  begin();
+  bind(st_->del_value.get(), 1, static_cast<std::int64_t>(id));
+  run(st_->del_value.get());
+}
+
+std::vector<Journal::ValueRow> Journal::load_values() {
+  std::vector<ValueRow> rows;
+  Statement s = prepare("SELECT id, queue, value FROM queue_values ORDER BY id");
+  while (step_row(s.get(), "the value queues")) {
+    rows.push_back({static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0)), text(s.get(), 1), text(s.get(), 2)});
+  }
+  return rows;
 }
 
 void Journal::job_saved(const Job& job, TimePoint now) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/expected.h"
@@ -49,6 +50,9 @@ class Journal {
   // Every batch of the job again (after a failed commit), and the next ids.
   void batches_saved(const Job& job);
   void next_ids_saved(JobId next_job, TaskId next_task);
+  // The value queues (master/value_queues.h): one value, as JSON, at its place `id` (FIFO by id).
+  void value_saved(std::uint64_t id, std::string_view queue, std::string_view value);
+  void value_erased(std::uint64_t id);
 
   // Makes every change since the last commit durable (COMMIT, which fsyncs the WAL). On failure
   // (disk full, I/O error) the transaction is rolled back, nothing of it is on disk, and the error
@@ -98,6 +102,12 @@ class Journal {
   // read fails (an I/O error, a row this version does not understand): a master never starts with
   // part of its journal.
   Contents load(TimePoint now);
+  // The value queues' rows, by id. Throws as load() does.
+  struct ValueRow {
+    std::uint64_t id = 0;
+    std::string queue, value;
+  };
+  std::vector<ValueRow> load_values();
 
   // Bytes on disk: the database and its WAL.
   std::uint64_t bytes() const;
@@ -116,6 +126,7 @@ class Journal {
   struct Statements {
     Statement put_task, upd_task, del_task, put_job, put_batch, del_job, del_batches, put_wait, del_wait;
     Statement put_next;  // meta: the next job and task ids
+    Statement put_value, del_value;
   };
 
   void exec(const char* sql);

@@ -84,8 +84,19 @@ Master::Master(zmq::context_t& ctx, MasterConfig config, std::optional<HttpServe
   socket_ = proto::make_master_socket(ctx, with_monitor(config_, monitor_).socket);
 }
 
+Master::~Master() = default;
+
 void Master::start_state(TimePoint now) {
+  values_ = std::make_unique<ValueQueues>(journal_.get());
+  // Every value must have a Python form, whoever put it (a TASKMASTER/1 client may put any JSON).
+  values_->set_check([](const std::string& json) -> std::optional<std::string> {
+    auto v = pickle::from_json(nlohmann::json::parse(json, nullptr, false));
+    if (!v) return v.error().message;
+    return std::nullopt;
+  });
+  if (journal_) values_->load();
   state_ = std::make_unique<MasterState>(config_, instance_, now);
+  state_->set_value_queues(values_.get());
   if (!journal_) {
     const auto first = since_2026_ms();
     return state_->start_ids_at(first + 1, first * 4096 + 1);
@@ -100,6 +111,49 @@ void Master::start_state(TimePoint now) {
 }
 
 std::string Master::endpoint() { return proto::bound_endpoint(socket_); }
+
+std::string Master::serve_python(pyman::ListenerOptions options) {
+  pyman::Listener::Backend backend;
+  backend.put = [this](std::uint64_t conn, const std::string& queue, std::string json) {
+    values_->put({true, {}, 0, conn}, queue, std::move(json), Clock::now());
+  };
+  backend.get = [this](std::uint64_t conn, const std::string& queue, std::optional<milliseconds> wait) {
+    values_->get({true, {}, 0, conn}, queue, wait, Clock::now());
+  };
+  backend.depth = [this](const std::string& queue) { return values_->depth(queue); };
+  backend.closed = [this](std::uint64_t conn) { values_->forget_python(conn); };
+  python_ = std::make_unique<pyman::Listener>(std::move(options), std::move(backend));
+  values_->set_listener(python_->address());
+  return python_->address();
+}
+
+void Master::deliver_values() {
+  using Kind = ValueQueues::Reply::Kind;
+  using AKind = pyman::Listener::Answer::Kind;
+  for (auto& r : values_->commit()) {
+    bool delivered = false;
+    if (r.peer.python) {
+      pyman::Listener::Answer a;
+      a.kind = r.kind == Kind::Put     ? AKind::Put
+               : r.kind == Kind::Value ? AKind::Value
+               : r.kind == Kind::Empty ? AKind::Empty
+               : r.kind == Kind::Full  ? AKind::Full
+                                       : AKind::Failed;
+      a.value = r.value;
+      a.error = r.error;
+      delivered = python_ && python_->answer(r.peer.conn, a);
+    } else {
+      proto::Message m = proto::QueueValue{r.peer.req, r.queue, values_->depth(r.queue), std::nullopt};
+      if (r.kind == Kind::Value) std::get<proto::QueueValue>(m).value = r.value;
+      if (r.kind == Kind::Full || r.kind == Kind::Failed) {
+        m = proto::ErrorReply{r.peer.req, r.kind == Kind::Full ? ErrorCode::Unavailable : r.code,
+                              "value queue " + r.queue + ": " + r.error};
+      }
+      delivered = proto::send_to(socket_, r.peer.identity, m) == proto::SendResult::Sent;
+    }
+    if (!delivered && r.kind == Kind::Value) values_->give_back(r.queue, std::move(r.value));
+  }
+}
 
 void Master::run(int stop_fd) {
   log_info("serving on ", endpoint(), " (instance ", state_->instance(), ")");
@@ -126,15 +180,32 @@ void Master::run(int stop_fd) {
   const int zap_item = zap_ ? add_item(zap_->socket().handle(), -1) : -1;
   const int stop_item = add_item(nullptr, stop_fd);
   const int http_item = http_ ? add_item(nullptr, http_->fd()) : -1;
-  const int count = static_cast<int>(items.size());
+  const std::size_t count = items.size();  // then the Python listener's sockets, if any
+  if (python_) {
+    log_info("python manager listener on ", python_->address(), " (multiprocessing.managers, HMAC authkey)");
+    if (!python_->loopback())
+      log_warn("the python manager listener ", python_->address(),
+               " listens beyond this host, and its protocol is plain text: the queues' values can be read on the way; "
+               "prefer a loopback address with an ssh tunnel (docs/PYTHON.md)");
+  }
   for (;;) {
     // Sleep until a message comes or the state's next deadline.
     auto now = Clock::now();
     milliseconds timeout(100);
-    if (auto d = state_->next_deadline())
-      timeout = std::clamp(duration_cast<milliseconds>(*d - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
+    auto d = state_->next_deadline();
+    for (auto other : {values_->next_deadline(), python_ ? python_->next_deadline() : std::nullopt})
+      if (other && (!d || *other < *d)) d = other;
+    if (d) timeout = std::clamp(duration_cast<milliseconds>(*d - now) + milliseconds(1), milliseconds(0), milliseconds(1000));
+    if (values_->pending()) timeout = milliseconds(0);
+    items.resize(count);
+    if (python_)
+      for (const auto& p : python_->poll_fds())
+        items.push_back({nullptr, p.fd,
+                         static_cast<short>(((p.events & pyman::Listener::kReadable) ? ZMQ_POLLIN : 0) |
+                                            ((p.events & pyman::Listener::kWritable) ? ZMQ_POLLOUT : 0)),
+                         0});
     try {
-      zmq::poll(items.data(), count, timeout);
+      zmq::poll(items.data(), items.size(), timeout);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       if (e.num() == ETERM) break;
@@ -154,7 +225,20 @@ void Master::run(int stop_fd) {
       state_->receive(in->identity, in->decode(), now);
     }
     if (http_item >= 0 && (items[http_item].revents & ZMQ_POLLIN)) serve_http(now);
+    if (python_) {
+      for (std::size_t i = count; i < items.size(); ++i) {
+        const short ev = items[i].revents;
+        if (!ev) continue;
+        // An error or hang-up shows as readable: the read finds it.
+        python_->handle(items[i].fd,
+                        static_cast<short>(((ev & (ZMQ_POLLIN | ZMQ_POLLERR)) ? pyman::Listener::kReadable : 0) |
+                                           ((ev & ZMQ_POLLOUT) ? pyman::Listener::kWritable : 0)),
+                        now);
+      }
+      python_->turn(now);
+    }
     now = Clock::now();
+    values_->turn(now);
     state_->turn(now);
     // What promises nothing leaves at once (the workers start while the journal syncs); the rest
     // after the group commit, which MasterState makes: one fsync for the whole turn.
@@ -162,6 +246,7 @@ void Master::run(int stop_fd) {
     const auto failures = state_->counters().journal_failures;
     send_all(state_->commit(now), now);
     answer_held_http(state_->counters().journal_failures == failures);
+    deliver_values();  // its own commit, after the state's
   }
   answer_held_http(false);
   log_info("stopping: ", state_->tasks().size(), " tasks in memory, ", state_->workers(), " workers connected");

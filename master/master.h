@@ -13,8 +13,10 @@
 #include "master/http.h"
 #include "master/metrics.h"
 #include "master/state.h"
+#include "master/value_queues.h"
 #include "protocol/auth.h"
 #include "protocol/sockets.h"
+#include "pyman/listener.h"
 
 namespace taskmaster {
 
@@ -30,8 +32,13 @@ class Master {
   Master(const Master&) = delete;
   Master& operator=(const Master&) = delete;
 
+  ~Master();
   // The endpoint really bound, e.g. "tcp://127.0.0.1:41234".
   std::string endpoint();
+
+  // Also serves Python's BaseManager clients on options.host:port (pyman/listener.h), from this
+  // loop; before run(). Throws std::runtime_error if it cannot listen. Returns the address bound.
+  std::string serve_python(pyman::ListenerOptions options);
 
   // Serves until `stop_fd` (e.g. a signalfd) becomes readable; -1 serves until the context closes.
   void run(int stop_fd);
@@ -48,6 +55,9 @@ class Master {
   // http_held_ until the turn's commit.
   void serve_http(TimePoint now);
   void answer_held_http(bool committed);
+  // The value queues' replies of the turn, after their commit: to TASKMASTER/1 peers and to the
+  // Python listener's connections (a value that cannot be delivered goes back to its queue).
+  void deliver_values();
 
   MasterConfig config_;
   std::unique_ptr<protocol::ZapHandler> zap_;  // before socket_: it must answer from the first connection
@@ -57,7 +67,9 @@ class Master {
   std::unique_ptr<HttpServer> http_;  // null: no --http
   std::unique_ptr<Metrics> metrics_;  // with http_
   std::vector<std::pair<std::unique_ptr<HttpServer::Pending>, HttpAnswer>> http_held_;
+  std::unique_ptr<ValueQueues> values_;  // before state_, which points to it
   std::unique_ptr<MasterState> state_;
+  std::unique_ptr<pyman::Listener> python_;          // null: no --python-manager
   zmq::socket_t socket_;                             // bound once the state is ready
   std::map<std::uint32_t, std::string> peers_;       // fd -> address of connections in their handshake
   std::optional<protocol::ConnectionEvent> failed_;  // a handshake failure waiting for its disconnect

@@ -201,6 +201,14 @@ void MasterState::receive(const std::string& id, Expected<proto::Message> decode
           [&](proto::Purge& m) {
             reply(id, proto::Purged{m.req, m.queue, purge_queue(m.queue)});
           },
+          [&](proto::QueuePut& m) {
+            if (!values_) return reply_error(id, m.req, ErrorCode::Unavailable, "QUEUE_PUT: this master has no value queues");
+            values_->put({false, id, m.req, 0}, m.queue, std::move(m.value), now);
+          },
+          [&](proto::QueueGet& m) {
+            if (!values_) return reply_error(id, m.req, ErrorCode::Unavailable, "QUEUE_GET: this master has no value queues");
+            values_->get({false, id, m.req, 0}, m.queue, milliseconds(m.timeout_ms), now);
+          },
           [&](auto& m) {  // a command only the master sends
             ++counters_.bad_messages;
             const Error e{ErrorCode::NotAllowed, std::string(proto::command_name(proto::Message(m))) + " is sent by the master, not to it"};
@@ -1292,7 +1300,7 @@ nlohmann::json MasterState::status_json(TimePoint now) {
   }
   json journal = nullptr;
   if (journal_) journal = {{"path", journal_->path()}, {"bytes", journal_->bytes()}, {"writable", !resave_needed_}};
-  return {
+  json report = {
       {"master", instance_},
       {"http", config_.http_url.empty() ? nlohmann::json(nullptr) : nlohmann::json(config_.http_url)},
       {"journal", journal},
@@ -1320,6 +1328,11 @@ nlohmann::json MasterState::status_json(TimePoint now) {
        {{"max_queued", config_.max_queued}, {"max_task_bytes", config_.max_task_bytes}, {"max_journal_bytes", config_.max_journal_bytes}}},
       {"unfinished", tasks_.unfinished()},
       {"task_bytes", tasks_.bytes()}};
+  if (values_) {
+    report["value_queues"] = values_->status();
+    report["python_manager"] = values_->listener().empty() ? json(nullptr) : json(values_->listener());
+  }
+  return report;
 }
 
 }  // namespace taskmaster

@@ -16,6 +16,7 @@
 #include "master/jobs.h"
 #include "master/journal.h"
 #include "master/task_table.h"
+#include "master/value_queues.h"
 #include "master/workers.h"
 #include "protocol/auth.h"
 #include "protocol/message.h"
@@ -129,6 +130,9 @@ class MasterState : private TaskListener, private JobListener {
   const MasterCounters& counters() const { return counters_; }
   // Prometheus metrics, updated as things happen and refreshed when scraped; null: none kept.
   void set_metrics(Metrics* metrics) { metrics_ = metrics; }
+  // The value queues that QUEUE_PUT and QUEUE_GET reach (their replies come from values->commit());
+  // null: those are refused (unavailable). STATUS reports their depths.
+  void set_value_queues(ValueQueues* values) { values_ = values; }
   // Answers one request of the HTTP API (docs/HTTP.md): GET /metrics, /api/status, /api/workers,
   // /api/jobs, /api/jobs/ID; POST /api/jobs/ID/cancel and /retry. Never throws for a bad request.
   HttpAnswer http(const HttpQuery& q, TimePoint now);
@@ -263,7 +267,8 @@ class MasterState : private TaskListener, private JobListener {
   JobTable jobs_;
   WorkerRegistry workers_;
   MasterCounters counters_;
-  Metrics* metrics_ = nullptr;  // not owned
+  Metrics* metrics_ = nullptr;     // not owned
+  ValueQueues* values_ = nullptr;  // not owned
   Rates rates_;
   std::unordered_map<std::uint32_t, QueueRate> queue_rates_;  // by queue (Names id)
   std::deque<Failure> failures_;                              // newest first

@@ -51,6 +51,9 @@ template <> struct Command<Released> { static constexpr std::string_view name = 
 template <> struct Command<Retry> { static constexpr std::string_view name = "RETRY"; };
 template <> struct Command<Purge> { static constexpr std::string_view name = "PURGE"; };
 template <> struct Command<Purged> { static constexpr std::string_view name = "PURGED"; };
+template <> struct Command<QueuePut> { static constexpr std::string_view name = "QUEUE_PUT"; };
+template <> struct Command<QueueGet> { static constexpr std::string_view name = "QUEUE_GET"; };
+template <> struct Command<QueueValue> { static constexpr std::string_view name = "QUEUE_VALUE"; };
 
 constexpr std::array<std::string_view, kTaskStateCount> kStateNames = {"delayed", "queued",    "running", "done",
                                                                        "dead",    "cancelled", "waiting"};
@@ -293,6 +296,22 @@ template <> Purged decode_as<Purged>(const Fields& f) {
                 f.integer<std::uint64_t>("purged", 0, std::numeric_limits<std::int64_t>::max())};
 }
 
+template <> QueuePut decode_as<QueuePut>(const Fields& f) {
+  return QueuePut{req_of(f), Fields::to_name(f.need("queue"), f.path("queue")), compact(f.need("value"), f.path("value"), kMaxArgsBytes)};
+}
+
+template <> QueueGet decode_as<QueueGet>(const Fields& f) {
+  return QueueGet{req_of(f), Fields::to_name(f.need("queue"), f.path("queue")),
+                  f.integer_or<std::uint32_t>("timeout_ms", 0, 0, kMaxWaitMs)};
+}
+
+template <> QueueValue decode_as<QueueValue>(const Fields& f) {
+  QueueValue m{req_of(f), Fields::to_name(f.need("queue"), f.path("queue")),
+               f.integer_or<std::uint64_t>("depth", 0, 0, std::numeric_limits<std::int64_t>::max()), std::nullopt};
+  if (const JsonValue v = f.find("value")) m.value = compact(v, f.path("value"), kMaxArgsBytes);
+  return m;
+}
+
 template <> Cancelled decode_as<Cancelled>(const Fields& f) {
   constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
   return Cancelled{req_of(f), f.integer<JobId>("job", 1, std::numeric_limits<std::int64_t>::max()),
@@ -515,6 +534,18 @@ struct BodyWriter {
   void operator()(const Purged& m) {
     Writer(out).begin_object().field("req", m.req).field("queue", m.queue).field("purged", m.purged).end_object();
   }
+  void operator()(const QueuePut& m) {
+    Writer(out).begin_object().field("req", m.req).field("queue", m.queue).raw("value", m.value).end_object();
+  }
+  void operator()(const QueueGet& m) {
+    Writer(out).begin_object().field("req", m.req).field("queue", m.queue).field("timeout_ms", m.timeout_ms).end_object();
+  }
+  void operator()(const QueueValue& m) {
+    Writer w(out);
+    w.begin_object().field("req", m.req).field("queue", m.queue).field("depth", m.depth);
+    if (m.value) w.raw("value", *m.value);
+    w.end_object();
+  }
   void operator()(const Cancelled& m) {
     Writer w(out);
     w.begin_object().field("req", m.req).field("job", m.job).field("cancelled", m.cancelled);
@@ -569,6 +600,8 @@ struct SizeHint {
     for (auto& o : m.outcomes) n += 160 + o.args.size() + o.value.size() + o.worker.size() + o.function.size() + o.queue.size();
     return n;
   }
+  std::size_t operator()(const QueuePut& m) const { return 128 + m.value.size(); }
+  std::size_t operator()(const QueueValue& m) const { return 128 + (m.value ? m.value->size() : 0); }
   template <class Small> std::size_t operator()(const Small&) const { return 256; }
 };
 

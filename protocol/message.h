@@ -275,6 +275,27 @@ struct Purged {
   std::uint64_t purged = 0;
 };
 
+// Value queues (§6.17): named FIFO queues of JSON values beside the task queues (the Python
+// BaseManager listener's queues, docs/PYTHON.md). QUEUE_PUT puts one value at the end;
+// QUEUE_GET takes the first, waiting up to timeout_ms for one (0: not at all). Both are answered
+// by QUEUE_VALUE, once the journal has the change; an older master answers ERROR unknown_command.
+struct QueuePut {
+  std::uint64_t req = 0;
+  std::string queue;
+  std::string value;  // compact JSON, at most kMaxArgsBytes
+};
+struct QueueGet {
+  std::uint64_t req = 0;
+  std::string queue;
+  std::uint32_t timeout_ms = 0;  // at most kMaxWaitMs
+};
+struct QueueValue {
+  std::uint64_t req = 0;
+  std::string queue;
+  std::uint64_t depth = 0;           // values left in the queue
+  std::optional<std::string> value;  // QUEUE_GET: the value taken (JSON); none: the queue was empty
+};
+
 // Ask for the master's state (§6.12); or, with `job`, one job's progress; or, with `jobs`, the
 // most recent jobs. A master that predates `job` and `jobs` ignores them (its REPORT is the state).
 inline constexpr std::uint32_t kMaxStatusJobs = 1000;
@@ -302,7 +323,8 @@ using Message = std::variant<Hello, Credit, Results, Heartbeat, Bye,            
                              Submit, Accepted, Wait, Outcomes, Cancel, Cancelled,  // client
                              Status, Report, ErrorReply,                           //
                              Started, Revoke, Released,                            // feature "reserve"
-                             Retry, Purge, Purged>;                                // client
+                             Retry, Purge, Purged,                                 // client
+                             QueuePut, QueueGet, QueueValue>;                      // value queues
 
 // Frames of one message, without the ROUTER identity frame: {signature, command, body}.
 using Frames = std::vector<std::string>;

@@ -9,7 +9,7 @@ set -euo pipefail
 build=(
   cmake ninja-build g++ pkg-config
   # libraries
-  libzmq3-dev cppzmq-dev nlohmann-json3-dev libcli11-dev libsodium-dev libsqlite3-dev
+  libzmq3-dev cppzmq-dev nlohmann-json3-dev libcli11-dev libsodium-dev libsqlite3-dev libssl-dev
   libmicrohttpd-dev prometheus-cpp-dev  # the master's --http: its server, and the metrics' registry and text format
 )
 tests=(

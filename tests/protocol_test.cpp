@@ -131,6 +131,9 @@ json full_body(const std::string& command) {
       {"RETRY", json::parse(R"({"req":3,"job":4})")},
       {"PURGE", json::parse(R"({"req":3,"queue":"q"})")},
       {"PURGED", json::parse(R"({"req":3,"queue":"q","purged":4})")},
+      {"QUEUE_PUT", json::parse(R"({"req":3,"queue":"q","value":[1,{"a":"b"}]})")},
+      {"QUEUE_GET", json::parse(R"({"req":3,"queue":"q","timeout_ms":5})")},
+      {"QUEUE_VALUE", json::parse(R"({"req":3,"queue":"q","depth":2,"value":{"$tuple":[1]}})")},
   };
   auto it = bodies.find(command);
   REQUIRE(it != bodies.end());
@@ -175,8 +178,8 @@ std::vector<std::string> spec_lines() {
 // Every marked example of PROTOCOL.md. A marker that is misspelt, or not followed by a fenced block,
 // is reported in `problems`.
 std::vector<SpecExample> spec_examples(std::vector<std::string>& problems) {
-  static const std::regex valid_marker(R"(^<!-- example: ([A-Za-z]+) -->$)");
-  static const std::regex invalid_marker(R"(^<!-- invalid: ([A-Za-z]+) ([a-z_]+) -->$)");
+  static const std::regex valid_marker(R"(^<!-- example: ([A-Za-z_]+) -->$)");
+  static const std::regex invalid_marker(R"(^<!-- invalid: ([A-Za-z_]+) ([a-z_]+) -->$)");
   const auto lines = spec_lines();
   std::vector<SpecExample> out;
   for (std::size_t i = 0; i < lines.size(); ++i) {
@@ -318,10 +321,11 @@ TEST_CASE("JsonDoc stops at its depth limit and refuses a NUL byte, which nlohma
   CHECK(sum == 6);
 }
 
-TEST_CASE("the command table has the 23 commands of the spec, in the order of the Message variant") {
-  const std::vector<std::string> expected = {"HELLO",  "CREDIT",   "RESULTS", "HEARTBEAT", "BYE",    "WELCOME",   "TASKS",  "ACK",
-                                             "SUBMIT", "ACCEPTED", "WAIT",    "OUTCOMES",  "CANCEL", "CANCELLED", "STATUS", "REPORT",
-                                             "ERROR",  "STARTED",  "REVOKE",  "RELEASED",  "RETRY",  "PURGE",     "PURGED"};
+TEST_CASE("the command table has the 26 commands of the spec, in the order of the Message variant") {
+  const std::vector<std::string> expected = {"HELLO",  "CREDIT", "RESULTS",   "HEARTBEAT", "BYE",        "WELCOME",  "TASKS",
+                                             "ACK",    "SUBMIT", "ACCEPTED",  "WAIT",      "OUTCOMES",   "CANCEL",   "CANCELLED",
+                                             "STATUS", "REPORT", "ERROR",     "STARTED",   "REVOKE",     "RELEASED", "RETRY",
+                                             "PURGE",  "PURGED", "QUEUE_PUT", "QUEUE_GET", "QUEUE_VALUE"};
   CHECK(all_commands() == expected);
   for (const auto& name : all_commands()) {
     CAPTURE(name);
