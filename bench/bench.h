@@ -39,8 +39,8 @@
 
 namespace taskmaster::bench {
 
-inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "relay_floor", "throughput", "latency", "ack", "cli",
-                                                  "memory", "backlog", "big_hello", "jobs", "workers2000", "exec"};
+inline const std::vector<std::string> kConfigs = {"zmq_ceiling", "relay_floor", "throughput", "latency", "ack",         "cli",
+                                                  "memory",      "backlog",     "big_hello",  "jobs",    "workers2000", "exec"};
 
 // Every list or count left empty (or 0) takes the default of the mode: the full benchmark, or the
 // small smoke test of --quick (well under a minute).

@@ -141,6 +141,7 @@ void Master::deliver_values() {
                                        : AKind::Failed;
       a.value = r.value;
       a.error = r.error;
+      a.value_refused = r.kind == Kind::Failed && r.code == ErrorCode::BadField;
       delivered = python_ && python_->answer(r.peer.conn, a);
     } else {
       proto::Message m = proto::QueueValue{r.peer.req, r.queue, values_->depth(r.queue), std::nullopt};

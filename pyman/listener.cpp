@@ -60,6 +60,17 @@ const pk::Value* argument(const pk::Value& args, const pk::Value& kwds, std::siz
   return nullptr;
 }
 
+// Text from a client in a message: at most 200 bytes of it, cut at a character's start.
+std::string clip(std::string s) {
+  if (s.size() <= 200) return s;
+  std::size_t n = 200;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  s.resize(n);
+  return s + "...";
+}
+
+std::string short_repr(const pk::Value& v) { return clip(pk::repr(v)); }
+
 bool truthy(const pk::Value& v) {
   switch (v.kind) {
     case pk::Kind::None: return false;
@@ -96,6 +107,7 @@ struct Listener::Conn {
   bool busy_get = false;
   bool closing = false;  // close once `out` is sent
   bool dead = false;     // closed; removed by reap()
+  bool more = false;     // requests left in `reader` after this turn's share
   std::string queue;   // Serving: the queue of the request in progress
   Conn(std::size_t max_frame, std::string key) : reader(max_frame), handshake(std::move(key)) {}
 };
@@ -163,7 +175,7 @@ void Listener::warn(const std::string& line) {
 std::vector<Listener::PollFd> Listener::poll_fds() const {
   std::vector<PollFd> out;
   out.reserve(conns_.size() + 1);
-  out.push_back({fd_, kReadable});
+  if (!accept_paused_until_ || Clock::now() >= *accept_paused_until_) out.push_back({fd_, kReadable});
   for (const auto& [id, c] : conns_) {
     if (c->dead) continue;
     short ev = 0;
@@ -183,18 +195,38 @@ void Listener::handle(int fd, short revents, Clock::time_point now) {
   if (it == by_fd_.end()) return;
   Conn& c = *conns_.at(it->second);
   if (c.dead) return;
-  if (revents & kWritable) flush(c);
-  if (!c.dead && (revents & kReadable)) read(c);
+  guarded(c, [&] {
+    if (revents & kWritable) flush(c);
+    if (!c.dead && (revents & kReadable)) read(c);
+  });
   reap();
 }
 
+template <class F>
+void Listener::guarded(Conn& c, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    // A request this code did not foresee: that client loses its connection, the master goes on.
+    close(c, std::string("internal error on its request: ") + e.what());
+  }
+}
+
 void Listener::accept_all(Clock::time_point now) {
+  accept_paused_until_.reset();
   for (int i = 0; i < 64; ++i) {
     sockaddr_storage sa{};
     socklen_t len = sizeof sa;
     const int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&sa), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) warn(std::string("accept: ") + std::strerror(errno));
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // The connection stays in the backlog and the socket readable: not polled for 100 ms, so
+        // that the loop does not spin on it.
+        accept_paused_until_ = now + milliseconds(100);
+        warn(std::string("accept: ") + std::strerror(errno) + "; new connections wait 100 ms");
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+        warn(std::string("accept: ") + std::strerror(errno));
+      }
       return;
     }
     const std::string peer = numeric_address(reinterpret_cast<sockaddr*>(&sa), len);
@@ -203,7 +235,19 @@ void Listener::accept_all(Clock::time_point now) {
       ::close(fd);
       continue;
     }
-    auto c = std::make_unique<Conn>(options_.max_frame_bytes, options_.authkey);
+    // Strangers may not hold every connection: past the bound of handshakes, the oldest goes.
+    Conn* oldest = nullptr;
+    std::size_t handshaking = 0;
+    for (auto& [cid, other] : conns_)
+      if (!other->dead && other->phase == Conn::Phase::Handshake) {
+        ++handshaking;
+        if (!oldest) oldest = other.get();
+      }
+    if (oldest && handshaking >= options_.max_handshaking) {
+      close(*oldest, "dropped for a new connection: already " + std::to_string(handshaking) + " connections in their handshake (the bound)");
+      reap();
+    }
+    auto c = std::make_unique<Conn>(options_.max_handshake_frame_bytes, options_.authkey);
     c->id = next_conn_++;
     c->fd = fd;
     c->peer = peer;
@@ -223,7 +267,7 @@ void Listener::read(Conn& c) {
       c.reader.feed(std::string_view(buf, static_cast<std::size_t>(n)));
       total += static_cast<std::size_t>(n);
       // A client sends one request at a time: more than a frame's bound waiting is not a client.
-      if (c.reader.buffered() > options_.max_frame_bytes + 16) return close(c, "it sent more than a message's bound without waiting");
+      if (c.reader.buffered() > c.reader.max() + 16) return close(c, "it sent more than a message's bound without waiting");
       continue;
     }
     if (n == 0) return close(c, "");
@@ -235,7 +279,12 @@ void Listener::read(Conn& c) {
 }
 
 void Listener::process(Conn& c) {
-  while (!c.dead && !c.busy && !c.closing) {
+  c.more = false;
+  for (std::size_t taken = 0; !c.dead && !c.busy && !c.closing;) {
+    if (c.phase != Conn::Phase::Handshake && taken++ == options_.max_requests_per_turn) {
+      c.more = c.reader.buffered() > 0;  // the rest at the next turn (turn())
+      return;
+    }
     auto f = c.reader.next();
     if (!f) return close(c, f.error().message);
     if (!*f) return;
@@ -249,10 +298,13 @@ void Listener::process(Conn& c) {
         flush(c);
         return;
       }
-      if (step.state == ServerHandshake::State::Done) c.phase = Conn::Phase::Request;
+      if (step.state == ServerHandshake::State::Done) {
+        c.phase = Conn::Phase::Request;
+        c.reader.set_max(options_.max_frame_bytes);
+      }
       continue;
     }
-    auto request = pk::decode(payload);
+    auto request = pk::decode(payload, options_.limits);
     if (!request) {
       warn("refused a message from " + c.peer + ": " + request.error().message);
       send(c, traceback("UnpicklingError", request.error().message));
@@ -277,7 +329,7 @@ const std::string* Listener::queue_of_ident(const pk::Value& ident) const {
 void Listener::on_request(Conn& c, const pk::Value& r) {
   c.closing = true;
   if (!r.is(pk::Kind::Tuple) || r.items.size() != 4 || !r.items[1].is(pk::Kind::Str))
-    return send(c, traceback("ValueError", "a request is (id, name, args, kwds); got " + pk::repr(r)));
+    return send(c, traceback("ValueError", "a request is (id, name, args, kwds); got " + short_repr(r)));
   const std::string& name = r.items[1].text;
   const pk::Value& args = r.items[2];
   const pk::Value& kwds = r.items[3];
@@ -287,7 +339,7 @@ void Listener::on_request(Conn& c, const pk::Value& r) {
     if (!first || !first->is(pk::Kind::Str)) return send(c, traceback("TypeError", "create() needs a typeid"));
     const auto it = typeids_.find(first->text);
     if (it == typeids_.end())
-      return send(c, traceback("KeyError", "'" + first->text + "' is not a typeid this master serves (it serves " +
+      return send(c, traceback("KeyError", "'" + clip(first->text) + "' is not a typeid this master serves (it serves " +
                                                [this] {
                                                  std::string s;
                                                  for (const auto& [t, q] : typeids_) s += (s.empty() ? "" : ", ") + t;
@@ -299,7 +351,7 @@ void Listener::on_request(Conn& c, const pk::Value& r) {
     return send(c, message("#RETURN", pk::tuple({pk::str(it->second), exposed_tuple()})));
   }
   if (name == "incref" || name == "decref") {
-    if (!first || !queue_of_ident(*first)) return send(c, traceback("KeyError", first ? pk::repr(*first) : "no id"));
+    if (!first || !queue_of_ident(*first)) return send(c, traceback("KeyError", first ? short_repr(*first) : "no id"));
     return send(c, message("#RETURN", pk::none()));
   }
   if (name == "get_methods") return send(c, message("#RETURN", exposed_tuple()));
@@ -311,15 +363,15 @@ void Listener::on_request(Conn& c, const pk::Value& r) {
     return send(c, message("#RETURN", pk::none()));
   }
   if (name == "shutdown") return send(c, traceback("NotImplementedError", "a taskmaster master is not shut down by its clients"));
-  send(c, traceback("AssertionError", "'" + name + "' unrecognized"));
+  send(c, traceback("AssertionError", "'" + clip(name) + "' unrecognized"));
 }
 
 // A proxy's method call: (id, method, args, kwds).
 void Listener::on_call(Conn& c, const pk::Value& r) {
   if (!r.is(pk::Kind::Tuple) || r.items.size() != 4 || !r.items[1].is(pk::Kind::Str))
-    return send(c, traceback("ValueError", "a call is (id, method, args, kwds); got " + pk::repr(r)));
+    return send(c, traceback("ValueError", "a call is (id, method, args, kwds); got " + short_repr(r)));
   const std::string* queue = queue_of_ident(r.items[0]);
-  if (!queue) return send(c, traceback("KeyError", pk::repr(r.items[0])));
+  if (!queue) return send(c, traceback("KeyError", short_repr(r.items[0])));
   const std::string& method = r.items[1].text;
   const pk::Value& args = r.items[2];
   const pk::Value& kwds = r.items[3];
@@ -329,7 +381,7 @@ void Listener::on_call(Conn& c, const pk::Value& r) {
   if (method == "put" || method == "put_nowait") {
     const pk::Value* item = argument(args, kwds, 0, "item");
     if (!item) item = argument(args, kwds, 0, "obj");
-    if (!item) return send(c, traceback("TypeError", method + "() missing 1 required positional argument: 'item'"));
+    if (!item) return send(c, traceback("TypeError", clip(method) + "() missing 1 required positional argument: 'item'"));
     c.busy = true;
     c.busy_get = false;
     c.queue = *queue;
@@ -345,7 +397,9 @@ void Listener::on_call(Conn& c, const pk::Value& r) {
         if (timeout && !timeout->is(pk::Kind::None)) {
           double s = 0;
           if (timeout->is(pk::Kind::Int)) s = static_cast<double>(timeout->integer);
+          else if (timeout->is(pk::Kind::Bool)) s = timeout->boolean ? 1 : 0;  // Python's True == 1
           else if (timeout->is(pk::Kind::Float)) s = timeout->real;
+          else if (timeout->is(pk::Kind::BigInt)) s = timeout->text.starts_with('-') ? -1 : 1e9;  // beyond int64: capped below
           else return send(c, traceback("TypeError", "timeout must be a number, not " + std::string(pk::kind_name(timeout->kind))));
           if (!(s >= 0) || std::isinf(s)) return send(c, traceback("ValueError", "'timeout' must be a non-negative number"));
           wait = milliseconds(static_cast<std::int64_t>(std::min(s, 1e9) * 1000));
@@ -358,7 +412,7 @@ void Listener::on_call(Conn& c, const pk::Value& r) {
     return backend_.get(c.id, *queue, wait);
   }
   if (method == "__repr__" || method == "__str__") return send(c, message("#RETURN", pk::str("<taskmaster value queue " + *queue + ">")));
-  send(c, traceback("AttributeError", "method '" + method + "' of a taskmaster value queue is not in exposed=" + pk::repr(exposed_tuple())));
+  send(c, traceback("AttributeError", "method '" + clip(method) + "' of a taskmaster value queue is not in exposed=" + pk::repr(exposed_tuple())));
 }
 
 bool Listener::answer(std::uint64_t conn, const Answer& a) {
@@ -366,6 +420,13 @@ bool Listener::answer(std::uint64_t conn, const Answer& a) {
   if (it == conns_.end() || it->second->dead || !it->second->busy) return false;
   Conn& c = *it->second;
   c.busy = false;
+  guarded(c, [&] { reply(c, a); });
+  const bool alive = !c.dead;
+  reap();
+  return alive;
+}
+
+void Listener::reply(Conn& c, const Answer& a) {
   using K = Answer::Kind;
   switch (a.kind) {
     case K::Put: send(c, message("#RETURN", pk::none())); break;
@@ -377,12 +438,9 @@ bool Listener::answer(std::uint64_t conn, const Answer& a) {
     }
     case K::Empty: send(c, message("#ERROR", pk::exception("queue", "Empty", {}))); break;
     case K::Full: send(c, message("#ERROR", pk::exception("queue", "Full", {}))); break;
-    case K::Failed: send(c, traceback("OSError", a.error)); break;
+    case K::Failed: send(c, traceback(a.value_refused ? "ValueError" : "OSError", a.error)); break;
   }
-  const bool alive = !c.dead;
-  if (alive) process(c);  // a request that came while this one waited
-  reap();
-  return alive;
+  if (!c.dead) process(c);  // a request that came while this one waited
 }
 
 void Listener::send(Conn& c, const pk::Value& m) { send_raw(c, pk::encode(m)); }
@@ -423,14 +481,21 @@ void Listener::close(Conn& c, const std::string& why) {
 void Listener::reap() { std::erase_if(conns_, [](const auto& e) { return e.second->dead; }); }
 
 void Listener::turn(Clock::time_point now) {
-  for (auto& [id, c] : conns_)
-    if (!c->dead && c->phase != Conn::Phase::Serving && !c->closing && now >= c->deadline)
+  for (auto& [id, c] : conns_) {
+    // A connection still in its handshake or first request, even one whose last reply is still
+    // unread (`closing`), has until its deadline.
+    if (!c->dead && c->phase != Conn::Phase::Serving && now >= c->deadline)
       close(*c, "no handshake and request within " + std::to_string(options_.handshake_timeout.count()) + " ms");
+    if (!c->dead && c->more && !c->busy && !c->closing) guarded(*c, [&] { process(*c); });
+  }
   reap();
 }
 
 std::optional<Clock::time_point> Listener::next_deadline() const {
+  for (const auto& [id, c] : conns_)
+    if (!c->dead && c->more && !c->busy && !c->closing) return Clock::now();  // requests waiting: at once
   std::optional<Clock::time_point> d;
+  if (accept_paused_until_) d = accept_paused_until_;
   for (const auto& [id, c] : conns_)
     if (!c->dead && c->phase != Conn::Phase::Serving && (!d || c->deadline < *d)) d = c->deadline;
   return d;

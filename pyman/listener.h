@@ -35,6 +35,22 @@ struct ListenerOptions {
   std::size_t max_frame_bytes = 4u << 20;      // one message (a pickle) from a client
   std::size_t max_unsent_bytes = 16u << 20;    // replies a client has not read yet
   std::chrono::milliseconds handshake_timeout{10000};  // a new connection's handshake and first request
+  // Connections still in their handshake (no authkey shown yet): past this bound the oldest of them
+  // is dropped for a new one, so that strangers cannot hold every connection.
+  std::size_t max_handshaking = 64;
+  // A handshake frame: Python reads these with recv_bytes(256).
+  std::size_t max_handshake_frame_bytes = 256;
+  // Requests taken from one connection per turn of the loop, so that no client holds the loop.
+  std::size_t max_requests_per_turn = 4;
+  // What one request may decode to (pyman/pickle.h): small enough that a request costs at most a few
+  // milliseconds and megabytes however its memo is used.
+  pickle::Limits limits = [] {
+    pickle::Limits l;
+    l.max_input_bytes = 4u << 20;
+    l.max_values = 1u << 16;
+    l.max_payload_bytes = 4u << 20;
+    return l;
+  }();
 };
 
 // "get_task_queue" -> "task_queue": a typeid that starts with "get_" names the queue after it;
@@ -58,6 +74,7 @@ class Listener {
     enum class Kind { Put, Value, Empty, Full, Failed } kind = Kind::Failed;
     std::string value;  // Value: the value as JSON
     std::string error;  // Failed
+    bool value_refused = false;  // Failed because of the value itself (too big): ValueError, not OSError
   };
 
   // Binds and listens; throws std::runtime_error saying why it cannot.
@@ -95,11 +112,15 @@ class Listener {
   void process(Conn& c);
   void on_request(Conn& c, const pickle::Value& request);
   void on_call(Conn& c, const pickle::Value& request);
+  void reply(Conn& c, const Answer& a);
   void send(Conn& c, const pickle::Value& message);
   void send_raw(Conn& c, std::string_view payload);
   void flush(Conn& c);
   void close(Conn& c, const std::string& why);
   void reap();
+  // Runs f for connection c; an exception from it closes that connection only.
+  template <class F>
+  void guarded(Conn& c, F&& f);
   const std::string* queue_of_ident(const pickle::Value& ident) const;
 
   ListenerOptions options_;
@@ -112,6 +133,8 @@ class Listener {
   std::map<std::uint64_t, std::unique_ptr<Conn>> conns_;
   std::map<int, std::uint64_t> by_fd_;
   std::uint64_t next_conn_ = 1;
+  // accept() found no file descriptor left: the listening socket is not polled until then.
+  std::optional<Clock::time_point> accept_paused_until_;
   // Log lines about clients: at most 20 a second, then how many were left out.
   std::int64_t log_second_ = 0;
   int log_count_ = 0;

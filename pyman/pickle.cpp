@@ -72,12 +72,13 @@ struct Failure {
 [[noreturn]] void fail(std::string message) { throw Failure{ErrorCode::BadField, "pickle: " + std::move(message)}; }
 [[noreturn]] void too_large(std::string message) { throw Failure{ErrorCode::TooLarge, "pickle: " + std::move(message)}; }
 
-// Text from the input, for a one-line message: control bytes and backslashes escaped, at most 80 bytes.
+// Text from the input, for a one-line message: control bytes, bytes past ASCII and backslashes
+// escaped (so that the message is valid UTF-8 however the input was cut), at most 80 bytes of it.
 std::string printable(std::string_view s) {
   std::string out;
   for (const char c : s.substr(0, 80)) {
     const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7F || c == '\\') {
+    if (u < 0x20 || u >= 0x7F || c == '\\') {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\x%02x", u);
       out += buf;
@@ -1140,7 +1141,8 @@ struct FromJson {
   Value tagged(const std::string& tag, const nlohmann::json& j, std::size_t depth) {
     if (tag == "$int") {
       if (!j.is_string()) fail("$int must be a decimal string");
-      check_int_digits(j.get_ref<const std::string&>().size(), limits);
+      const auto& text = j.get_ref<const std::string&>();
+      check_int_digits(text.size() - (text.starts_with('-') ? 1 : 0), limits);  // digits, not the sign
       try {
         return big_integer(j.get<std::string>());
       } catch (const ValueError&) {

@@ -28,6 +28,9 @@ class FrameReader {
   // The next whole frame's payload, nullopt while it is not all here, or an error.
   Expected<std::optional<std::string>> next();
   std::size_t buffered() const { return buf_.size() - pos_; }
+  // The bound of a frame's payload (a connection's handshake allows less than its requests).
+  std::size_t max() const { return max_; }
+  void set_max(std::size_t max_bytes) { max_ = max_bytes; }
 
  private:
   std::size_t max_;
