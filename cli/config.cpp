@@ -242,6 +242,7 @@ int effective_rows(const std::string& command, const std::vector<std::string>& r
   Runners runners;
   add_commands(inner, runners);
   CLI::App* sub = subcommand_named(inner, command);
+  sub->require_subcommand(0);  // `queue` alone: its own options, without put or get
   for (auto* opt : sub->get_options()) {
     opt->required(false);
     opt->capture_default_str();

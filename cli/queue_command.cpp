@@ -65,7 +65,8 @@ void add_queue_command(CLI::App& app, Runners& runners) {
   queue->footer(
       "Value queues hold JSON values in FIFO order, durably (journalled before a put is acknowledged). They are separate\n"
       "from task queues. A Python client of `taskmaster master --python-manager` reaches queue task_queue through\n"
-      "register('get_task_queue') (docs/PYTHON.md).");
+      "register('get_task_queue') (docs/PYTHON.md).\n"
+      "Example: taskmaster queue put task_queue 42");
 
   auto put = std::make_shared<QueueOptions>();
   auto* p = queue->add_subcommand("put", "Put one value at the end of a value queue");

@@ -212,6 +212,21 @@ TEST_CASE("globals off the allow-list are refused by name, whatever the opcode")
   });
 }
 
+TEST_CASE("an error message is valid UTF-8 however the name in it was cut") {
+  // A global whose module name puts a 2-byte character across the message's 80-byte cut: the message
+  // must still make a Python str (the listener sends it in a #TRACEBACK; this stopped the master).
+  const std::string input =
+      "\x80\x04"
+      "c" +
+      std::string(79, 'a') + "\xc3\xa9\nx\n.";
+  const auto r = decode(input);
+  REQUIRE(!r);
+  CHECK(r.error().message.find("is not allowed") != std::string::npos);
+  CHECK_NOTHROW(str(r.error().message));
+  CHECK(r.error().message.find("\\xc3") != std::string::npos);  // escaped, not cut
+  CHECK_NOTHROW(str("Traceback: " + r.error().message));
+}
+
 TEST_CASE("truncated and malformed input is refused at every length, never crashes") {
   // Every prefix of every CPython vector is an error (or, for a prefix that is itself a pickle, a value).
   for (const auto& v : cpython_vectors()) {

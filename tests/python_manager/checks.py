@@ -91,7 +91,8 @@ def recv(s):
 
 # After a correct handshake (3.11 form, by hand), a pickle that calls os.system: refused with a
 # #TRACEBACK naming it, and the marker file is not made.
-def evil(marker):
+def authenticated():
+    """A connection with the handshake done by hand (3.12 form one way, 3.11 the other)."""
     key = os.environ.get('TM_AUTHKEY', 'abc').encode()
     s = socket.create_connection(address())
     challenge = recv(s)
@@ -103,6 +104,10 @@ def evil(marker):
     send(s, b'#CHALLENGE#' + mine)
     assert recv(s) == hmac.new(key, mine, 'md5').digest()
     send(s, b'#WELCOME#')
+    return s
+
+def evil(marker):
+    s = authenticated()
     send(s, b'cos\nsystem\n(S"touch ' + marker.encode() + b'"\ntR.')
     kind, text = pickle.loads(recv(s))
     print(kind, text)
@@ -128,6 +133,42 @@ def garbage():
             pass
         s.close()
     return put('1') or get('task_queue', '1')
+
+# Hostile input from a client that has the authkey: a refused global whose name is cut inside a
+# UTF-8 character in the error message, and a burst of "memo bomb" requests (a 256-byte string
+# doubled 17 times through the memo: 2**17 copies); then a 4 MiB frame announced during a handshake.
+# Each ends in an error or a closed connection; the master serves the others all along.
+def hostile():
+    s = authenticated()
+    send(s, b'\x80\x04c' + b'a' * 79 + 'é'.encode() + b'\nx\n.')
+    try:
+        kind, text = pickle.loads(recv(s))
+        print(kind, text.splitlines()[-1])
+    except EOFError:
+        print('closed')
+    s.close()
+    bomb = b'\x80\x04(\x8c\x0atask_queue\x8c\x05qsize'
+    bomb += b'B\x00\x01\x00\x00' + b'x' * 256 + b'q\x000'  # 256 bytes in memo 0, popped
+    for level in range(17):  # memo level+1 = (memo level, memo level)
+        bomb += b'j' + level.to_bytes(4, 'little') + b'j' + level.to_bytes(4, 'little') + b'\x86q' + bytes([level + 1]) + b'0'
+    bomb += b'j' + (17).to_bytes(4, 'little') + b'\x85}t.'  # ('task_queue', 'qsize', (BOMB,), {})
+    s = authenticated()
+    send(s, pickle.dumps((None, 'accept_connection', ('x',), {})))
+    recv(s)
+    s.sendall(b''.join(struct.pack('!i', len(bomb)) + bomb for _ in range(300)))
+    if put('2') or get('task_queue', '2'):
+        return 1
+    s.close()
+    s = socket.create_connection(address())
+    recv(s)
+    s.sendall(struct.pack('!i', 4 << 20) + b'x' * 65536)
+    try:
+        while s.recv(4096):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    s.close()
+    return put('3') or get('task_queue', '3')
 
 if __name__ == '__main__':
     sys.exit(globals()[sys.argv[1]](*sys.argv[2:]))

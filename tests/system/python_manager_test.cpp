@@ -14,7 +14,7 @@ namespace taskmaster::test {
 
 namespace {
 
-const std::string kScripts = (std::filesystem::path(__FILE__).parent_path().parent_path() / "python_manager").string();
+const std::string kScripts = std::string(TASKMASTER_SOURCE_DIR) + "/tests/python_manager";
 const std::string kPython = "/usr/bin/python3";
 
 // A master with the listener on a free loopback port, and the authkey "abc" in a file written as
@@ -105,6 +105,17 @@ TEST_CASE("a pickle that names os.system is refused to that client, nothing runs
   CHECK(!std::filesystem::exists(t.path("marker")));
   CHECK(py.check({"put", "1", "'two'"}).code == 0);
   CHECK(py.check({"get", "task_queue", "1", "'two'"}).code == 0);
+}
+
+TEST_CASE(
+    "hostile requests with the authkey: a refusal cut inside a character, memo bombs, a big handshake frame, and the master serves on") {
+  PyCluster py;
+  const auto r = py.check({"hostile"});
+  INFO(r.out, r.err);
+  CHECK(r.code == 0);
+  CHECK(py.c.master().running());
+  CHECK(py.check({"put", "1", "'after'"}).code == 0);
+  CHECK(py.check({"get", "task_queue", "1", "'after'"}).code == 0);
 }
 
 TEST_CASE("oversized, negative and cut-short frames close that connection with a log line, and the master serves on") {
