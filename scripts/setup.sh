@@ -21,6 +21,7 @@ tests=(
   python3-prometheus-client curl chromium libcpp-httplib-dev  # (cpp-httplib: the system tests' HTTP client)
   tmux         # a real terminal for the progress line's tests
   python3-zmq  # the Python module (python/taskmaster) and its tests
+  groff-base man-db  # the man page's check (tests/install/install_check.sh: groff's lint, man -l)
 )
 case "${1:-}" in
   "") packages=("${build[@]}" "${tests[@]}") ;;
