@@ -2,8 +2,10 @@
 // idempotent resubmission, and a full disk.
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
@@ -203,15 +205,26 @@ TEST_CASE("a full disk while tasks run: only the refused submission fails, runni
   CHECK(c.run({"submit", "square", "4", "--wait"}).out == "4 -> 16\n");
   auto slow = c.spawn({"submit", "sleep", "--each", "--wait", "--json"}, "5\n5\n");
   wait_until([&] { return c.status()["workers"][0]["in_flight"] == 2; }, 20s, "both sleep tasks running");
-  // 1. The disk fills up while they run: a big submission's commit fails.
+  // 1. The disk fills up while they run (a file takes all but 50 KB of it): a submission's commit
+  // fails. Each of its lines (500 KB) is more than the disk has left, so whichever batch submit
+  // --each sends first (it sends one after 10 ms without a new line) is refused, and nothing is kept.
+  const std::string filler = mnt.path() + "/filler";
+  {
+    struct statvfs fs {};
+    REQUIRE(::statvfs(mnt.path().c_str(), &fs) == 0);
+    const auto free_bytes = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+    REQUIRE(free_bytes > 100 * 1024);
+    std::ofstream(filler, std::ios::binary) << std::string(free_bytes - 50 * 1024, 'x');
+  }
   std::string big;
-  for (int i = 0; i < 80; ++i) big += "\"" + std::string(100000, static_cast<char>('a' + i % 26)) + "\"\n";
+  for (int i = 0; i < 8; ++i) big += "\"" + std::string(500000, static_cast<char>('a' + i % 26)) + "\"\n";
   auto r = c.run({"submit", "echo", "--each", "--wait", "--retry-timeout", "2"}, big, 60s);
   CHECK(r.code == 5);
   CHECK(r.err.find("could not write its journal") != std::string::npos);
   CHECK(r.out.empty());
   CHECK(c.status()["counters"]["journal_failures"] >= 1);
   CHECK(c.status()["workers"][0]["in_flight"] == 2);  // the running attempts were kept
+  std::filesystem::remove(filler);                    // the disk has room again
   // 2. The attempts finish: their results are recorded, each task once, never re-run.
   auto done = finish(*slow, 60s);
   REQUIRE_MESSAGE(done.code == 0, done.err);
