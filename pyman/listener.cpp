@@ -486,7 +486,10 @@ void Listener::turn(Clock::time_point now) {
     // unread (`closing`), has until its deadline.
     if (!c->dead && c->phase != Conn::Phase::Serving && now >= c->deadline)
       close(*c, "no handshake and request within " + std::to_string(options_.handshake_timeout.count()) + " ms");
-    if (!c->dead && c->more && !c->busy && !c->closing) guarded(*c, [&] { process(*c); });
+    if (!c->dead && c->more && !c->busy && !c->closing) {
+      Conn& conn = *c;  // clang 14 cannot capture a structured binding
+      guarded(conn, [&] { process(conn); });
+    }
   }
   reap();
 }
