@@ -147,13 +147,14 @@ TEST_CASE("an idempotency key reused with another function or other args is refu
   const std::string job = a.out.substr(0, a.out.find('\n'));
   const auto check_refused = [&](const std::string& when) {
     CAPTURE(when);
-    for (const auto& [args, input] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+    for (const auto& attempt : std::vector<std::pair<std::vector<std::string>, std::string>>{
              {{"submit", "square", "--each", "--idempotency-key", "order-7"}, "1\n2\n4\n"},
              {{"submit", "echo", "--each", "--idempotency-key", "order-7"}, "1\n2\n3\n"},
              {{"submit", "square", "--each", "--priority", "5", "--idempotency-key", "order-7"}, "1\n2\n3\n"},
              {{"submit", "square", "9", "--wait", "--idempotency-key", "order-7"}, ""}}) {
+      const auto& args = attempt.first;  // (no structured binding: CAPTURE's lambda cannot take one in clang 14)
       CAPTURE(args[1]);
-      auto r = c.run(args, input);
+      auto r = c.run(args, attempt.second);
       CHECK(r.code == 5);
       CHECK(r.out.empty());
       CHECK(r.err == "taskmaster: submit: idempotency key 'order-7' was used for a different job (" + job +
