@@ -49,6 +49,16 @@ void ValueQueues::hand_out(Queue& q, const std::string& name, const Peer& to) {
   reply(std::move(r));
 }
 
+// The queue's parked gets, oldest first, each given a value while there are values.
+void ValueQueues::serve_waiters(Queue& q, const std::string& name) {
+  while (!q.waiting.empty() && !q.items.empty()) {
+    Waiter w = std::move(q.waiting.front());
+    q.waiting.pop_front();
+    --waiting_;
+    hand_out(q, name, w.peer);
+  }
+}
+
 void ValueQueues::put(const Peer& p, const std::string& queue, std::string json, TimePoint) {
   const auto bad = [&](std::string why) { reply(make(p, Reply::Kind::Failed, queue, {}, 0, std::move(why), ErrorCode::BadField)); };
   if (!protocol::is_valid_name(queue)) return bad("bad queue name");
@@ -64,12 +74,7 @@ void ValueQueues::put(const Peer& p, const std::string& queue, std::string json,
   bytes_ += item.json.size();
   q.items.push_back(item);
   ops_.push_back({true, queue, std::move(item)});
-  while (!q.waiting.empty() && !q.items.empty()) {
-    Waiter w = std::move(q.waiting.front());
-    q.waiting.pop_front();
-    --waiting_;
-    hand_out(q, queue, w.peer);
-  }
+  serve_waiters(q, queue);
   reply(make(p, Reply::Kind::Put, queue, {}, q.items.size(), {}));
 }
 
@@ -121,12 +126,7 @@ void ValueQueues::give_back(const std::string& queue, std::string json) {
   q.items.push_front(item);
   ops_.push_back({true, queue, std::move(item)});
   // The replies of this put-back are none: it was already answered. Another waiter may take it.
-  while (!q.waiting.empty() && !q.items.empty()) {
-    Waiter w = std::move(q.waiting.front());
-    q.waiting.pop_front();
-    --waiting_;
-    hand_out(q, queue, w.peer);
-  }
+  serve_waiters(q, queue);
 }
 
 std::vector<ValueQueues::Reply> ValueQueues::commit() {

@@ -100,6 +100,7 @@ class ValueQueues {
     std::string queue;
     Item item;
   };
+  void serve_waiters(Queue& q, const std::string& name);
   void hand_out(Queue& q, const std::string& name, const Peer& to);
   void reply(Reply r) { replies_.push_back(std::move(r)); }
 
